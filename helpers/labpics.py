@@ -1,0 +1,128 @@
+"""LabPics Medical: a lazy reader of the real on-disk layout (vessels as one class).
+
+Introduced in notebook 00, used for Mask R-CNN fine-tuning in notebook 04.
+
+Layout (``root`` holds ``Train/`` and ``Test/``; the archive is Zenodo record 4736111)::
+
+    <split>/<sample>/Image.jpg
+    <split>/<sample>/Vessels/*.png                 one mask per vessel instance, non-zero = inside
+    <split>/<sample>/Ignore.png                    regions to ignore (optional), non-zero = ignore
+    <split>/<sample>/SemanticMaps/FullImage/*.png  per-class semantic maps (not read here)
+
+Vessel masks may overlap: a vessel seen through another keeps its whole outline.
+
+Skip policy: a sample folder without a ``Vessels/`` folder has no vessel annotation at
+all (not "zero vessels", which is an empty ``Vessels/``), so it is skipped. Skipped
+samples are counted in ``ds.skipped`` and reported in one warning at construction.
+Anything else that is wrong (no ``Image.jpg``, a mask of the wrong size, a corrupt file)
+is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .image_files import DataError, check_same_size, read_binary_mask, read_rgb
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("Train", "Test")
+MASK_SUFFIXES = (".png",)
+
+
+def find_labpics(root: str | Path) -> Path:
+    """The folder that holds ``Train/`` and ``Test/``: ``root`` itself, or the one folder
+    the Zenodo archive unpacks to (``LabPicsMedical/``) below it."""
+    root = Path(root).expanduser()
+    for candidate in (root, root / "LabPicsMedical"):
+        if all((candidate / s).is_dir() for s in SPLITS):
+            return candidate
+    raise DataError(root, "no Train/ and Test/ folders here; pass the LabPics Medical folder")
+
+
+class LabPicsDataset:
+    """Vessel instances of LabPics Medical, read lazily.
+
+    Construction lists sample folders (and skips those without ``Vessels/``, see the
+    module docstring); pixels are read on ``ds[i]``.
+
+    Args:
+        root: the folder that holds ``Train/`` and ``Test/`` (see :func:`find_labpics`).
+        split: ``"Train"`` or ``"Test"`` (``"train"``/``"test"`` are accepted).
+
+    ``ds[i]`` is a dict:
+        - ``image``: ``H x W x 3`` ``uint8`` RGB.
+        - ``masks``: ``N x H x W`` ``bool``, one per file in ``Vessels/`` in name order;
+          masks may overlap.
+        - ``labels``: ``N`` ``int64``, all 1 (vessel).
+        - ``ignore``: ``H x W`` ``bool``, ``Ignore.png`` (all False if the file is absent).
+        - ``image_id``: ``str``, the sample folder's name.
+    """
+
+    def __init__(self, root: str | Path, split: str = "Train"):
+        split = split.capitalize()
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root = find_labpics(root)
+        self.split = split
+        split_dir = self.root / split
+        self.samples: list[Path] = []
+        self.skipped: list[Path] = []
+        for sample in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            if not (sample / "Image.jpg").is_file():
+                raise DataError(sample / "Image.jpg", "sample folder has no Image.jpg")
+            if (sample / "Vessels").is_dir():
+                self.samples.append(sample)
+            else:
+                self.skipped.append(sample)
+        if self.skipped:
+            log.warning(
+                "LabPics %s: skipped %d of %d samples without a Vessels/ folder (first: %s)",
+                split, len(self.skipped), len(self.skipped) + len(self.samples),
+                self.skipped[0],
+            )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image_path(self, index: int) -> Path:
+        """Path of the ``Image.jpg`` of sample ``index``."""
+        return self.samples[index] / "Image.jpg"
+
+    def mask_paths(self, index: int) -> list[Path]:
+        """The vessel mask files of sample ``index``, in name order."""
+        vessels = self.samples[index] / "Vessels"
+        return sorted(p for p in vessels.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image = read_rgb(sample / "Image.jpg")
+        hw = image.shape[:2]
+        masks = []
+        for path in self.mask_paths(index):
+            mask = read_binary_mask(path)
+            check_same_size(path, mask, hw)
+            masks.append(mask)
+        ignore_path = sample / "Ignore.png"
+        if ignore_path.is_file():
+            ignore = read_binary_mask(ignore_path)
+            check_same_size(ignore_path, ignore, hw)
+        else:
+            ignore = np.zeros(hw, dtype=bool)
+        masks_arr = np.stack(masks) if masks else np.zeros((0, *hw), dtype=bool)
+        return {
+            "image": image,
+            "masks": masks_arr,
+            "labels": np.ones(len(masks), dtype=np.int64),
+            "ignore": ignore,
+            "image_id": sample.name,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LabPicsDataset({self.root}, {self.split!r}, {len(self)} samples, "
+            f"{len(self.skipped)} skipped)"
+        )

@@ -1,0 +1,85 @@
+"""All the course's pictures: mask overlays, boxes, points, grids.
+
+The one home of plotting code; notebooks call these and never redefine them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Distinct colours for instances (RGB 0..255), cycled.
+INSTANCE_COLOURS = np.array(
+    [
+        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+        [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+
+
+def overlay_masks(
+    image: np.ndarray,
+    masks: np.ndarray,
+    alpha: float = 0.5,
+    outline: np.ndarray | None = None,
+    outline_colour=(255, 255, 255),
+) -> np.ndarray:
+    """Blend instance masks onto an image.
+
+    Args:
+        image: ``H x W x 3`` uint8 RGB.
+        masks: ``N x H x W`` bool; instance ``k`` gets ``INSTANCE_COLOURS[k % 15]``.
+            Later masks are painted over earlier ones where they overlap.
+        alpha: opacity of the mask colour, 0..1.
+        outline: optional ``H x W`` bool painted in ``outline_colour`` (e.g. VOC's void
+            border or LabPics' ignore region).
+
+    Returns:
+        ``H x W x 3`` uint8 RGB.
+    """
+    out = image.astype(np.float32).copy()
+    for k, mask in enumerate(np.asarray(masks, dtype=bool)):
+        colour = INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)]
+        out[mask] = out[mask] * (1 - alpha) + colour * alpha
+    if outline is not None:
+        out[np.asarray(outline, dtype=bool)] = outline_colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def draw_boxes(ax, boxes, labels=None, colour="yellow") -> None:
+    """Draw ``K x 4`` xyxy pixel boxes (pixel-edge coordinates) on a matplotlib axis.
+
+    ``imshow`` puts pixel ``(col, row)``'s centre at ``(col, row)``, so its edges are at
+    ``-0.5``; a box from the edge convention is shifted by half a pixel to sit exactly on
+    the mask.
+    """
+    from matplotlib.patches import Rectangle
+
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float)):
+        ax.add_patch(
+            Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5)
+        )
+        if labels is not None:
+            ax.text(x0 - 0.5, y0 - 2, str(labels[k]), color=colour, fontsize=8, va="bottom")
+
+
+def show_sample(ax, sample: dict, names=None, title: str | None = None) -> None:
+    """One reader sample on ``ax``: image, instance overlay, void/ignore in white,
+    labels at each instance's first pixel.
+
+    Args:
+        sample: a dict from :class:`helpers.VOCInstanceDataset` or
+            :class:`helpers.LabPicsDataset`.
+        names: optional sequence mapping label ``l`` to ``names[l - 1]``.
+    """
+    outline = sample.get("void", sample.get("ignore"))
+    ax.imshow(overlay_masks(sample["image"], sample["masks"], outline=outline))
+    for mask, label in zip(sample["masks"], sample["labels"]):
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            text = names[label - 1] if names is not None else str(label)
+            ax.text(xs.mean(), ys.mean(), text, color="white", fontsize=8, ha="center",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})  # fmt: skip
+    ax.set_title(title or sample["image_id"], fontsize=9)
+    ax.axis("off")

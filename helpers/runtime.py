@@ -1,0 +1,87 @@
+"""Where the course runs: smoke or full mode, the cache folder, the device.
+
+Introduced in notebook 00. This is the one place that reads the course's environment
+variables; every other module asks these functions.
+
+- ``SEGCOURSE_SMOKE``: ``1`` (or ``true``/``yes``/``on``) selects smoke mode: the tiny
+  ``data_example`` data sets, a tiny randomly initialised SAM image encoder, Mask R-CNN
+  without downloaded weights and budgets of seconds. Numbers printed in smoke mode mean
+  nothing. Unset or ``0`` means full mode (the default): real checkpoints and data sets.
+  The test suite sets it (see ``tests/conftest.py``).
+- ``SEGCOURSE_CACHE``: the folder for downloads (checkpoints, data sets) and the
+  embedding cache. Default: ``/content/drive/MyDrive/segcourse-cache`` when Google
+  Drive is mounted in Colab, else ``~/.cache/segcourse``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SMOKE_ENV = "SEGCOURSE_SMOKE"
+CACHE_ENV = "SEGCOURSE_CACHE"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+#: The repository root (the folder that holds ``helpers/`` and ``data_example/``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The committed miniature data sets, in the real on-disk layouts.
+DATA_EXAMPLE = REPO_ROOT / "data_example"
+
+
+def is_smoke() -> bool:
+    """True when ``SEGCOURSE_SMOKE`` asks for smoke mode.
+
+    Raises:
+        ValueError: the variable holds something that is neither true nor false, so a
+            typo never silently selects full mode (hours of downloads) or smoke mode.
+    """
+    raw = os.environ.get(SMOKE_ENV, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(
+        f"{SMOKE_ENV}={os.environ[SMOKE_ENV]!r} is not understood; use 1 for smoke mode "
+        "or 0 (or unset it) for full mode"
+    )
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def cache_dir() -> Path:
+    """The folder for downloads and caches (created on first call).
+
+    ``SEGCOURSE_CACHE`` wins; otherwise Google Drive in Colab when it is mounted (so a
+    disconnected runtime keeps its downloads), else ``~/.cache/segcourse``.
+    """
+    if os.environ.get(CACHE_ENV):
+        path = Path(os.environ[CACHE_ENV]).expanduser()
+    elif in_colab() and Path("/content/drive/MyDrive").is_dir():
+        path = Path("/content/drive/MyDrive/segcourse-cache")
+    else:
+        path = Path.home() / ".cache" / "segcourse"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_device() -> str:
+    """``"cuda"`` when a CUDA GPU is visible to torch, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def describe() -> str:
+    """One line for a notebook's setup cell: mode, device, cache folder."""
+    mode = (
+        "SMOKE mode: tiny data and models, numbers mean nothing"
+        if is_smoke()
+        else "full mode: real checkpoints and data sets"
+    )
+    return f"{mode} | device: {default_device()} | cache: {cache_dir()}"

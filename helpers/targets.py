@@ -1,0 +1,82 @@
+"""torchvision detection targets built from a reader's sample.
+
+Introduced in notebook 00, used by Mask R-CNN in notebook 04. The target follows the dict
+contract of torchvision's detection models and references (``boxes``, ``labels``,
+``masks``, ``image_id``, ``area``, ``iscrowd``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of binary masks, on pixel *edges*.
+
+    Args:
+        masks: ``N x H x W`` bool or {0, 1} tensor; every mask non-empty.
+
+    Returns:
+        ``N x 4`` float32, ``(x0, y0, x1, y1)`` in pixels with ``x1 = last column + 1``
+        and ``y1 = last row + 1``, so a one-pixel mask has a 1 x 1 box (COCO's
+        ``[x, y, w, h]`` convention, converted). ``torchvision.ops.masks_to_boxes``
+        returns pixel *centres* (``x1 = last column``), which gives one-pixel-wide
+        objects zero-width boxes that Mask R-CNN's training rejects.
+    """
+    if masks.numel() == 0:
+        return torch.zeros((masks.shape[0], 4), dtype=torch.float32)
+    masks = masks.bool()
+    rows = masks.any(dim=2)  # N x H
+    cols = masks.any(dim=1)  # N x W
+    if not bool(rows.any(dim=1).all()):
+        raise ValueError("masks_to_boxes_xyxy: an empty mask has no box")
+    h, w = masks.shape[1:]
+    ar_h = torch.arange(h)
+    ar_w = torch.arange(w)
+    y0 = torch.where(rows, ar_h, h).amin(dim=1)
+    y1 = torch.where(rows, ar_h, -1).amax(dim=1) + 1
+    x0 = torch.where(cols, ar_w, w).amin(dim=1)
+    x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
+    return torch.stack([x0, y0, x1, y1], dim=1).to(torch.float32)
+
+
+def detection_target(sample: dict, image_id: int, labels=None) -> dict:
+    """The torchvision detection target of one sample from :class:`VOCInstanceDataset`
+    or :class:`LabPicsDataset`.
+
+    Instances with no pixels (area 0) are dropped, with their labels.
+
+    Args:
+        sample: a reader's dict with ``masks`` (``N x H x W`` bool) and ``labels`` (``N``).
+        image_id: an integer id, unique in the data set (the sample's index is the usual
+            choice; pycocotools needs integers).
+        labels: optional ``N`` labels that replace ``sample["labels"]`` (e.g. all ones to
+            treat every VOC instance as one class).
+
+    Returns:
+        dict with ``boxes`` ``K x 4`` float32 xyxy pixels (see :func:`masks_to_boxes_xyxy`),
+        ``labels`` ``K`` int64, ``masks`` ``K x H x W`` uint8 {0, 1}, ``image_id`` int,
+        ``area`` ``K`` float32 (mask pixels), ``iscrowd`` ``K`` int64 zeros.
+    """
+    masks = torch.as_tensor(np.asarray(sample["masks"]), dtype=torch.bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be N x H x W, got shape {tuple(masks.shape)}")
+    labels = torch.as_tensor(
+        np.asarray(sample["labels"] if labels is None else labels), dtype=torch.int64
+    )
+    if labels.shape != (masks.shape[0],):
+        raise ValueError(
+            f"{labels.shape[0] if labels.ndim else labels} labels for {masks.shape[0]} masks"
+        )
+    area = masks.flatten(1).sum(dim=1)
+    keep = area > 0
+    masks, labels, area = masks[keep], labels[keep], area[keep]
+    return {
+        "boxes": masks_to_boxes_xyxy(masks),
+        "labels": labels,
+        "masks": masks.to(torch.uint8),
+        "image_id": int(image_id),
+        "area": area.to(torch.float32),
+        "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
+    }
