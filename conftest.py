@@ -1,0 +1,12 @@
+"""Test-suite set-up shared by tests/ and the notebooks that nbval runs.
+
+Smoke mode is switched on here, before any kernel starts, so that the notebooks' kernels
+inherit it. An explicit SEGCOURSE_SMOKE=0 in the environment is respected: that is how a
+full-mode run of the notebooks through pytest is asked for (on a machine with the data).
+"""
+
+import os
+
+os.environ.setdefault("SEGCOURSE_SMOKE", "1")
+# Progress bars change stream outputs from run to run; smoke runs keep them quiet.
+os.environ.setdefault("TQDM_DISABLE", "1")

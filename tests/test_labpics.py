@@ -1,0 +1,93 @@
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import DATA_EXAMPLE, DataError, LabPicsDataset
+
+LABPICS_ROOT = DATA_EXAMPLE / "LabPicsMedical"
+
+
+@pytest.mark.parametrize("split,n", [("Train", 8), ("Test", 4), ("train", 8)])
+def test_data_example_split_sizes(split, n):
+    assert len(LabPicsDataset(LABPICS_ROOT, split)) == n
+
+
+def test_labpics_sample_contract_on_every_data_example_sample():
+    overlapping = 0
+    for split in ("Train", "Test"):
+        ds = LabPicsDataset(LABPICS_ROOT, split)
+        for i in range(len(ds)):
+            s = ds[i]
+            h, w, _ = s["image"].shape
+            assert s["image"].dtype == np.uint8
+            assert s["masks"].dtype == bool and s["masks"].shape[1:] == (h, w)
+            assert len(s["masks"]) >= 1 and (s["labels"] == 1).all()
+            assert s["masks"].reshape(len(s["masks"]), -1).any(1).all()
+            assert s["ignore"].shape == (h, w) and s["ignore"].dtype == bool
+            overlapping += int(s["masks"].sum(0).max() > 1)
+            semantic = np.asarray(Image.open(ds.samples[i] / "SemanticMaps/FullImage/Vessel.png")) > 0
+            assert np.array_equal(semantic, s["masks"].any(0))
+    assert overlapping >= 2  # glass in front of glass keeps both outlines
+
+
+def test_labpics_reader_accepts_the_folder_above_the_archive_root():
+    assert len(LabPicsDataset(DATA_EXAMPLE, "Test")) == 4
+
+
+def test_sample_without_vessels_folder_is_skipped_counted_and_reported(data_copy, caplog):
+    root = data_copy / "LabPicsMedical"
+    shutil.rmtree(root / "Train" / "train_002" / "Vessels")
+    with caplog.at_level(logging.WARNING, logger="helpers.labpics"):
+        ds = LabPicsDataset(root, "Train")
+    assert len(ds) == 7 and [p.name for p in ds.skipped] == ["train_002"]
+    assert "skipped 1 of 8 samples without a Vessels/ folder" in caplog.text
+
+
+def test_empty_vessels_folder_is_an_image_with_zero_vessels(data_copy):
+    root = data_copy / "LabPicsMedical"
+    for p in (root / "Test" / "test_001" / "Vessels").iterdir():
+        p.unlink()
+    ds = LabPicsDataset(root, "Test")
+    s = ds[1]
+    assert s["masks"].shape == (0, *s["image"].shape[:2]) and len(s["labels"]) == 0
+
+
+def test_vessel_mask_of_wrong_size_is_an_error_naming_it(data_copy):
+    root = data_copy / "LabPicsMedical"
+    path = root / "Test" / "test_000" / "Vessels" / "0.png"
+    Image.fromarray(np.asarray(Image.open(path))[:, :-3]).save(path)
+    with pytest.raises(DataError, match=r"test_000/Vessels/0\.png: mask is"):
+        LabPicsDataset(root, "Test")[0]
+
+
+def test_sample_without_image_is_an_error(data_copy):
+    root = data_copy / "LabPicsMedical"
+    (root / "Train" / "train_004" / "Image.jpg").unlink()
+    with pytest.raises(DataError, match=r"train_004/Image\.jpg: sample folder has no Image\.jpg"):
+        LabPicsDataset(root, "Train")
+
+
+def test_truncated_photo_is_an_error_naming_it(data_copy):
+    root = data_copy / "LabPicsMedical"
+    path = root / "Train" / "train_001" / "Image.jpg"
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(DataError, match=r"train_001/Image\.jpg: corrupt or truncated"):
+        LabPicsDataset(root, "Train")[1]
+
+
+def test_rgb_vessel_masks_are_read_like_single_channel_ones(data_copy):
+    root = data_copy / "LabPicsMedical"
+    ds = LabPicsDataset(root, "Test")
+    before = ds[2]["masks"]
+    for path in ds.mask_paths(2):
+        m = np.asarray(Image.open(path))
+        Image.fromarray(np.stack([m, np.zeros_like(m), np.zeros_like(m)], -1)).save(path)
+    assert np.array_equal(ds[2]["masks"], before)
+
+
+def test_wrong_root_is_an_error_that_says_what_to_pass(tmp_path):
+    with pytest.raises(DataError, match="no Train/ and Test/ folders"):
+        LabPicsDataset(tmp_path, "Train")

@@ -1,0 +1,181 @@
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from helpers import DATA_EXAMPLE, VOC_CLASSES, DataError, VOCInstanceDataset, voc_palette
+
+VOC_ROOT = DATA_EXAMPLE / "VOCdevkit"
+
+
+def test_voc_palette_matches_the_colours_voc_documents():
+    pal = np.array(voc_palette()).reshape(256, 3)
+    # VOC devkit: background black, aeroplane (1) dark red, person (15) (192,128,128),
+    # void (255) (224,224,192).
+    assert pal[0].tolist() == [0, 0, 0]
+    assert pal[1].tolist() == [128, 0, 0]
+    assert pal[15].tolist() == [192, 128, 128]
+    assert pal[255].tolist() == [224, 224, 192]
+
+
+@pytest.mark.parametrize("image_set,n", [("train", 8), ("val", 4), ("trainval", 12), ("test", 4)])
+def test_data_example_split_sizes(image_set, n):
+    assert len(VOCInstanceDataset(VOC_ROOT, image_set)) == n
+
+
+def test_voc_reader_accepts_torchvision_style_root_and_voc2007_itself():
+    a = VOCInstanceDataset(DATA_EXAMPLE, "train")  # holds VOCdevkit/
+    b = VOCInstanceDataset(VOC_ROOT / "VOC2007", "train")
+    assert a.ids == b.ids == VOCInstanceDataset(VOC_ROOT, "train").ids
+
+
+def test_voc_sample_contract_on_every_data_example_image():
+    for image_set in ("trainval", "test"):
+        ds = VOCInstanceDataset(VOC_ROOT, image_set)
+        for i in range(len(ds)):
+            s = ds[i]
+            h, w, c = s["image"].shape
+            assert c == 3 and s["image"].dtype == np.uint8
+            assert s["masks"].dtype == bool and s["masks"].shape[1:] == (h, w)
+            assert s["labels"].dtype == np.int64 and s["labels"].shape == (len(s["masks"]),)
+            assert 2 <= len(s["masks"]) <= 5
+            assert ((s["labels"] >= 1) & (s["labels"] <= 20)).all()
+            assert s["void"].shape == (h, w) and s["void"].any()
+            # instance masks are disjoint and never void
+            assert s["masks"].sum(0).max() == 1
+            assert not (s["masks"] & s["void"]).any()
+            assert s["instance_ids"].tolist() == list(range(1, len(s["masks"]) + 1))
+
+
+def test_voc_reader_marks_void_border_as_ignore_and_void_separates_every_object():
+    ds = VOCInstanceDataset(VOC_ROOT, "trainval")
+    for i in range(len(ds)):
+        s = ds[i]
+        labels = np.zeros(s["void"].shape, np.int64)
+        for k, m in enumerate(s["masks"], 1):
+            labels[m] = k
+        labels[s["void"]] = -1
+        # no two different non-void labels are 4-neighbours: a border is always void
+        for a, b in ((labels[1:], labels[:-1]), (labels[:, 1:], labels[:, :-1])):
+            touching = (a != b) & (a >= 0) & (b >= 0)
+            assert not touching.any(), ds.ids[i]
+        # the band is about 5 px wide: area / (length of one of its two edges)
+        edge = ndimage.binary_dilation(s["void"]) & ~s["void"]
+        width = 2 * s["void"].sum() / edge.sum()
+        assert 3.5 <= width <= 6.5, (ds.ids[i], width)
+
+
+def test_data_example_voc_covers_sizes_orientations_and_classes():
+    ds = VOCInstanceDataset(VOC_ROOT, "trainval")
+    shapes = {ds[i]["image"].shape[:2] for i in range(len(ds))}
+    assert any(h > w for h, w in shapes) and any(w > h for h, w in shapes)
+    assert all(300 <= min(h, w) and max(h, w) <= 500 for h, w in shapes)
+    classes = {int(lab) for i in range(len(ds)) for lab in ds[i]["labels"]}
+    assert len(classes) >= 3
+
+
+def test_data_example_annotation_xml_agrees_with_masks():
+    ds = VOCInstanceDataset(VOC_ROOT, "trainval")
+    for i in range(len(ds)):
+        s = ds[i]
+        root = ET.parse(ds.voc_dir / "Annotations" / f"{ds.ids[i]}.xml").getroot()
+        h, w = s["image"].shape[:2]
+        assert int(root.find("size/width").text) == w and int(root.find("size/height").text) == h
+        objects = root.findall("object")
+        assert len(objects) == len(s["masks"])
+        for obj, mask, label in zip(objects, s["masks"], s["labels"]):
+            assert obj.find("name").text == VOC_CLASSES[label - 1]
+            ys, xs = np.nonzero(mask)
+            x0, y0, x1, y1 = (int(obj.find(f"bndbox/{t}").text) - 1 for t in ("xmin", "ymin", "xmax", "ymax"))
+            # the XML box (1-based, inclusive) encloses the instance ...
+            assert x0 <= xs.min() and y0 <= ys.min() and xs.max() <= x1 and ys.max() <= y1
+            # ... and is tight: each of its four edges runs through the object or the void
+            # band around it (a thin sliver of an occluded object can be all void)
+            inside = mask | s["void"]
+            for edge in (inside[y0:y1 + 1, x0], inside[y0:y1 + 1, x1], inside[y0, x0:x1 + 1], inside[y1, x0:x1 + 1]):
+                assert edge.any()
+
+
+def _break(root, filename, array=None, mode=None):
+    path = root / "VOCdevkit" / "VOC2007" / filename
+    if array is not None:
+        Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def test_missing_image_of_a_listed_id_is_an_error_naming_the_file(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    jpg = ds.image_path(3)
+    jpg.unlink()
+    with pytest.raises(DataError, match=rf"{jpg.name}: listed as '{ds.ids[3]}' in .*train.txt but missing"):
+        VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+
+
+def test_missing_split_file_is_an_error_naming_it(data_copy):
+    (data_copy / "VOCdevkit/VOC2007/ImageSets/Segmentation/val.txt").unlink()
+    with pytest.raises(DataError, match=r"val\.txt: split file"):
+        VOCInstanceDataset(data_copy / "VOCdevkit", "val")
+
+
+def test_truncated_segmentation_png_is_an_error_naming_the_file(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    path = ds.voc_dir / "SegmentationObject" / f"{ds.ids[0]}.png"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match=rf"SegmentationObject/{ds.ids[0]}\.png: corrupt or truncated"):
+        ds[0]
+
+
+def test_mask_of_another_size_than_its_image_is_an_error(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    path = ds.voc_dir / "SegmentationClass" / f"{ds.ids[1]}.png"
+    small = np.asarray(Image.open(path))[:-10]
+    _break(data_copy, f"SegmentationClass/{ds.ids[1]}.png", small, "L")
+    with pytest.raises(DataError, match=rf"SegmentationClass/{ds.ids[1]}\.png: mask is \d+x\d+"):
+        ds[1]
+
+
+def test_instance_without_class_is_an_error_naming_the_class_png(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    s = ds[2]
+    cls_path = ds.voc_dir / "SegmentationClass" / f"{ds.ids[2]}.png"
+    classes = np.asarray(Image.open(cls_path)).copy()
+    classes[s["masks"][1]] = 0  # instance id 2 loses its class
+    _break(data_copy, f"SegmentationClass/{ds.ids[2]}.png", classes, "L")
+    with pytest.raises(DataError, match=r"instance id 2 .* has no class 1\.\.20"):
+        ds[2]
+
+
+def test_grayscale_label_pngs_read_the_same_as_palette_pngs(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    before = ds[0]
+    for folder in ("SegmentationObject", "SegmentationClass"):
+        path = ds.voc_dir / folder / f"{ds.ids[0]}.png"
+        assert Image.open(path).mode == "P"
+        _break(data_copy, f"{folder}/{ds.ids[0]}.png", np.asarray(Image.open(path)), "L")
+    after = ds[0]
+    assert np.array_equal(before["masks"], after["masks"])
+    assert np.array_equal(before["labels"], after["labels"])
+
+
+def test_grayscale_and_rgba_photos_are_read_as_rgb(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    jpg = ds.image_path(0)
+    Image.open(jpg).convert("L").save(jpg)
+    assert ds[0]["image"].shape[2] == 3
+    # a PNG with alpha saved under the .jpg name (it happens) is sniffed, not trusted
+    Image.open(ds.image_path(1)).convert("RGBA").save(ds.image_path(1), format="PNG")
+    assert ds[1]["image"].shape[2] == 3
+
+
+def test_labels_follow_segmentation_class_not_drawing_order(data_copy):
+    """Relabel one instance's class in SegmentationClass: the reader must follow it."""
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    s = ds[0]
+    cls_path = ds.voc_dir / "SegmentationClass" / f"{ds.ids[0]}.png"
+    classes = np.asarray(Image.open(cls_path)).copy()
+    new = 12 if s["labels"][0] != 12 else 13
+    classes[s["masks"][0]] = new
+    _break(data_copy, f"SegmentationClass/{ds.ids[0]}.png", classes, "L")
+    assert ds[0]["labels"][0] == new
