@@ -83,3 +83,43 @@ def show_sample(ax, sample: dict, names=None, title: str | None = None) -> None:
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})  # fmt: skip
     ax.set_title(title or sample["image_id"], fontsize=9)
     ax.axis("off")
+
+
+def draw_roi_sampling(ax, feature_hw, box, output_size=2, sampling_ratio=2, spatial_scale=1.0, aligned=False, colour="tab:red", label=None) -> None:
+    """RoI Align's picture on a feature grid: cells, the RoI, its bins and sample points.
+
+    Cell ``(r, c)`` is drawn as the unit square centred on ``(c, r)`` (the convention of
+    ``aligned=False``, where a cell's value sits at its integer coordinates).
+
+    Args:
+        feature_hw: ``(H, W)`` of the feature grid.
+        box: ``(x1, y1, x2, y2)`` in image pixels; ``spatial_scale`` maps it to the grid.
+    """
+    from matplotlib.patches import Rectangle
+
+    from .roi_align import sample_points
+
+    h, w = feature_hw
+    for r in range(h + 1):
+        ax.axhline(r - 0.5, color="0.8", lw=0.8, zorder=0)
+    for c in range(w + 1):
+        ax.axvline(c - 0.5, color="0.8", lw=0.8, zorder=0)
+    ax.plot(*np.meshgrid(np.arange(w), np.arange(h)), ".", color="0.6", ms=3, zorder=1)
+    pts = sample_points(box, output_size, sampling_ratio, spatial_scale, aligned)
+    ph, pw = pts.shape[:2]
+    off = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (float(v) * spatial_scale - off for v in box)
+    if not aligned:
+        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=2, label=label))
+    for p in range(1, ph):
+        y = y1 + p * (y2 - y1) / ph
+        ax.plot([x1, x2], [y, y], color=colour, lw=0.8, ls="--")
+    for q in range(1, pw):
+        x = x1 + q * (x2 - x1) / pw
+        ax.plot([x, x], [y1, y2], color=colour, lw=0.8, ls="--")
+    flat = pts.reshape(-1, 2).numpy()
+    ax.plot(flat[:, 0], flat[:, 1], "x", color=colour, ms=6)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal")

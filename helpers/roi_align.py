@@ -299,3 +299,84 @@ def multiscale_roi_align(
         if sel.numel():
             out[sel] = roi_align(feat, rois[sel], (ph, pw), scale, sampling_ratio, aligned=False)
     return out
+
+
+def sample_points(box, output_size, sampling_ratio: int = 2, spatial_scale: float = 1.0, aligned: bool = False) -> Tensor:
+    """Where :func:`roi_align` samples one box, for drawing and checking by hand.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` in image pixels.
+
+    Returns:
+        ``PH x PW x gh x gw x 2`` float64 ``(x, y)`` on the feature grid (cell ``(r, c)``'s
+        value sits at ``(c, r)``), before the clamping at the map's edges.
+    """
+    ph, pw = _pair(output_size)
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (float(v) * spatial_scale - offset for v in box)
+    rw, rh = x2 - x1, y2 - y1
+    if not aligned:
+        rw, rh = max(rw, 1.0), max(rh, 1.0)
+    gh = sampling_ratio if sampling_ratio > 0 else math.ceil(rh / ph)
+    gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw)
+    ys = y1 + torch.arange(ph, dtype=torch.float64)[:, None] * (rh / ph) + (torch.arange(gh) + 0.5) * (rh / ph) / gh
+    xs = x1 + torch.arange(pw, dtype=torch.float64)[:, None] * (rw / pw) + (torch.arange(gw) + 0.5) * (rw / pw) / gw
+    yy = ys[:, None, :, None].expand(ph, pw, gh, gw)
+    xx = xs[None, :, None, :].expand(ph, pw, gh, gw)
+    return torch.stack([xx, yy], dim=-1)
+
+
+def mask_roundtrip_iou(mask: Tensor, box, stride: int, pool: str = "align", output_size: int = 14) -> float:
+    """How much of an object's shape survives the trip through a mask head's RoI features.
+
+    The "feature map" is the object's own mask averaged over ``stride x stride`` cells
+    (what a perfect backbone could give); the RoI's ``output_size`` x ``output_size``
+    features are taken with RoI Align (``aligned=True``) or RoI Pool, pasted back into the
+    image the way Mask R-CNN pastes its masks (torchvision's ``paste_masks_in_image``),
+    thresholded at 0.5, and compared with the mask.
+
+    Args:
+        mask: ``H x W`` bool, ``H`` and ``W`` multiples of ``stride``.
+        box: ``(x1, y1, x2, y2)`` the object's box in pixels (pixel-edge convention).
+        pool: ``"align"`` or ``"pool"``.
+
+    Returns:
+        IoU of the recovered mask with ``mask``.
+    """
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from .metrics import mask_iou
+
+    feat = torch.nn.functional.avg_pool2d(mask[None, None].double(), stride)
+    rois = torch.tensor([[0.0, *map(float, box)]], dtype=torch.float64)
+    if pool == "align":
+        crop = roi_align(feat, rois, output_size, 1 / stride, 2, aligned=True)
+    elif pool == "pool":
+        crop = roi_pool(feat, rois, output_size, 1 / stride)
+    else:
+        raise ValueError(f"pool must be 'align' or 'pool', got {pool!r}")
+    pasted = paste_masks_in_image(crop.float(), rois[:, 1:].float(), tuple(mask.shape), padding=1)
+    return mask_iou(pasted[0, 0] > 0.5, mask)
+
+
+def roundtrip_experiment(radii=(6, 12, 24, 48), n_objects: int = 20, stride: int = 8, size: int = 256, seed: int = 0) -> dict:
+    """Mean :func:`mask_roundtrip_iou` of RoI Align vs RoI Pool for ellipses of each
+    half-height in ``radii`` (width 1.3x), at random sub-pixel positions.
+
+    Returns:
+        ``{radius: {"align": mean IoU, "pool": mean IoU}}``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    table = {}
+    for r in radii:
+        ious = {"align": [], "pool": []}
+        for _ in range(n_objects):
+            cx, cy = (torch.rand(2, generator=g) * (size - 4 * r) + 2 * r).tolist()
+            mask = ((xx - cx) / (1.3 * r)) ** 2 + ((yy - cy) / r) ** 2 <= 1
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            box = (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+            for pool in ious:
+                ious[pool].append(mask_roundtrip_iou(mask, box, stride, pool))
+        table[r] = {pool: sum(v) / len(v) for pool, v in ious.items()}
+    return table
