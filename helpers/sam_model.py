@@ -1,0 +1,236 @@
+"""Segment Anything models: the official variants, a tiny one for smoke mode, and
+decoder-only checkpoints.
+
+Introduced in notebook 01; every later SAM notebook loads its model here.
+
+- :func:`load_sam` builds vit_b / vit_l / vit_h through segment-anything's own registry
+  and loads the official checkpoint (downloaded on first use into the cache folder, MD5
+  checked), strictly: a file of another variant or with missing or unexpected keys is an
+  error, never a half-loaded model.
+- :func:`build_tiny_sam`: smoke mode's model, a 2-block, 64-wide ViT image encoder,
+  randomly initialised, with SAM's real prompt encoder and mask decoder. Same 1024-pixel
+  input frame, same ``256 x 64 x 64`` embedding, so everything after the encoder runs
+  exactly as with vit_b.
+- :func:`save_decoder` / :func:`load_decoder`: only ``mask_decoder.*`` (16.2 MB at fp32),
+  written atomically; loading checks every key and shape before touching the model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from .downloads import fetch
+from .runtime import SMOKE_ENV, cache_dir
+
+#: Official checkpoints: file name, URL, MD5 (the name's suffix is the MD5's start).
+SAM_CHECKPOINTS = {
+    "vit_b": ("sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f5"),
+    "vit_l": ("sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_h": ("sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+}
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{name}"
+VARIANTS = ("vit_b", "vit_l", "vit_h", "tiny")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file does not fit the model it is loaded into; the message names it."""
+
+
+def checkpoint_path(variant: str, folder: str | Path | None = None) -> Path:
+    """Where the official checkpoint of ``variant`` lives: ``<cache>/sam/<file name>``."""
+    name, _ = SAM_CHECKPOINTS[variant]
+    return (Path(folder) if folder is not None else cache_dir() / "sam") / name
+
+
+def download_checkpoint(variant: str, dest: str | Path | None = None, url: str | None = None) -> Path:
+    """The official checkpoint of ``variant``, downloaded (progress bar, MD5 check) into
+    the cache folder on first use and reused after.
+
+    Raises:
+        helpers.downloads.DownloadError: no network or wrong bytes; the message says
+            where the file is expected, where to get it and how to use smoke mode.
+    """
+    from .downloads import DownloadError
+
+    name, md5 = SAM_CHECKPOINTS[variant]
+    dest = Path(dest) if dest is not None else checkpoint_path(variant)
+    url = url or SAM_URL.format(name=name)
+    try:
+        return fetch(url, dest, md5, what=f"SAM {variant} checkpoint")
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\nThe checkpoint is expected at {dest} (download {SAM_URL.format(name=name)} "
+            f"there by hand). To run the course without it, set {SMOKE_ENV}=1 (smoke mode: "
+            "a tiny random encoder, numbers mean nothing)."
+        ) from err.__cause__
+
+
+def build_tiny_sam() -> Sam:
+    """Smoke mode's SAM: a tiny random ViT encoder (2 blocks, width 64) with the real
+    prompt encoder and mask decoder (randomly initialised). Input ``1 x 3 x 1024 x 1024``,
+    embedding ``1 x 256 x 64 x 64``, as every official variant."""
+    prompt_dim, image_size, patch = 256, 1024, 16
+    encoder = ImageEncoderViT(
+        img_size=image_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
+        out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True, window_size=14, global_attn_indexes=(1,),
+    )  # fmt: skip
+    sam = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim, image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8),
+            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )  # fmt: skip
+    return sam.eval()
+
+
+def build_sam(variant: str) -> Sam:
+    """An untrained model of ``variant`` (``vit_b``, ``vit_l``, ``vit_h`` through
+    segment-anything's registry, or ``tiny``), in eval mode, on the CPU."""
+    if variant == "tiny":
+        return build_tiny_sam()
+    if variant not in SAM_CHECKPOINTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return sam_model_registry[variant](checkpoint=None)
+
+
+def module_sizes(variant: str) -> dict[str, dict[str, int]]:
+    """Parameters and fp32 checkpoint bytes of SAM's three modules, without allocating
+    weights (the model is built on PyTorch's ``meta`` device).
+
+    Returns:
+        ``{"image_encoder" | "prompt_encoder" | "mask_decoder": {"parameters": int,
+        "state_bytes": int}}``; ``state_bytes`` counts every tensor the module saves in a
+        checkpoint (parameters and persistent buffers) at 4 bytes each.
+    """
+    with torch.device("meta"):
+        sam = build_sam(variant)
+    sizes = {}
+    for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
+        module = getattr(sam, name)
+        sizes[name] = {
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "state_bytes": sum(t.numel() * 4 for t in module.state_dict().values()),
+        }
+    return sizes
+
+
+def _read_state_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a torch file, pickled code ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict (names -> tensors)")
+    return state
+
+
+def check_state_dict(path: Path, state: dict, expected: dict, what: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly ``expected``'s keys and
+    shapes; the message names the file, the first few problems, and the likely cause."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} in file, {tuple(expected[k].shape)} in model"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"{path}: does not fit {what}: " + "; ".join(parts) + ". Is it a checkpoint of "
+            "another variant (vit_b / vit_l / vit_h / tiny) or of another model?"
+        )
+
+
+def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", download: bool = True) -> Sam:
+    """SAM of ``variant`` with its weights, in eval mode on ``device``.
+
+    Args:
+        variant: ``vit_b``, ``vit_l``, ``vit_h`` (official weights) or ``tiny`` (random
+            weights; smoke mode).
+        checkpoint: a state-dict file; default: the official checkpoint in the cache
+            folder, downloaded if absent (when ``download``).
+
+    Raises:
+        CheckpointError: the file is unreadable or does not fit ``variant``.
+        helpers.downloads.DownloadError: the official file is absent and cannot be fetched.
+    """
+    sam = build_sam(variant)
+    if variant == "tiny" and checkpoint is None:
+        return sam.to(device)
+    if checkpoint is None:
+        checkpoint = download_checkpoint(variant) if download else checkpoint_path(variant)
+    path = Path(checkpoint)
+    state = _read_state_dict(path)
+    check_state_dict(path, state, sam.state_dict(), f"SAM {variant}")
+    sam.load_state_dict(state, strict=True)
+    return sam.to(device).eval()
+
+
+def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
+    """Save only ``mask_decoder.*`` (keys keep their prefix) to ``path``, atomically:
+    written to a temporary file in the same folder, then renamed over ``path``.
+
+    Args:
+        extra: optional metadata stored beside the weights under ``"meta"`` (variant,
+            epoch, metrics ...); plain Python values only.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
+    payload = {"mask_decoder": state, "meta": dict(extra or {})}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_decoder(sam: Sam, path: str | Path) -> dict:
+    """Merge a :func:`save_decoder` file into ``sam`` (in place). Every key and shape is
+    checked before the model is touched. Returns the file's ``meta`` dict.
+
+    Raises:
+        CheckpointError: unreadable file, or keys/shapes that do not fit ``sam``'s decoder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: decoder checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable decoder checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or "mask_decoder" not in payload:
+        raise CheckpointError(f"{path}: not a decoder checkpoint (no 'mask_decoder' entry); was it written by save_decoder?")
+    expected = {k: v for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
+    check_state_dict(path, payload["mask_decoder"], expected, "this model's mask decoder")
+    sam.load_state_dict(payload["mask_decoder"], strict=False)
+    return payload.get("meta", {})

@@ -1,0 +1,112 @@
+"""One SAM prediction path for training, evaluation and the widgets.
+
+Introduced in notebook 01. The image is encoded once (:func:`embed_image`); prompts in
+*original-image* pixels then go through the prompt encoder and mask decoder as a batch
+(:func:`predict`), and masks come back at the original size. It is the arithmetic of
+``segment_anything.SamPredictor`` (a test proves equal outputs) without its one-image
+state, so a cached embedding and a batch of instances can be used directly.
+
+Coordinates: points are ``(x, y)`` in original-image pixels (x = column); boxes are
+``(x0, y0, x1, y1)`` in the same frame; point labels are 1 (foreground) or 0 (background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+
+@dataclass
+class ImageEmbedding:
+    """The image encoder's output for one image, and the two sizes needed to map prompts
+    in and masks out.
+
+    Attributes:
+        embedding: ``1 x 256 x 64 x 64`` float (fp16 when read from the cache is fine:
+            :func:`predict` casts to the decoder's dtype).
+        original_size: ``(H, W)`` of the image as read from disk.
+        input_size: ``(h, w)`` after resizing the longest side to 1024 (before padding).
+    """
+
+    embedding: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+def preprocess(sam: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``H x W x 3`` uint8 RGB -> the encoder's ``1 x 3 x 1024 x 1024`` input
+    (longest side resized to 1024, normalised with SAM's pixel mean/std, zero-padded at
+    the bottom/right), and the resized size ``(h, w)``."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image.shape} {image.dtype}")
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    resized = transform.apply_image(image)
+    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None]
+    return sam.preprocess(x), tuple(resized.shape[:2])
+
+
+@torch.no_grad()
+def embed_image(sam: Sam, image: np.ndarray) -> ImageEmbedding:
+    """Run the image encoder once on ``image`` (``H x W x 3`` uint8 RGB)."""
+    x, input_size = preprocess(sam, image)
+    return ImageEmbedding(sam.image_encoder(x), tuple(image.shape[:2]), input_size)
+
+
+def predict(
+    sam: Sam,
+    emb: ImageEmbedding,
+    points: np.ndarray | torch.Tensor | None = None,
+    labels: np.ndarray | torch.Tensor | None = None,
+    boxes: np.ndarray | torch.Tensor | None = None,
+    mask_input: torch.Tensor | None = None,
+    multimask: bool = True,
+) -> dict:
+    """Masks for a batch of ``B`` prompts on one embedded image.
+
+    Args:
+        points: ``B x P x 2`` ``(x, y)`` original-image pixels, or None.
+        labels: ``B x P`` 1 = foreground, 0 = background (required with ``points``).
+        boxes: ``B x 4`` ``(x0, y0, x1, y1)`` original-image pixels, or None.
+        mask_input: ``B x 1 x 256 x 256`` low-res logits from an earlier call (the
+            mask-as-prompt refinement), or None.
+        multimask: 3 masks per prompt (ambiguity) instead of 1.
+
+    Returns:
+        dict with ``logits`` ``B x M x H x W`` float (original size), ``masks`` the same
+        thresholded at ``sam.mask_threshold`` (bool), ``iou`` ``B x M`` predicted IoU,
+        ``low_res`` ``B x M x 256 x 256`` logits (feed one back as ``mask_input``);
+        ``M`` is 3 or 1. Gradients flow (call under ``torch.no_grad()`` to evaluate).
+    """
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    device = sam.device
+    point_arg = None
+    if points is not None:
+        if labels is None:
+            raise ValueError("points need labels (1 foreground, 0 background)")
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points, dtype=torch.float32, device=device)
+        if pts.ndim != 3 or pts.shape[-1] != 2:
+            raise ValueError(f"points must be B x P x 2 (x, y), got {tuple(pts.shape)}")
+        pts = transform.apply_coords_torch(pts, emb.original_size)
+        lab = torch.as_tensor(labels, dtype=torch.int64, device=device)
+        point_arg = (pts, lab)
+    box_arg = None
+    if boxes is not None:
+        bx = torch.as_tensor(np.asarray(boxes, dtype=np.float32) if not torch.is_tensor(boxes) else boxes, dtype=torch.float32, device=device)
+        if bx.ndim != 2 or bx.shape[-1] != 4:
+            raise ValueError(f"boxes must be B x 4 (x0, y0, x1, y1), got {tuple(bx.shape)}")
+        box_arg = transform.apply_boxes_torch(bx, emb.original_size)
+    sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_input)
+    embedding = emb.embedding.to(device=device, dtype=sparse.dtype)
+    low_res, iou = sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+    logits = sam.postprocess_masks(low_res, emb.input_size, emb.original_size)
+    return {"logits": logits, "masks": logits > sam.mask_threshold, "iou": iou, "low_res": low_res}

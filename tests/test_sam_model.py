@@ -1,0 +1,128 @@
+"""SAM loading with checkpoints saved from freshly built models (the real key layout)."""
+
+import pytest
+import torch
+
+from helpers import sam_model
+from helpers.downloads import DownloadError
+from helpers.sam_model import CheckpointError, build_sam, load_decoder, load_sam, module_sizes, save_decoder
+
+
+@pytest.fixture(scope="session")
+def vit_b_file(tmp_path_factory):
+    """A 375 MB vit_b state dict with the official key layout, built once per session."""
+    torch.manual_seed(0)
+    sam = build_sam("vit_b")
+    path = tmp_path_factory.mktemp("sam") / "sam_vit_b_01ec64.pth"
+    torch.save(sam.state_dict(), path)
+    return path, sam.mask_decoder.state_dict()
+
+
+def test_module_sizes_are_the_published_vit_b_counts():
+    sizes = module_sizes("vit_b")
+    assert [sizes[m]["parameters"] for m in ("image_encoder", "prompt_encoder", "mask_decoder")] == [89_670_912, 6_220, 4_058_340]
+    # the often-quoted "decoder 16.3M, 4.35%" is bytes: 4,058,340 fp32 parameters = 16.2 MB
+    total = sum(s["state_bytes"] for s in sizes.values())
+    assert sizes["mask_decoder"]["state_bytes"] == 4 * 4_058_340
+    assert 0.043 < sizes["mask_decoder"]["state_bytes"] / total < 0.044
+
+
+def test_all_variants_share_prompt_encoder_and_decoder():
+    sizes = {v: module_sizes(v) for v in ("vit_b", "vit_l", "vit_h", "tiny")}
+    assert len({s["mask_decoder"]["parameters"] for s in sizes.values()}) == 1
+    assert sizes["vit_b"]["image_encoder"]["parameters"] < sizes["vit_l"]["image_encoder"]["parameters"] < sizes["vit_h"]["image_encoder"]["parameters"]
+
+
+def test_tiny_sam_keeps_the_1024_frame_and_the_256x64x64_embedding():
+    sam = build_sam("tiny")
+    with torch.no_grad():
+        emb = sam.image_encoder(torch.zeros(1, 3, 1024, 1024))
+    assert emb.shape == (1, 256, 64, 64)
+    assert sam.prompt_encoder.get_dense_pe().shape == (1, 256, 64, 64)
+
+
+def test_load_sam_reads_a_vit_b_checkpoint_with_the_official_layout(vit_b_file):
+    path, decoder = vit_b_file
+    sam = load_sam("vit_b", path)
+    for k, v in decoder.items():
+        assert torch.equal(sam.mask_decoder.state_dict()[k], v)
+    assert not sam.training
+
+
+def test_truncated_checkpoint_is_a_clear_error(vit_b_file, tmp_path):
+    path, _ = vit_b_file
+    cut = tmp_path / "cut.pth"
+    with open(path, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(50_000_000))
+    with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable PyTorch checkpoint"):
+        load_sam("vit_b", cut)
+
+
+def test_checkpoint_of_another_variant_is_refused_naming_the_mismatch(vit_b_file):
+    path, _ = vit_b_file
+    with pytest.raises(CheckpointError, match=r"does not fit SAM vit_l: .*shape mismatches .*another variant"):
+        load_sam("vit_l", path)
+
+
+def test_missing_official_checkpoint_offline_says_where_and_how_to_use_smoke_mode(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEGCOURSE_CACHE", str(tmp_path))
+    monkeypatch.setattr(sam_model, "SAM_URL", "http://127.0.0.1:9/{name}")
+    with pytest.raises(DownloadError, match=r"(?s)expected at .*sam_vit_b_01ec64\.pth.*SEGCOURSE_SMOKE=1"):
+        load_sam("vit_b")
+    assert list((tmp_path / "sam").iterdir()) == []
+
+
+def test_decoder_checkpoint_roundtrip_keeps_only_the_decoder(tmp_path):
+    torch.manual_seed(1)
+    trained = build_sam("tiny")
+    with torch.no_grad():
+        for p in trained.mask_decoder.parameters():
+            p.add_(torch.randn_like(p))
+    path = save_decoder(trained, tmp_path / "decoder.pth", {"epoch": 3})
+    payload = torch.load(path, weights_only=True)
+    assert all(k.startswith("mask_decoder.") for k in payload["mask_decoder"])
+    assert len(payload["mask_decoder"]) == len(trained.mask_decoder.state_dict())
+    fresh = build_sam("tiny")
+    encoder_before = {k: v.clone() for k, v in fresh.image_encoder.state_dict().items()}
+    assert load_decoder(fresh, path) == {"epoch": 3}
+    for k, v in trained.mask_decoder.state_dict().items():
+        assert torch.equal(fresh.mask_decoder.state_dict()[k], v)
+    for k, v in fresh.image_encoder.state_dict().items():
+        assert torch.equal(v, encoder_before[k])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.pth"]
+
+
+def test_decoder_checkpoint_with_a_missing_key_is_refused_before_touching_the_model(tmp_path):
+    sam = build_sam("tiny")
+    path = save_decoder(sam, tmp_path / "decoder.pth")
+    payload = torch.load(path, weights_only=True)
+    payload["mask_decoder"].pop(next(iter(payload["mask_decoder"])))
+    torch.save(payload, path)
+    target = build_sam("tiny")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"decoder\.pth: does not fit this model's mask decoder: 1 missing keys"):
+        load_decoder(target, path)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_a_full_checkpoint_is_not_a_decoder_checkpoint(vit_b_file):
+    path, _ = vit_b_file
+    with pytest.raises(CheckpointError, match="not a decoder checkpoint"):
+        load_decoder(build_sam("tiny"), path)
+
+
+def test_interrupted_save_leaves_the_previous_decoder_file_intact(tmp_path, monkeypatch):
+    sam = build_sam("tiny")
+    path = save_decoder(sam, tmp_path / "decoder.pth", {"epoch": 1})
+    before = path.read_bytes()
+
+    def boom(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_decoder(sam, path, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.pth"]
