@@ -123,3 +123,38 @@ def draw_roi_sampling(ax, feature_hw, box, output_size=2, sampling_ratio=2, spat
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_aspect("equal")
+
+
+def draw_prompts(ax, points=None, labels=None, box=None) -> None:
+    """SAM prompts on an image axis: foreground points as green stars, background points
+    as red stars, a box in yellow.
+
+    Args:
+        points: ``P x 2`` ``(x, y)`` pixels; labels: ``P`` (1 foreground, 0 background).
+        box: ``(x0, y0, x1, y1)`` pixels.
+    """
+    from matplotlib.patches import Rectangle
+
+    if points is not None and len(points):
+        pts, lab = np.asarray(points, float), np.asarray(labels)
+        for value, colour in ((1, "lime"), (0, "red")):
+            sel = pts[lab == value]
+            ax.scatter(sel[:, 0], sel[:, 1], marker="*", s=220, c=colour, edgecolors="white", linewidths=1.2)
+    if box is not None:
+        x0, y0, x1, y1 = np.asarray(box, float)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=2))
+
+
+def show_masks(axes, image, masks, scores=None, points=None, labels=None, box=None, title="mask") -> None:
+    """One panel per mask: the image, the mask overlaid, the prompts, the score.
+
+    Args:
+        axes: a sequence of matplotlib axes, one per mask.
+        masks: ``M x H x W`` bool; scores: ``M`` floats (SAM's predicted IoU) or None.
+    """
+    for m, ax in enumerate(axes):
+        ax.imshow(overlay_masks(image, np.asarray(masks[m])[None], alpha=0.55))
+        draw_prompts(ax, points, labels, box)
+        score = "" if scores is None else f" score {float(scores[m]):.3f}"
+        ax.set_title(f"{title} {m}{score}", fontsize=9)
+        ax.axis("off")
