@@ -10,3 +10,9 @@ import os
 os.environ.setdefault("SEGCOURSE_SMOKE", "1")
 # Progress bars change stream outputs from run to run; smoke runs keep them quiet.
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Downloads and caches of a test run go to a throw-away folder, never the user's cache.
+if "SEGCOURSE_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["SEGCOURSE_CACHE"] = tempfile.mkdtemp(prefix="segcourse-test-cache-")

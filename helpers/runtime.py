@@ -85,3 +85,16 @@ def describe() -> str:
         else "full mode: real checkpoints and data sets"
     )
     return f"{mode} | device: {default_device()} | cache: {cache_dir()}"
+
+
+def progress(iterable=None, show: bool = True, **kwargs):
+    """A ``tqdm.auto`` progress bar (a widget in notebooks, text in a terminal).
+
+    ``show=False`` hides it; otherwise tqdm's own ``TQDM_DISABLE`` environment variable
+    still can (the test suite sets it: bars change outputs from run to run).
+    """
+    from tqdm.auto import tqdm
+
+    if not show:
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)

@@ -17,8 +17,6 @@ Introduced in notebook 01; every later SAM notebook loads its model here.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from .checkpoints import atomic_save
 from .downloads import fetch
 from .runtime import SMOKE_ENV, cache_dir
 
@@ -72,10 +71,19 @@ def download_checkpoint(variant: str, dest: str | Path | None = None, url: str |
         ) from err.__cause__
 
 
-def build_tiny_sam() -> Sam:
+def build_tiny_sam(seed: int = 0) -> Sam:
     """Smoke mode's SAM: a tiny random ViT encoder (2 blocks, width 64) with the real
     prompt encoder and mask decoder (randomly initialised). Input ``1 x 3 x 1024 x 1024``,
-    embedding ``1 x 256 x 64 x 64``, as every official variant."""
+    embedding ``1 x 256 x 64 x 64``, as every official variant.
+
+    The weights depend only on ``seed`` (the global RNG is left as it was), so cached
+    embeddings of the tiny encoder stay valid across sessions."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_tiny_sam()
+
+
+def _build_tiny_sam() -> Sam:
     prompt_dim, image_size, patch = 256, 1024, 16
     encoder = ImageEncoderViT(
         img_size=image_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
@@ -199,19 +207,8 @@ def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
         extra: optional metadata stored beside the weights under ``"meta"`` (variant,
             epoch, metrics ...); plain Python values only.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
-    payload = {"mask_decoder": state, "meta": dict(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save({"mask_decoder": state, "meta": dict(extra or {})}, path)
 
 
 def load_decoder(sam: Sam, path: str | Path) -> dict:

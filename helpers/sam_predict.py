@@ -64,6 +64,7 @@ def predict(
     boxes: np.ndarray | torch.Tensor | None = None,
     mask_input: torch.Tensor | None = None,
     multimask: bool = True,
+    full_size: bool = True,
 ) -> dict:
     """Masks for a batch of ``B`` prompts on one embedded image.
 
@@ -74,6 +75,8 @@ def predict(
         mask_input: ``B x 1 x 256 x 256`` low-res logits from an earlier call (the
             mask-as-prompt refinement), or None.
         multimask: 3 masks per prompt (ambiguity) instead of 1.
+        full_size: also return ``logits``/``masks`` at the original size (training
+            needs only ``low_res`` and skips the upsampling).
 
     Returns:
         dict with ``logits`` ``B x M x H x W`` float (original size), ``masks`` the same
@@ -108,5 +111,8 @@ def predict(
         dense_prompt_embeddings=dense,
         multimask_output=multimask,
     )
-    logits = sam.postprocess_masks(low_res, emb.input_size, emb.original_size)
-    return {"logits": logits, "masks": logits > sam.mask_threshold, "iou": iou, "low_res": low_res}
+    out = {"iou": iou, "low_res": low_res}
+    if full_size:
+        out["logits"] = sam.postprocess_masks(low_res, emb.input_size, emb.original_size)
+        out["masks"] = out["logits"] > sam.mask_threshold
+    return out

@@ -1,0 +1,67 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.embeddings import EmbeddingCache
+from helpers.sam_model import build_tiny_sam
+from helpers.sam_predict import embed_image
+
+
+@pytest.fixture(scope="module")
+def images():
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    return [ds[i]["image"] for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def sam():
+    return build_tiny_sam()
+
+
+def test_cache_computes_once_and_then_hits(tmp_path, images, sam):
+    cache = EmbeddingCache(tmp_path, sam)
+    first = cache.get_many(images, show_progress=False)
+    assert (cache.hits, cache.misses) == (0, 3)
+    again = EmbeddingCache(tmp_path, sam).get_many(images, show_progress=False)  # a "restart"
+    assert all(torch.equal(a.embedding, b.embedding) for a, b in zip(first, again))
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+    direct = embed_image(sam, images[0])
+    assert first[0].embedding.dtype == torch.float16 and first[0].embedding.shape == (1, 256, 64, 64)
+    torch.testing.assert_close(first[0].embedding.float(), direct.embedding, atol=2e-2, rtol=2e-3)
+    assert first[0].original_size == direct.original_size and first[0].input_size == direct.input_size
+
+
+def test_a_changed_image_or_encoder_is_a_miss(tmp_path, images, sam):
+    cache = EmbeddingCache(tmp_path, sam)
+    cache.get(images[0])
+    changed = images[0].copy()
+    changed[0, 0, 0] ^= 1  # one pixel, one bit
+    cache.get(changed)
+    assert cache.misses == 2
+    other = EmbeddingCache(tmp_path, build_tiny_sam(seed=1))  # another "checkpoint"
+    other.get(images[0])
+    assert other.misses == 1 and len(list(tmp_path.glob("*.pt"))) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape"])
+def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, damage, caplog):
+    cache = EmbeddingCache(tmp_path, sam)
+    good = cache.get(images[1]).embedding
+    path = cache.path(images[1])
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "garbage":
+        path.write_bytes(b"not a tensor file")
+    else:
+        entry = torch.load(path, weights_only=True)
+        entry["embedding"] = entry["embedding"][:, :128]
+        torch.save(entry, path)
+    with caplog.at_level(logging.WARNING, logger="helpers.embeddings"):
+        again = cache.get(images[1])
+    assert cache.misses == 2 and "recomputing" in caplog.text
+    assert torch.equal(again.embedding, good)
+    assert torch.equal(cache.get(images[1]).embedding, good) and cache.hits == 1  # rewritten whole
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".pt"]
