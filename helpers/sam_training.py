@@ -153,11 +153,15 @@ def decoder_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Gener
     """Loss of one image's instances, as one decoder batch (prompts drawn from ``rng``)."""
     prompts = sample_prompts(item.cands, cfg.prompts, rng)
     device = sam.device
-    out = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], multimask=cfg.two_pass, full_size=False)
     if cfg.two_pass:
-        best = out["iou"].argmax(dim=1)
-        mask_input = out["low_res"][torch.arange(len(best)), best][:, None].detach()
+        # pass 1 only chooses the mask prompt (detached, as in the recipe): no graph needed
+        with torch.no_grad():
+            first = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], multimask=True, full_size=False)
+        best = first["iou"].argmax(dim=1)
+        mask_input = first["low_res"][torch.arange(len(best)), best][:, None]
         out = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], mask_input=mask_input, multimask=False, full_size=False)
+    else:
+        out = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], multimask=False, full_size=False)
     logits = out["low_res"][:, 0].float()
     targets, valid = item.targets.to(device), item.valid.to(device)
     loss, parts = bce_dice_loss(logits, targets, valid, cfg.dice_weight)

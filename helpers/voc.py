@@ -168,3 +168,72 @@ class VOCInstanceDataset:
 
     def __repr__(self) -> str:
         return f"VOCInstanceDataset({self.voc_dir}, {self.image_set!r}, {len(self)} images)"
+
+
+#: Images per segmentation split of the real VOC2007 (ImageSets/Segmentation/*.txt).
+VOC2007_SEGMENTATION_COUNTS = {"train": 209, "val": 213, "trainval": 422, "test": 210}
+
+
+def voc2007_sources() -> list[dict]:
+    """The trainval and test archives (url, filename, md5), from torchvision's own table,
+    so the course never carries a second copy of the checksums."""
+    from torchvision.datasets.voc import DATASET_YEAR_DICT
+
+    return [DATASET_YEAR_DICT["2007"], DATASET_YEAR_DICT["2007-test"]]
+
+
+def download_voc2007(folder: str | Path | None = None, sources: list[dict] | None = None,
+                     expected_counts: dict | None = None) -> Path:  # fmt: skip
+    """VOC2007 (trainval and test) in ``folder`` (default ``<cache>/voc2007``), downloaded
+    and extracted on first use (about 900 MB of archives); returns the ``VOCdevkit`` folder
+    to pass to :class:`VOCInstanceDataset`.
+
+    Both archives are MD5-checked (:func:`helpers.downloads.fetch`), extracted into a
+    temporary folder, checked (every split lists the expected number of images and
+    every listed image has its files), and only then moved into place with a
+    ``.complete`` marker, so an interrupted run starts over cleanly.
+
+    Raises:
+        helpers.downloads.DownloadError: no network or a wrong checksum.
+        DataError: the archives do not hold the expected layout.
+    """
+    import shutil
+    import tempfile
+
+    from torchvision.datasets.utils import extract_archive
+
+    from .downloads import DownloadError, fetch
+    from .runtime import SMOKE_ENV, cache_dir
+
+    folder = Path(folder) if folder is not None else cache_dir() / "voc2007"
+    devkit = folder / "VOCdevkit"
+    marker = devkit / "VOC2007" / ".complete"
+    if marker.is_file():
+        return devkit
+    sources = sources if sources is not None else voc2007_sources()
+    expected = VOC2007_SEGMENTATION_COUNTS if expected_counts is None else expected_counts
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder if folder.is_dir() else _mkdir(folder)))
+    try:
+        for src in sources:
+            try:
+                archive = fetch(src["url"], folder / "archives" / src["filename"], src["md5"], what=src["filename"])
+            except DownloadError as err:
+                raise DownloadError(f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example.") from err.__cause__
+            log.info("extracting %s", archive)
+            extract_archive(str(archive), str(tmp))
+        for image_set, n in expected.items():
+            found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # checks every file
+            if found != n:
+                raise DataError(tmp / "VOCdevkit", f"{image_set} lists {found} images, expected {n}")
+        if devkit.exists():
+            shutil.rmtree(devkit)
+        (tmp / "VOCdevkit").replace(devkit)
+        marker.write_text("ok\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return devkit
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -179,3 +179,56 @@ def test_labels_follow_segmentation_class_not_drawing_order(data_copy):
     classes[s["masks"][0]] = new
     _break(data_copy, f"SegmentationClass/{ds.ids[0]}.png", classes, "L")
     assert ds[0]["labels"][0] == new
+
+
+def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
+    """Both archives served from 127.0.0.1 (made from data_example in VOC's tar layout)."""
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+    from functools import partial
+
+    from helpers.downloads import DownloadError
+    from helpers.voc import download_voc2007, voc2007_sources
+
+    # torchvision's table is where the real URLs and checksums come from
+    real = voc2007_sources()
+    assert [s["filename"] for s in real] == ["VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar"]
+    assert all(len(s["md5"]) == 32 for s in real)
+
+    served = tmp_path / "served"
+    served.mkdir()
+    voc = VOC_ROOT / "VOC2007"
+    split = {"trainval": ["train", "val", "trainval"], "test": ["test"]}
+    sources = []
+    for part, sets in split.items():
+        tar_path = served / f"{part}.tar"
+        with tarfile.open(tar_path, "w") as tar:
+            for s in sets:
+                tar.add(voc / "ImageSets/Segmentation" / f"{s}.txt", f"VOCdevkit/VOC2007/ImageSets/Segmentation/{s}.txt")
+                for image_id in (voc / "ImageSets/Segmentation" / f"{s}.txt").read_text().split():
+                    for sub, ext in (("JPEGImages", "jpg"), ("SegmentationObject", "png"), ("SegmentationClass", "png")):
+                        tar.add(voc / sub / f"{image_id}.{ext}", f"VOCdevkit/VOC2007/{sub}/{image_id}.{ext}")
+        md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
+        sources.append({"url": None, "filename": tar_path.name, "md5": md5})
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        for s in sources:
+            s["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/{s['filename']}"
+        counts = {"train": 8, "val": 4, "trainval": 12, "test": 4}
+        # wrong expected counts: refused, nothing left in place
+        with pytest.raises(DataError, match="train lists 8 images, expected 209"):
+            download_voc2007(tmp_path / "cache", sources)
+        assert not (tmp_path / "cache" / "VOCdevkit").exists()
+        devkit = download_voc2007(tmp_path / "cache", sources, counts)
+        assert len(VOCInstanceDataset(devkit, "test")) == 4
+    finally:
+        httpd.shutdown()
+    # the second call needs no server
+    assert download_voc2007(tmp_path / "cache", sources, counts) == devkit
+    with pytest.raises(DownloadError, match="SEGCOURSE_SMOKE=1"):
+        download_voc2007(tmp_path / "other", [dict(sources[0], url="http://127.0.0.1:9/x.tar")], counts)

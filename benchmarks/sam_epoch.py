@@ -1,0 +1,97 @@
+"""One decoder fine-tuning epoch the seed's way vs this project's, side by side.
+
+The seed's way: every image goes through the image encoder again in every epoch; each
+instance gets its own decoder calls (batch size 1, both passes of the recipe) and its
+loss is computed on masks upsampled to the original image size; one optimizer step per
+instance. This project's way: embeddings come from the cache (filled in a first epoch,
+timed separately), all instances of an image are one decoder batch, the loss is taken
+at SAM's 256 x 256 low-res output, one step per image.
+
+Same architecture, same images, same prompts recipe, one process. Weights are random
+(timing does not depend on them), so no checkpoint is needed. Prints one JSON object.
+
+    python benchmarks/sam_epoch.py --model vit_b --images 4
+    python benchmarks/sam_epoch.py --model tiny --images 8      # a quick run
+"""
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.embeddings import EmbeddingCache
+from helpers.losses import bce_dice_loss
+from helpers.prompts import PromptConfig, instance_candidates, sample_prompts
+from helpers.sam_model import build_sam
+from helpers.sam_predict import embed_image, predict
+from helpers.sam_training import TrainConfig, prepare_items, train_decoder
+
+
+def seed_epoch(sam, dataset, n_images: int, cfg: TrainConfig) -> tuple[float, int]:
+    """The seed recipe's epoch; returns (seconds, instances)."""
+    optimizer = torch.optim.AdamW(sam.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(0)
+    instances = 0
+    t0 = time.perf_counter()
+    for i in range(n_images):
+        s = dataset[i]
+        emb = embed_image(sam, s["image"])  # recomputed every epoch
+        for mask in s["masks"]:
+            instances += 1
+            c = instance_candidates(mask, s["void"])
+            p = sample_prompts([c], cfg.prompts, rng)
+            first = predict(sam, emb, p["points"], p["labels"], p["boxes"], multimask=True)
+            best = int(first["iou"][0].argmax())
+            out = predict(sam, emb, p["points"], p["labels"], p["boxes"], mask_input=first["low_res"][:, best : best + 1].detach(), multimask=False)
+            target = torch.from_numpy(mask)[None].float()
+            loss, _ = bce_dice_loss(out["logits"][:, 0], target, torch.from_numpy(~s["void"])[None])
+            loss = loss + F.mse_loss(out["iou"][:, 0], torch.tensor([0.5]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - t0, instances
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    parser.add_argument("--images", type=int, default=4)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    dataset = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "trainval")
+    n = min(args.images, len(dataset))
+    cfg = TrainConfig(epochs=1, two_pass=True, prompts=PromptConfig())
+
+    class Subset:
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return dataset[i]
+
+    sam = build_sam(args.model)
+    seed_s, instances = seed_epoch(sam, dataset, n, cfg)
+
+    sam = build_sam(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = EmbeddingCache(f"{tmp}/emb", sam)
+        t0 = time.perf_counter()
+        items, _ = prepare_items(Subset(), cache, show_progress=False)
+        fill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train_decoder(sam, items, [], cfg, f"{tmp}/run", resume=False, show_progress=False)
+        ours_s = time.perf_counter() - t0
+    print(json.dumps({
+        "model": args.model, "images": n, "instances": instances, "threads": torch.get_num_threads(),
+        "seed_epoch_s": round(seed_s, 2), "ours_epoch_s": round(ours_s, 2),
+        "ours_first_epoch_s": round(fill_s + ours_s, 2), "speedup": round(seed_s / ours_s, 1),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
