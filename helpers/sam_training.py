@@ -37,6 +37,7 @@ from .checkpoints import atomic_save
 from .embeddings import EmbeddingCache
 from .losses import bce_dice_loss, soft_iou
 from .runtime import progress
+from .schedules import warmup_cosine
 from .prompts import InstanceCandidates, PromptConfig, instance_candidates, sample_prompts
 from .sam_model import load_decoder, save_decoder
 from .sam_predict import ImageEmbedding, predict
@@ -140,13 +141,8 @@ class TrainConfig:
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """The multiplier of ``cfg.lr`` at ``step`` (0-based) of ``total``: linear warm-up over
-    ``warmup_frac * total`` steps, then cosine decay to ``min_lr_frac``."""
-    warm = max(1, int(round(cfg.warmup_frac * total)))
-    if step < warm:
-        return (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    """The multiplier of ``cfg.lr`` at ``step``: :func:`helpers.schedules.warmup_cosine`."""
+    return warmup_cosine(step, total, cfg.warmup_frac, cfg.min_lr_frac)
 
 
 def decoder_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:

@@ -1,0 +1,133 @@
+"""COCO box and mask AP with pycocotools, for detectors evaluated on LabPics.
+
+Introduced in notebook 04. pycocotools does the scoring; this module only converts
+readers' samples and models' outputs to its format (RLE masks, ``[x, y, w, h]`` boxes,
+1-based category ids) and applies the ignore policy of :mod:`helpers.detection_data`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .detection_data import IGNORE_OVERLAP, ignored_instances
+from .runtime import progress
+
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """RLE of an ``H x W`` bool mask, as COCO stores it."""
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def gt_entries(image_id: int, sample: dict, first_ann_id: int = 1, ignore_overlap: float = IGNORE_OVERLAP) -> tuple[dict, list[dict]]:
+    """The COCO image entry and annotations (RLE masks) of one reader sample. Instances
+    mostly inside the sample's ``ignore`` region are ``iscrowd=1``."""
+    h, w = sample["image"].shape[:2]
+    masks = sample["masks"]
+    crowd = ignored_instances(masks, sample["ignore"], ignore_overlap) if "ignore" in sample else np.zeros(len(masks), bool)
+    annotations = []
+    for mask, label, is_crowd in zip(masks, sample["labels"], crowd):
+        if not mask.any():
+            continue
+        rle = encode_mask(mask)
+        annotations.append({
+            "id": first_ann_id + len(annotations), "image_id": int(image_id), "category_id": int(label),
+            "segmentation": rle, "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": int(is_crowd),
+        })  # fmt: skip
+    return {"id": int(image_id), "height": int(h), "width": int(w)}, annotations
+
+
+def coco_dataset(images: list[dict], annotations: list[dict]) -> COCO:
+    """An in-memory pycocotools ``COCO`` from image entries and annotations."""
+    categories = sorted({a["category_id"] for a in annotations} | {1})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in categories]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_ground_truth(samples, ignore_overlap: float = IGNORE_OVERLAP) -> COCO:
+    """An in-memory COCO data set of reader samples (dicts with ``image``, ``masks``,
+    ``labels`` and optionally ``ignore``); image ids are their positions."""
+    images, annotations = [], []
+    for image_id, s in enumerate(samples):
+        entry, anns = gt_entries(image_id, s, len(annotations) + 1, ignore_overlap)
+        images.append(entry)
+        annotations += anns
+    return coco_dataset(images, annotations)
+
+
+def coco_detections(image_id: int, prediction: dict, ignore: np.ndarray | None = None,
+                    mask_threshold: float = 0.5, ignore_overlap: float = IGNORE_OVERLAP) -> list[dict]:  # fmt: skip
+    """COCO result entries of one image's Mask R-CNN output (``boxes`` xyxy, ``scores``,
+    ``labels``, ``masks`` ``K x 1 x H x W`` probabilities). Detections mostly inside
+    ``ignore`` are dropped."""
+    masks = (prediction["masks"][:, 0] > mask_threshold).cpu().numpy()
+    if ignore is not None:
+        keep = ~ignored_instances(masks, ignore, ignore_overlap)
+    else:
+        keep = np.ones(len(masks), bool)
+    out = []
+    boxes = prediction["boxes"].detach().cpu().numpy()
+    for k in np.flatnonzero(keep):
+        x0, y0, x1, y1 = boxes[k].tolist()
+        out.append({
+            "image_id": int(image_id), "category_id": int(prediction["labels"][k]),
+            "score": float(prediction["scores"][k]), "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "segmentation": encode_mask(masks[k]),
+        })  # fmt: skip
+    return out
+
+
+def coco_ap(gt: COCO, detections: list[dict], iou_type: str) -> dict:
+    """pycocotools' COCOeval for ``iou_type`` ``"bbox"`` or ``"segm"``; returns
+    ``{"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"}`` in [0, 1]
+    (-1 where COCO has nothing to average). No detections at all scores 0."""
+    if not detections:
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats[:6])}
+
+
+@torch.no_grad()
+def evaluate_detector(model, reader, device="cpu", transform=None, postprocess=None, show_progress: bool = True) -> dict:
+    """Box and mask AP of ``model`` on every sample of ``reader``.
+
+    Args:
+        transform: turns a reader's ``H x W x 3`` uint8 image into the model's input
+            (default: RGB float in [0, 1], the model's contract).
+        postprocess: applied to each output dict before scoring (e.g.
+            :func:`helpers.maskrcnn.map_to_vessel` for a COCO model).
+
+    Returns:
+        ``{"bbox": {...}, "segm": {...}}`` as :func:`coco_ap`.
+    """
+    model.eval().to(device)
+    images, annotations, detections = [], [], []
+    for i in progress(range(len(reader)), show=show_progress, desc="evaluating", leave=False):
+        s = reader[i]
+        entry, anns = gt_entries(i, s, len(annotations) + 1)  # RLE: no pixels kept
+        images.append(entry)
+        annotations += anns
+        x = transform(s["image"]) if transform is not None else torch.from_numpy(s["image"]).permute(2, 0, 1).float() / 255
+        out = {k: v.cpu() for k, v in model([x.to(device)])[0].items()}
+        if postprocess is not None:
+            out = postprocess(out)
+        detections += coco_detections(i, out, s.get("ignore"))
+    gt = coco_dataset(images, annotations)
+    return {"bbox": coco_ap(gt, detections, "bbox"), "segm": coco_ap(gt, detections, "segm")}

@@ -1,0 +1,194 @@
+"""Mask R-CNN pieces: heads, input contract, lazy data with v2 transforms, ignore policy,
+COCO AP against pycocotools, checkpoint resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from helpers import DATA_EXAMPLE, LabPicsDataset
+from helpers.coco_eval import coco_ap, coco_detections, coco_ground_truth, encode_mask
+from helpers.detection_data import LabPicsDetection, collate, eval_transforms, ignored_instances, train_transforms
+from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_maskrcnn, check_input_contract, coco_category_ids, map_to_vessel
+from helpers.maskrcnn_training import DetTrainConfig, train_maskrcnn
+
+LABPICS = DATA_EXAMPLE / "LabPicsMedical"
+
+
+def test_both_heads_are_replaced_for_background_plus_vessel():
+    model = build_maskrcnn(num_classes=2, pretrained=False)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 2 * 4
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2  # not COCO's 91
+
+
+def test_vessel_like_coco_ids_come_from_torchvisions_category_list():
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    cats = MaskRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"]
+    assert [cats[i] for i in coco_category_ids()] == ["bottle", "wine glass", "cup", "bowl", "vase"]
+    pred = {"labels": torch.tensor([44, 1, 86]), "scores": torch.tensor([0.9, 0.8, 0.7]),
+            "boxes": torch.zeros(3, 4), "masks": torch.zeros(3, 1, 4, 4)}  # fmt: skip
+    mapped = map_to_vessel(pred)
+    assert mapped["labels"].tolist() == [1, 1] and mapped["scores"].tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_input_contract_rejects_0_255_and_integer_images():
+    check_input_contract([torch.rand(3, 8, 8)])
+    bgr_0_255 = torch.full((3, 8, 8), 255.0)
+    bgr_0_255[:, 0, 0] = 0.0
+    with pytest.raises(ValueError, match=r"values in \[0.0, 255.0\]; Mask R-CNN expects RGB in \[0, 1\]"):
+        check_input_contract([bgr_0_255])
+    with pytest.raises(ValueError, match="float tensor"):
+        check_input_contract([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+
+
+def test_dataset_gives_rgb_floats_in_0_1_matching_the_reader_and_reads_lazily():
+    reader = LabPicsDataset(LABPICS, "Test")
+    calls = []
+
+    class Counting:
+        def __len__(self):
+            return len(reader)
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return reader[i]
+
+    ds = LabPicsDetection(Counting())
+    assert calls == []  # nothing read at construction
+    image, target = ds[2]
+    assert calls == [2]
+    assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    expected = torch.from_numpy(reader[2]["image"]).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(image.as_subclass(torch.Tensor), expected)
+    check_input_contract([image])
+    assert target["masks"].dtype == torch.uint8 and target["boxes"].dtype == torch.float32
+    assert len(target["labels"]) == len(target["masks"]) == len(target["boxes"]) == len(target["area"])
+
+
+def test_training_transforms_keep_boxes_masks_and_labels_together():
+    torch.manual_seed(0)
+    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms())
+    for i in range(len(ds)):
+        image, t = ds[i]
+        assert image.shape[1:] == t["masks"].shape[1:]
+        assert len(t["labels"]) == len(t["masks"]) == len(t["boxes"]) == len(t["iscrowd"])
+        for box, mask in zip(t["boxes"], t["masks"].bool()):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            if len(xs):
+                assert xs.min() >= box[0] - 1 and xs.max() < box[2] + 1
+                assert ys.min() >= box[1] - 1 and ys.max() < box[3] + 1
+    images, targets = collate([ds[0], ds[1]])
+    assert len(images) == len(targets) == 2
+
+
+def test_instances_mostly_inside_ignore_are_left_out_of_training_targets():
+    masks = np.zeros((2, 10, 10), bool)
+    masks[0, :4, :4] = True
+    masks[1, 5:, 5:] = True
+    ignore = np.zeros((10, 10), bool)
+    ignore[:3, :4] = True  # 12 of instance 0's 16 pixels
+    assert ignored_instances(masks, ignore).tolist() == [True, False]
+
+    class One:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"image": np.zeros((10, 10, 3), np.uint8), "masks": masks, "labels": np.ones(2, np.int64), "ignore": ignore}
+
+    _, target = LabPicsDetection(One(), eval_transforms())[0]
+    assert len(target["labels"]) == 1 and target["masks"][0].bool().equal(torch.from_numpy(masks[1]))
+
+
+def _pred(masks, scores):
+    m = torch.from_numpy(np.stack(masks)).float()[:, None]
+    boxes = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return {"masks": m, "scores": torch.tensor(scores), "labels": torch.ones(len(masks), dtype=torch.int64), "boxes": torch.tensor(boxes, dtype=torch.float32)}
+
+
+def test_coco_ap_matches_the_hand_computed_value_and_pycocotools_from_files(tmp_path):
+    gt_masks = np.zeros((2, 40, 40), bool)
+    gt_masks[0, 2:12, 2:12] = True
+    gt_masks[1, 20:35, 20:35] = True
+    sample = {"image": np.zeros((40, 40, 3), np.uint8), "masks": gt_masks, "labels": np.ones(2, np.int64)}
+    fp = np.zeros((40, 40), bool)
+    fp[25:30, 0:8] = True
+    dets = coco_detections(0, _pred([gt_masks[0], fp], [0.9, 0.8]))
+    gt = coco_ground_truth([sample])
+    ours = coco_ap(gt, dets, "segm")
+    # one of two objects found first, at every IoU threshold: precision 1 up to recall 0.5,
+    # then nothing: 51 of COCO's 101 recall points
+    assert ours["AP"] == pytest.approx(51 / 101) and ours["AP50"] == pytest.approx(51 / 101)
+    # the same through pycocotools' own file-based path
+    def jsonable(rle):
+        return {"size": rle["size"], "counts": rle["counts"].decode()}
+
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps({
+        "images": [{"id": 0, "height": 40, "width": 40}], "categories": [{"id": 1}],
+        "annotations": [dict(a, segmentation=jsonable(a["segmentation"])) for a in gt.dataset["annotations"]],
+    }))  # fmt: skip
+    coco = COCO(str(gt_file))
+    ev = COCOeval(coco, coco.loadRes([dict(d, segmentation=jsonable(d["segmentation"])) for d in dets]), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ours["AP"] == pytest.approx(ev.stats[0]) and ours["AP75"] == pytest.approx(ev.stats[2])
+
+
+def test_perfect_detections_score_one_and_none_score_zero():
+    gt_masks = np.zeros((1, 30, 30), bool)
+    gt_masks[0, 5:20, 8:25] = True
+    gt = coco_ground_truth([{"image": np.zeros((30, 30, 3), np.uint8), "masks": gt_masks, "labels": np.ones(1, np.int64)}])
+    perfect = coco_detections(0, _pred([gt_masks[0]], [0.99]))
+    assert coco_ap(gt, perfect, "segm")["AP"] == pytest.approx(1.0)
+    assert coco_ap(gt, perfect, "bbox")["AP"] == pytest.approx(1.0)
+    assert coco_ap(gt, [], "segm")["AP"] == 0.0
+
+
+def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
+    masks = np.zeros((1, 20, 20), bool)
+    masks[0, 2:8, 2:8] = True
+    ignore = np.zeros((20, 20), bool)
+    ignore[:10, :10] = True
+    sample = {"image": np.zeros((20, 20, 3), np.uint8), "masks": masks, "labels": np.ones(1, np.int64), "ignore": ignore}
+    gt = coco_ground_truth([sample])
+    assert gt.dataset["annotations"][0]["iscrowd"] == 1
+    assert coco_detections(0, _pred([masks[0]], [0.9]), ignore) == []
+    assert len(encode_mask(masks[0])["counts"]) > 0
+
+
+def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
+    reader = LabPicsDataset(LABPICS, "Test")
+
+    class Two:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return reader[i]
+
+    cfg = DetTrainConfig(epochs=2, batch_size=2, lr=0.002)
+    kwargs = dict(SMOKE_MODEL_KWARGS, min_size=128, max_size=160)
+
+    def run(out, **kw):
+        torch.manual_seed(0)
+        model = build_maskrcnn(pretrained=False, **kwargs)
+        train_maskrcnn(model, LabPicsDetection(Two(), train_transforms()), None, cfg, out, show_progress=False, **kw)
+        return model
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", until_epoch=1)
+    resumed = run(tmp_path / "b")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "lr_scheduler", "scaler", "settings"}
