@@ -37,7 +37,8 @@ def find_labpics(root: str | Path) -> Path:
     """The folder that holds ``Train/`` and ``Test/``: ``root`` itself, or the one folder
     the Zenodo archive unpacks to (``LabPicsMedical/``) below it."""
     root = Path(root).expanduser()
-    for candidate in (root, root / "LabPicsMedical"):
+    subfolders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    for candidate in (root, root / "LabPicsMedical", *subfolders):
         if all((candidate / s).is_dir() for s in SPLITS):
             return candidate
     raise DataError(root, "no Train/ and Test/ folders here; pass the LabPics Medical folder")
@@ -126,3 +127,60 @@ class LabPicsDataset:
             f"LabPicsDataset({self.root}, {self.split!r}, {len(self)} samples, "
             f"{len(self.skipped)} skipped)"
         )
+
+
+LABPICS_URL = "https://zenodo.org/records/4736111/files/LabPicsMedical.zip?download=1"
+
+
+def download_labpics(folder: str | Path | None = None, url: str = LABPICS_URL) -> Path:
+    """LabPics Medical in ``folder`` (default ``<cache>/labpics``), downloaded (~281 MB,
+    Zenodo record 4736111) and extracted on first use; returns the folder that holds
+    ``Train/`` and ``Test/``.
+
+    No checksum is published for the archive, so none is made up here: the MD5 of what
+    was downloaded is logged (pin it if you need to), and what can be checked is checked:
+    the zip's own CRCs (``testzip``), the layout (``Train/`` and ``Test/`` with sample
+    folders holding ``Image.jpg``). Extraction goes to a temporary folder that is moved
+    into place only after the checks, with a ``.complete`` marker.
+
+    Raises:
+        helpers.downloads.DownloadError: no network.
+        DataError: a corrupt archive or an unexpected layout.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    from .downloads import DownloadError, fetch
+    from .runtime import SMOKE_ENV, cache_dir
+
+    folder = Path(folder) if folder is not None else cache_dir() / "labpics"
+    target = folder / "LabPicsMedical"
+    if (target / ".complete").is_file():
+        return target
+    try:
+        archive = fetch(url, folder / "LabPicsMedical.zip", md5=None, what="LabPics Medical archive")
+    except DownloadError as err:
+        raise DownloadError(f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example.") from err.__cause__
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise DataError(archive, f"corrupt member {bad!r}; delete the file to download again")
+                zf.extractall(tmp)
+        except zipfile.BadZipFile as err:
+            raise DataError(archive, f"not a readable zip archive ({err}); delete it to download again") from None
+        root = find_labpics(tmp)  # the archive's top folder, whatever its name
+        counts = {s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS}
+        if not all(counts.values()):
+            raise DataError(archive, f"expected samples with Image.jpg in Train/ and Test/, found {counts}")
+        log.info("LabPics Medical: %s samples", counts)
+        if target.exists():
+            shutil.rmtree(target)
+        root.replace(target)
+        (target / ".complete").write_text("ok\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -91,3 +91,37 @@ def test_rgb_vessel_masks_are_read_like_single_channel_ones(data_copy):
 def test_wrong_root_is_an_error_that_says_what_to_pass(tmp_path):
     with pytest.raises(DataError, match="no Train/ and Test/ folders"):
         LabPicsDataset(tmp_path, "Train")
+
+
+def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
+    import hashlib
+    import http.server
+    import threading
+    import zipfile
+    from functools import partial
+
+    from helpers.labpics import download_labpics
+
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / "LabPicsMedical.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in LABPICS_ROOT.rglob("*"):
+            if path.is_file():
+                zf.write(path, "LabPics Medical/" + str(path.relative_to(LABPICS_ROOT)))
+    (served / "broken.zip").write_bytes(archive.read_bytes()[:5000])
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(DataError, match="not a readable zip archive"):
+            download_labpics(tmp_path / "bad", f"{base}/broken.zip")
+        with caplog.at_level(logging.WARNING, logger="helpers.downloads"):
+            root = download_labpics(tmp_path / "cache", f"{base}/LabPicsMedical.zip")
+    finally:
+        httpd.shutdown()
+    assert hashlib.md5(archive.read_bytes()).hexdigest() in caplog.text  # printed so it can be pinned
+    assert len(LabPicsDataset(root, "Train")) == 8 and len(LabPicsDataset(root, "Test")) == 4
+    assert download_labpics(tmp_path / "cache", "http://127.0.0.1:9/unused") == root  # no network needed now
