@@ -38,13 +38,14 @@ def overlay_masks(
     Returns:
         ``H x W x 3`` uint8 RGB.
     """
-    out = image.astype(np.float32).copy()
+    out = np.array(image, dtype=np.uint8, copy=True)
     for k, mask in enumerate(np.asarray(masks, dtype=bool)):
         colour = INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)]
-        out[mask] = out[mask] * (1 - alpha) + colour * alpha
+        # blend only the mask's pixels (the widget redraws on every click)
+        out[mask] = np.clip(out[mask] * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
     if outline is not None:
         out[np.asarray(outline, dtype=bool)] = outline_colour
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return out
 
 
 def draw_boxes(ax, boxes, labels=None, colour="yellow") -> None:

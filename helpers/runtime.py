@@ -98,3 +98,13 @@ def progress(iterable=None, show: bool = True, **kwargs):
     if not show:
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX), where
+    bf16 autocast speeds up small models; elsewhere it would be emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

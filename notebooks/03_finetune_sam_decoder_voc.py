@@ -44,6 +44,9 @@ if IN_COLAB:
     subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # the click-to-prompt widget is a custom (anywidget) one
 
 # %%
 import time
@@ -296,5 +299,17 @@ for row, (it, k) in enumerate(shown):
 plt.show()
 
 # %% [markdown]
-# The click-to-prompt widget (click anywhere, see before and after answer live) comes
-# with the widget part of the course.
+# ## Your turn: click and compare
+#
+# Left click on an object: both decoders answer (positive point). Right click or
+# shift+click: "not this" (negative point). Switch to box mode and drag a box. Each panel
+# shows SAM's own score, the IoU with the ground-truth instance under your first click,
+# and how long the answer took. Any number of models can be compared: add entries to
+# the dict.
+
+# %%
+from helpers.widget import sam_compare_widget  # noqa: E402
+
+original.image_encoder = sam.image_encoder  # one encoder for both: one embedding per image
+widget, controller = sam_compare_widget({"before": original, "after": sam}, test_ds)
+widget

@@ -44,6 +44,9 @@ if IN_COLAB:
     subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # the comparison widget is a custom (anywidget) one
 
 # %%
 import time
@@ -244,5 +247,13 @@ for row in range(n_show):
 plt.show()
 
 # %% [markdown]
-# The interactive comparison (an image picker and a score-threshold slider over both
-# models) comes with the widget part of the course.
+# ## Your turn: compare interactively
+#
+# Pick an image, move the score threshold, click on a detection to see its class and
+# score in each model.
+
+# %%
+from helpers.widget import detection_compare_widget  # noqa: E402
+
+widget, controller = detection_compare_widget({"before": (coco_model, map_to_vessel), "after": (model, None)}, test_reader, device=DEVICE)
+widget

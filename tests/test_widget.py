@@ -1,0 +1,127 @@
+"""The widgets' logic, driven by the same handlers the browser calls."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.sam_model import build_tiny_sam
+from helpers.widget import ClickCanvas, DetectionCompare, PromptState, SamCompare, interpret_pointer, sam_compare_widget
+
+
+def click(x, y, button=0, shift=False):
+    return {"kind": "pointer", "x0": x, "y0": y, "x1": x, "y1": y, "button": button, "shift": shift}
+
+
+def test_pointer_events_mean_what_the_help_text_says():
+    assert interpret_pointer(click(10, 20), box_mode=False) == ("point", 10, 20, True)
+    assert interpret_pointer(click(10, 20, button=2), box_mode=False) == ("point", 10, 20, False)
+    assert interpret_pointer(click(10, 20, shift=True), box_mode=False) == ("point", 10, 20, False)
+    drag = {"x0": 5, "y0": 6, "x1": 50, "y1": 60, "button": 0, "shift": False}
+    assert interpret_pointer(drag, box_mode=True) == ("box", 5, 6, 50, 60)
+    assert interpret_pointer(drag, box_mode=False) == ("point", 50, 60, True)  # not in box mode
+    assert interpret_pointer(dict(drag, x1=7, y1=8), box_mode=True)[0] == "point"  # a jittery click
+
+
+def test_prompt_state_undo_and_reset():
+    s = PromptState()
+    s.add_point(1, 2, True)
+    s.add_point(3, 4, False)
+    s.set_box(30, 40, 10, 20)
+    assert s.box == (10, 20, 30, 40)
+    p = s.as_prompts()
+    assert p["points"].shape == (1, 2, 2) and p["labels"].tolist() == [[1, 0]] and p["boxes"].tolist() == [[10, 20, 30, 40]]
+    s.undo()
+    assert s.box is None and len(s.points) == 2
+    s.undo()
+    assert s.points == [(1.0, 2.0, 1)]
+    s.reset()
+    assert s.empty() and s.as_prompts() == {"points": None, "labels": None, "boxes": None}
+
+
+@pytest.fixture(scope="module")
+def models():
+    before = build_tiny_sam()
+    after = copy.deepcopy(before)
+    after.image_encoder = before.image_encoder  # decoder-only fine-tuning: one encoder
+    with torch.no_grad():
+        after.mask_decoder.output_hypernetworks_mlps[0].layers[-1].weight.mul_(30)
+        for mlp in after.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+    return {"before": before, "after": after}
+
+
+def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(models):
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    ctl = SamCompare(models, ds)
+    assert len(ctl._embeddings) == 1  # the shared encoder ran once
+    assert ctl.describe("after") == "after: no prompt yet"
+    inst = ds[0]["masks"][0]
+    ys, xs = np.nonzero(inst)
+    x, y = float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
+    assert inst[int(y), int(x)]
+    ctl.on_pointer(click(x, y))
+    for name in models:
+        r = ctl.results[name]
+        assert r["mask"].shape == inst.shape and r["score"] is not None and r["gt_iou"] is not None and r["ms"] > 0
+        assert "IoU vs ground truth" in ctl.describe(name)
+    assert ctl.results["before"]["area"] != ctl.results["after"]["area"]
+    area_one_click = ctl.results["after"]["area"]
+    ctl.on_pointer(click(5, 5, button=2))  # a negative point changes the answer
+    assert ctl.state.points[-1][2] == 0
+    ctl.undo()
+    assert ctl.results["after"]["area"] == area_one_click
+    ctl.box_mode = True
+    ctl.on_pointer({"x0": 10, "y0": 10, "x1": 200, "y1": 150, "button": 0, "shift": False})
+    assert ctl.state.box == (10, 10, 200, 150)
+    ctl.reset()
+    assert ctl.results["after"]["area"] == 0
+    ctl.select_image(1)
+    assert ctl.sample["image_id"] == ds.ids[1] and ctl.state.empty()
+
+
+def test_the_browser_message_path_reaches_the_controller(models):
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    widget, ctl = sam_compare_widget(models, ds)
+    canvases = [w for w in _walk(widget) if isinstance(w, ClickCanvas)]
+    assert len(canvases) == 2 and all(c.src.startswith("data:image/jpeg;base64,") for c in canvases)
+    before_src = canvases[1].src
+    canvases[0]._handle(canvases[0], click(120.5, 200.5), [])  # what anywidget delivers on model.send
+    assert ctl.state.points == [(120.5, 200.5, 1)]
+    assert canvases[1].src != before_src  # both panels re-rendered
+
+
+def _walk(w):
+    yield w
+    for child in getattr(w, "children", ()):
+        yield from _walk(child)
+
+
+class FixedDetector:
+    def __init__(self, pred):
+        self.pred = pred
+
+    def eval(self):
+        return self
+
+    def __call__(self, images):
+        return [self.pred]
+
+
+def test_detection_compare_filters_by_score_and_reports_what_is_under_a_click():
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    h, w = ds[0]["image"].shape[:2]
+    masks = torch.zeros(2, 1, h, w)
+    masks[0, 0, 10:50, 10:50] = 1
+    masks[1, 0, 30:80, 30:80] = 1
+    pred = {"boxes": torch.tensor([[10.0, 10, 50, 50], [30, 30, 80, 80]]), "scores": torch.tensor([0.9, 0.4]),
+            "labels": torch.tensor([1, 1]), "masks": masks}  # fmt: skip
+    ctl = DetectionCompare({"after": (FixedDetector(pred), None)}, ds)
+    ctl.on_pointer(click(40, 40))
+    assert ctl.under_click("after") == [("vessel", pytest.approx(0.9))]
+    ctl.set_threshold(0.3)
+    assert [c for c, _ in ctl.under_click("after")] == ["vessel", "vessel"]
+    assert "2 detections with score >= 0.30" in ctl.describe("after")
+    assert ctl.render("after").shape == (h, w, 3)
