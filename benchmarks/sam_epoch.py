@@ -67,13 +67,6 @@ def main() -> None:
     n = min(args.images, len(dataset))
     cfg = TrainConfig(epochs=1, two_pass=True, prompts=PromptConfig())
 
-    class Subset:
-        def __len__(self):
-            return n
-
-        def __getitem__(self, i):
-            return dataset[i]
-
     sam = build_sam(args.model)
     seed_s, instances = seed_epoch(sam, dataset, n, cfg)
 
@@ -81,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = EmbeddingCache(f"{tmp}/emb", sam)
         t0 = time.perf_counter()
-        items, _ = prepare_items(Subset(), cache, show_progress=False)
+        items, _ = prepare_items(torch.utils.data.Subset(dataset, range(n)), cache, show_progress=False)
         fill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         train_decoder(sam, items, [], cfg, f"{tmp}/run", resume=False, show_progress=False)

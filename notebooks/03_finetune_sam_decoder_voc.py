@@ -106,18 +106,7 @@ print(S)
 # tenth trainval image held out to choose the best epoch, and evaluate on test.
 
 # %%
-class Split:
-    """A lazy view of some images of a reader."""
-
-    def __init__(self, ds, indices):
-        self.ds, self.indices = ds, list(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.ds[self.indices[i]]
-
+from torch.utils.data import Subset  # noqa: E402  (a lazy view of some samples of a reader)
 
 if SMOKE:
     root = helpers.DATA_EXAMPLE / "VOCdevkit"
@@ -128,11 +117,11 @@ else:
 
     root = download_voc2007()
     trainval = helpers.VOCInstanceDataset(root, "trainval")
-    train_ds = Split(trainval, [i for i in range(len(trainval)) if i % 10])
-    val_ds = Split(trainval, range(0, len(trainval), 10))
+    train_ds = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
+    val_ds = Subset(trainval, range(0, len(trainval), 10))
 test_ds = helpers.VOCInstanceDataset(root, "test")
 if S.train_images is not None:
-    train_ds = Split(train_ds, range(min(S.train_images, len(train_ds))))
+    train_ds = Subset(train_ds, range(min(S.train_images, len(train_ds))))
 print(f"train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images")
 
 # %% [markdown]
@@ -167,7 +156,7 @@ val_items, _ = prepare_items(val_ds, cache)
 test_items, _ = prepare_items(test_ds, cache)
 first_s = time.perf_counter() - t0
 t0 = time.perf_counter()
-again, _ = prepare_items(Split(test_ds, range(len(test_ds))), cache, show_progress=False)
+again, _ = prepare_items(Subset(test_ds, range(len(test_ds))), cache, show_progress=False)
 second_s = time.perf_counter() - t0
 print(f"prepared {len(train_items)} train, {len(val_items)} val, {len(test_items)} test images in {first_s:.1f} s "
       f"(cache: {cache.misses} computed, {cache.hits} reused); the test images again: {second_s:.1f} s, all from the cache")  # fmt: skip

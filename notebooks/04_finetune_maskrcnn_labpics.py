@@ -101,16 +101,7 @@ print(S)
 # region in evaluation, and detections more than half inside one are not scored.
 
 # %%
-class Split:
-    def __init__(self, ds, indices):
-        self.ds, self.indices = ds, list(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.ds[self.indices[i]]
-
+from torch.utils.data import Subset  # noqa: E402  (a lazy view of some samples of a reader)
 
 if SMOKE:
     root = helpers.DATA_EXAMPLE / "LabPicsMedical"
@@ -120,8 +111,8 @@ else:
     root = download_labpics()
 train_all = helpers.LabPicsDataset(root, "Train")
 test_reader = helpers.LabPicsDataset(root, "Test")
-val_reader = Split(train_all, range(0, len(train_all), 10))
-train_reader = Split(train_all, [i for i in range(len(train_all)) if i % 10][: S.train_images])
+val_reader = Subset(train_all, range(0, len(train_all), 10))
+train_reader = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: S.train_images])
 print(f"train {len(train_reader)}, val {len(val_reader)}, test {len(test_reader)} samples; skipped without Vessels/: {len(train_all.skipped) + len(test_reader.skipped)}")
 train_ds = LabPicsDetection(train_reader, train_transforms())
 image, target = train_ds[0]

@@ -167,22 +167,14 @@ def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
 
 
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
-    reader = LabPicsDataset(LABPICS, "Test")
-
-    class Two:
-        def __len__(self):
-            return 2
-
-        def __getitem__(self, i):
-            return reader[i]
-
+    two = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(2))
     cfg = DetTrainConfig(epochs=2, batch_size=2, lr=0.002)
     kwargs = dict(SMOKE_MODEL_KWARGS, min_size=128, max_size=160)
 
     def run(out, **kw):
         torch.manual_seed(0)
         model = build_maskrcnn(pretrained=False, **kwargs)
-        train_maskrcnn(model, LabPicsDetection(Two(), train_transforms()), None, cfg, out, show_progress=False, **kw)
+        train_maskrcnn(model, LabPicsDetection(two, train_transforms()), None, cfg, out, show_progress=False, **kw)
         return model
 
     straight = run(tmp_path / "a")

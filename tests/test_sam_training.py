@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers import sam_training
@@ -20,18 +21,8 @@ def items(tmp_path_factory):
     train = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
     val = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "val")
 
-    class Subset:
-        def __init__(self, ds, n):
-            self.ds, self.n = ds, n
-
-        def __len__(self):
-            return self.n
-
-        def __getitem__(self, i):
-            return self.ds[i]
-
-    tr, _ = prepare_items(Subset(train, 2), cache, show_progress=False)
-    va, _ = prepare_items(Subset(val, 1), cache, show_progress=False)
+    tr, _ = prepare_items(Subset(train, range(2)), cache, show_progress=False)
+    va, _ = prepare_items(Subset(val, range(1)), cache, show_progress=False)
     return tr, va
 
 
