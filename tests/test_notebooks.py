@@ -29,3 +29,25 @@ def test_notebook_is_committed_without_outputs_and_with_a_kernelspec(ipynb):
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+def test_colab_setup_cells_and_readme_badges_point_at_one_repository_and_real_paths():
+    """Each notebook must install itself on Colab before `helpers` exists, so the setup
+    cell is repeated in every notebook; this keeps the copies and the badges in step."""
+    import re
+
+    root = Path(__file__).parent.parent
+    repos = set()
+    for py in sorted((root / "notebooks").glob("*.py")):
+        text = py.read_text()
+        m = re.search(r'REPO, BRANCH = "([^"]+)", "([^"]+)"', text)
+        assert m, f"{py.name} has no Colab setup cell"
+        repos.add(m.groups())
+        badge = re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)", text)
+        assert badge and badge.group(3) == f"notebooks/{py.stem}.ipynb", f"{py.name}: badge points elsewhere"
+        assert "https://github.com/" + badge.group(1) == m.group(1) and badge.group(2) == m.group(2)
+    assert len(repos) == 1
+    readme = (root / "README.md").read_text()
+    for repo_path, branch, nb in re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)", readme):
+        assert (root / nb).is_file(), nb
+        assert ("https://github.com/" + repo_path, branch) in repos

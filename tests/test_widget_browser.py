@@ -1,7 +1,7 @@
 """End to end in a real browser: JupyterLab on localhost, headless Chromium driven by
 Playwright (Debian's chromium, no browser download), a notebook that shows the SAM
-before/after widget on smoke-mode models; clicks on an object and checks that the
-"after" panel answered.
+before/after widget and the Mask R-CNN one on smoke-mode models; clicks on an object
+and checks that the "after" panels answered.
 
 Needs /usr/bin/chromium and the playwright package. Without them the test is skipped,
 unless SEGCOURSE_REQUIRE_BROWSER=1 (set by .ci/run, which installs both): then it fails.
@@ -43,6 +43,17 @@ widget, controller = sam_compare_widget({"before": before, "after": after}, ds)
 widget
 """
 
+DETECTION_CODE = """from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, map_to_vessel
+from helpers.widget import detection_compare_widget
+
+torch.manual_seed(0)
+lab = helpers.LabPicsDataset(helpers.DATA_EXAMPLE / "LabPicsMedical", "Test")
+det_widget, det_controller = detection_compare_widget(
+    {"before": (build_coco_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS), map_to_vessel),
+     "after": (build_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS), None)}, lab)
+det_widget
+"""
+
 
 def _requirements_missing() -> str | None:
     if not Path(CHROMIUM).exists():
@@ -63,7 +74,8 @@ def lab_url(tmp_path_factory):
         pytest.skip(missing)
     root = tmp_path_factory.mktemp("lab")
     nb = {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": "widget", "metadata": {}, "outputs": [], "source": NOTEBOOK_CODE}],
+        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {}, "outputs": [], "source": code}
+                  for i, code in enumerate((NOTEBOOK_CODE, DETECTION_CODE))],
         "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
         "nbformat": 4, "nbformat_minor": 5,
     }  # fmt: skip
@@ -101,7 +113,7 @@ def lab_url(tmp_path_factory):
     log.close()
 
 
-def test_clicking_an_object_updates_the_after_panel_in_jupyterlab(lab_url, tmp_path):
+def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from helpers import DATA_EXAMPLE, VOCInstanceDataset
@@ -144,6 +156,17 @@ def test_clicking_an_object_updates_the_after_panel_in_jupyterlab(lab_url, tmp_p
                 "(t) => document.querySelector('.segcourse-sam-before').innerText !== t", arg=first, timeout=30_000
             )
             assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
+
+            # Mask R-CNN mode: a click reports what lies under it, in each panel
+            det_label = page.wait_for_selector(".segcourse-det-after", timeout=120_000)
+            assert "detections with score >=" in det_label.inner_text() and "under the click" not in det_label.inner_text()
+            det_img = page.query_selector_all(".segcourse-canvas img")[2]  # SAM's two panels come first
+            det_img.scroll_into_view_if_needed()
+            b = det_img.bounding_box()
+            page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+            page.wait_for_function(
+                "() => document.querySelector('.segcourse-det-after').innerText.includes('under the click')", timeout=30_000
+            )
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"))
             print("screenshot:", tmp_path / "failure.png")
