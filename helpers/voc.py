@@ -212,7 +212,8 @@ def download_voc2007(folder: str | Path | None = None, sources: list[dict] | Non
         return devkit
     sources = sources if sources is not None else voc2007_sources()
     expected = VOC2007_SEGMENTATION_COUNTS if expected_counts is None else expected_counts
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder if folder.is_dir() else _mkdir(folder)))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
     try:
         for src in sources:
             try:
@@ -232,8 +233,3 @@ def download_voc2007(folder: str | Path | None = None, sources: list[dict] | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return devkit
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
