@@ -101,9 +101,10 @@ print(S)
 # %% [markdown]
 # ## Data
 #
-# Smoke mode reads `data_example` (4 of its 8 train images, 4 val, 4 test). Full mode downloads VOC2007
-# (~900 MB, once, MD5-checked) and follows the recipe: train on trainval, with every
-# tenth trainval image held out to choose the best epoch, and evaluate on test.
+# Smoke mode reads `data_example` (4 of its 8 train images, 4 val, 4 test). Full mode
+# downloads VOC2007 (~900 MB, once, MD5-checked) and follows the recipe: train on
+# trainval, with every tenth trainval image held out to choose the best epoch, and
+# evaluate on test.
 
 # %%
 from torch.utils.data import Subset  # noqa: E402  (a lazy view of some samples of a reader)
