@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.ops import masks_to_boxes
 
 
 def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
@@ -24,21 +25,13 @@ def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
         returns pixel *centres* (``x1 = last column``), which gives one-pixel-wide
         objects zero-width boxes that Mask R-CNN's training rejects.
     """
-    if masks.numel() == 0:
-        return torch.zeros((masks.shape[0], 4), dtype=torch.float32)
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 4), dtype=torch.float32)
     masks = masks.bool()
-    rows = masks.any(dim=2)  # N x H
-    cols = masks.any(dim=1)  # N x W
-    if not bool(rows.any(dim=1).all()):
+    if not bool(masks.flatten(1).any(dim=1).all()):
         raise ValueError("masks_to_boxes_xyxy: an empty mask has no box")
-    h, w = masks.shape[1:]
-    ar_h = torch.arange(h)
-    ar_w = torch.arange(w)
-    y0 = torch.where(rows, ar_h, h).amin(dim=1)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1) + 1
-    x0 = torch.where(cols, ar_w, w).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
-    return torch.stack([x0, y0, x1, y1], dim=1).to(torch.float32)
+    edges = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    return masks_to_boxes(masks).to(torch.float32) + edges
 
 
 def detection_target(sample: dict, image_id: int, labels=None) -> dict:

@@ -53,7 +53,6 @@ import time
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 import helpers
