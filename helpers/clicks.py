@@ -1,18 +1,29 @@
-"""The simulated clicker of the standard interactive-segmentation protocol (RITM,
-SimpleClick), used to measure NoC@85/90 and mIoU at k clicks.
+"""Simulated clicks: the evaluation protocol's clicker and the training clicker.
 
-Introduced in notebook 03. The next click goes where the current mask is most wrong:
-at the pixel farthest from the boundary of the false-negative region or of the
-false-positive region, whichever reaches farther; it is positive (foreground) if the
-false-negative distance is strictly larger, else negative. Each region is padded by one
-pixel before the distance transform (so the image border counts as a boundary), pixels
-already clicked are excluded, void pixels are in neither region. With an empty
-prediction the first click lands at the object's most interior point.
+Introduced in notebook 03.
+
+**Evaluation** (:func:`next_click`, the standard interactive-segmentation protocol of
+RITM and SimpleClick, used for NoC@85/90 and mIoU@k): the next click goes where the
+current mask is most wrong: at the pixel farthest from the boundary of the missed
+(false-negative) region or of the spurious (false-positive) region, whichever is deeper.
+It is positive if the false-negative distance is strictly larger, else negative. Each
+region is padded by one pixel before the distance transform (so the image border counts
+as a boundary), pixels already clicked are excluded from both, void pixels are in
+neither. With an empty prediction the first click lands at the object's most interior
+pixel. Deterministic: the same mask always gets the same click.
+
+**Training** (:func:`error_clicks`, the SAM paper's, appendix A): each new point is drawn
+uniformly from the error region between the previous prediction and the ground truth,
+positive where it falls in the missed part, negative in the spurious part. Random, so
+training sees many clicks per error, in the low-res frame where the loss lives.
+
+Coordinates are pixel indices ``(x, y)`` = (column, row), SamPredictor's convention.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 
@@ -24,7 +35,7 @@ def _inner_distance(region: np.ndarray) -> np.ndarray:
 
 def next_click(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
                clicked: np.ndarray | None = None) -> tuple[float, float, bool] | None:  # fmt: skip
-    """The next simulated click.
+    """The protocol's next click.
 
     Args:
         pred: ``H x W`` bool current prediction (all False before the first click).
@@ -33,8 +44,8 @@ def next_click(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
         clicked: ``H x W`` bool pixels already clicked (excluded).
 
     Returns:
-        ``(x, y, positive)`` with ``(x, y)`` the clicked pixel's centre in pixels
-        (``col + 0.5``, ``row + 0.5``), or None when the prediction has no error left.
+        ``(x, y, positive)``, ``(x, y)`` the clicked pixel's index (column, row) as
+        floats, or None when the prediction has no error left.
     """
     keep = np.ones_like(gt, dtype=bool)
     if void is not None:
@@ -52,7 +63,38 @@ def next_click(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
     positive = bool(fn_max > fp_max)
     dist = fn_dist if positive else fp_dist
     row, col = np.unravel_index(np.argmax(dist), dist.shape)
-    return float(col) + 0.5, float(row) + 0.5, positive
+    return float(col), float(row), positive
+
+
+def error_clicks(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The training clicker: one cell per mask, uniform over its error region.
+
+    Args:
+        logits: ``N x h x w`` current predictions (logits; > 0 is inside).
+        targets: ``N x h x w`` bool ground truth; valid: ``h x w`` bool cells that count.
+        rng: the draws (a generator seeded per epoch keeps training resumable).
+
+    Returns:
+        ``(rows, cols, positive, has_error)``, each ``N``: the chosen cell, True where it
+        lies in the missed part (a foreground click), and False in ``has_error`` where a
+        mask has no error left (its row/col are 0 and must not be used as a click).
+    """
+    pred = (logits.detach() > 0).cpu().numpy()
+    gt = targets.bool().cpu().numpy()
+    ok = valid.bool().cpu().numpy()
+    n, h, w = gt.shape
+    rows, cols = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    positive, has = np.zeros(n, bool), np.zeros(n, bool)
+    for i in range(n):
+        fn = gt[i] & ~pred[i] & ok
+        err = np.flatnonzero((fn | (pred[i] & ~gt[i] & ok)).ravel())
+        if err.size == 0:
+            continue
+        k = int(rng.choice(err))
+        rows[i], cols[i] = divmod(k, w)
+        positive[i], has[i] = fn.ravel()[k], True
+    return rows, cols, positive, has
 
 
 def noc(ious: list[float] | np.ndarray, threshold: float, max_clicks: int = 20) -> int:

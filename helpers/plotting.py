@@ -24,6 +24,7 @@ def overlay_masks(
     alpha: float = 0.5,
     outline: np.ndarray | None = None,
     outline_colour=(255, 255, 255),
+    colours=None,
 ) -> np.ndarray:
     """Blend instance masks onto an image.
 
@@ -34,13 +35,15 @@ def overlay_masks(
         alpha: opacity of the mask colour, 0..1.
         outline: optional ``H x W`` bool painted in ``outline_colour`` (e.g. VOC's void
             border or LabPics' ignore region).
+        colours: optional ``K x 3`` RGB 0..255 used instead of ``INSTANCE_COLOURS``.
 
     Returns:
         ``H x W x 3`` uint8 RGB.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
+    palette = INSTANCE_COLOURS if colours is None else np.asarray(colours, np.float32).reshape(-1, 3)
     for k, mask in enumerate(np.asarray(masks, dtype=bool)):
-        colour = INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)]
+        colour = palette[k % len(palette)]
         # blend only the mask's pixels (the widget redraws on every click)
         out[mask] = np.clip(out[mask] * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
     if outline is not None:
@@ -126,24 +129,79 @@ def draw_roi_sampling(ax, feature_hw, box, output_size=2, sampling_ratio=2, spat
     ax.set_aspect("equal")
 
 
-def draw_prompts(ax, points=None, labels=None, box=None) -> None:
-    """SAM prompts on an image axis: foreground points as green stars, background points
-    as red stars, a box in yellow.
+def draw_prompts(ax, points=None, labels=None, box=None, colour=None) -> None:
+    """SAM prompts on an image axis, in SamPredictor's pixel-index coordinates (which are
+    matplotlib's: ``imshow`` puts pixel ``(col, row)``'s centre at ``(col, row)``).
+
+    Foreground points are filled circles, background points crosses; without ``colour``
+    they are green / red, with it both take ``colour`` (to show which points belong to
+    one instance). The box ``(x0, y0, x1, y1)`` (first and last column and row,
+    inclusive) is drawn around those pixels, in yellow or ``colour``.
 
     Args:
-        points: ``P x 2`` ``(x, y)`` pixels; labels: ``P`` (1 foreground, 0 background).
-        box: ``(x0, y0, x1, y1)`` pixels.
+        points: ``P x 2`` ``(x, y)``; labels: ``P`` (1 foreground, 0 background, -1
+            padding: not drawn).
     """
     from matplotlib.patches import Rectangle
 
     if points is not None and len(points):
         pts, lab = np.asarray(points, float), np.asarray(labels)
-        for value, colour in ((1, "lime"), (0, "red")):
+        for value, marker, default in ((1, "o", "lime"), (0, "X", "red")):
             sel = pts[lab == value]
-            ax.scatter(sel[:, 0], sel[:, 1], marker="*", s=220, c=colour, edgecolors="white", linewidths=1.2)
+            if len(sel):
+                ax.scatter(sel[:, 0], sel[:, 1], marker=marker, s=90, c=[colour or default],
+                           edgecolors="white", linewidths=1.5, zorder=3)  # fmt: skip
     if box is not None:
         x0, y0, x1, y1 = np.asarray(box, float)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=2))
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec=colour or "yellow", lw=2))
+
+
+def instance_colour(k: int) -> tuple:
+    """Matplotlib colour (0..1 RGB) of instance ``k``, the same as :func:`overlay_masks`."""
+    return tuple(INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)] / 255)
+
+
+def show_prediction(ax, image, mask, gt=None, points=None, labels=None, box=None, title: str = "") -> None:
+    """A predicted mask on ``image`` (cyan), the ground-truth instance's outline (white,
+    dashed) and the prompts.
+
+    Args:
+        image: ``H x W x 3`` uint8; mask, gt: ``H x W`` bool.
+    """
+    shown = overlay_masks(image, np.asarray(mask, bool)[None], alpha=0.55, colours=[(0, 255, 255)])
+    ax.imshow(shown)
+    if gt is not None and np.asarray(gt).any():
+        ax.contour(np.asarray(gt, float), levels=[0.5], colors="white", linewidths=1.5, linestyles="--")
+    draw_prompts(ax, points, labels, box)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def plot_decoder_changes(ax, changes: dict[str, dict[str, float]], reference: float | None = None) -> None:
+    """Horizontal bars of relative parameter change per decoder group, one bar per run.
+
+    Args:
+        changes: ``{run name: {group: relative change}}`` (from
+            :func:`helpers.sam_training.decoder_changes`); groups in the first run's order.
+        reference: a change to mark with a vertical line (e.g. weight decay alone).
+    """
+    runs = list(changes)
+    groups = list(changes[runs[0]])
+    y = np.arange(len(groups))
+    height = 0.8 / len(runs)
+    floor = 1e-9  # log axis: an unchanged group is drawn at the floor
+    for i, run in enumerate(runs):
+        values = [max(changes[run][g], floor) for g in groups]
+        ax.barh(y + (i - (len(runs) - 1) / 2) * height, values, height=height, label=run)
+    if reference is not None:
+        ax.axvline(reference, color="k", ls="--", lw=1, label="weight decay alone")
+    ax.set_xscale("log")
+    ax.set_xlim(left=floor)
+    ax.set_yticks(y, groups, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("relative change ||after - before|| / ||before|| (log scale; unchanged at the left edge)")
+    ax.set_ylabel("mask decoder parameters")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def show_masks(axes, image, masks, scores=None, points=None, labels=None, box=None, title="mask") -> None:

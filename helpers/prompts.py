@@ -1,12 +1,24 @@
-"""Prompts sampled from instance masks, the way the decoder is trained and evaluated.
+"""Prompts sampled from instance masks: the first prompt of each training image.
 
-Introduced in notebook 03. All coordinates are in original-image pixels: points
-``(x, y)`` (x = column), boxes ``(x0, y0, x1, y1)`` on pixel edges.
+Introduced in notebook 03. Coordinates follow ``SamPredictor``: points are pixel
+**indices** ``(x, y)`` = (column, row), whose centre SAM's prompt encoder finds by adding
+half a pixel itself; boxes are ``(x0, y0, x1, y1)`` with the first and the last column and
+row of the object (inclusive), as ``segment_anything.utils.amg.batched_mask_to_box`` gives
+them. Nothing here adds the half pixel (that would shift every prompt twice).
 
 What each prompt teaches the decoder: a **foreground point** says "the object under
-here", a **background point** "not this", a **box** "the object filling this". The seed
-recipe gives each instance 1 foreground + 1 background point and its tight box, and when
-both kinds are on, drops one at random so that the decoder learns to answer either.
+here", a **background point** "not this", a **box** "the object filling this".
+
+Two schemes for which kinds an image gets (:class:`PromptConfig`):
+
+- the course's default (the SAM paper's first prompt, Kirillov et al. 2023, appendix A):
+  one foreground point or the box, with equal probability, the box with noise of
+  standard deviation 10% of its side, at most 20 px. Points + box are trained in the
+  later rounds of :mod:`helpers.sam_training` (clicks added to a box);
+- the seed's (:meth:`PromptConfig.seed`): 1 foreground + 1 background point and the tight
+  box, and when both kinds are on, two nested draws (``random() < 0.5`` then
+  ``random() < 0.25`` drops the points, else ``random() > 0.75`` drops the box): points
+  dropped with probability 0.125, the box 0.09375, both kept 0.78125.
 """
 
 from __future__ import annotations
@@ -19,24 +31,50 @@ from scipy import ndimage
 
 @dataclass
 class PromptConfig:
-    """How prompts are drawn. Defaults follow the seed recipe.
+    """How the first prompt of an image is drawn.
 
     Attributes:
-        n_pos, n_neg: foreground / background points per instance.
-        use_points, use_box: which kinds are on.
-        both_prob: when both kinds are on, the probability of giving both; otherwise one
-            kind is dropped, points or box with equal probability ``(1 - both_prob) / 2``
-            each. The recipe's value is 0: always exactly one kind.
-        box_jitter: each box edge moves by a uniform amount in ``[-j, j]`` times the box's
-            width (x edges) or height (y edges), clipped to the image; 0 = tight box.
+        n_pos, n_neg: foreground / background points per instance (when points are given).
+        p_points, p_box, p_both: probabilities of points only, box only, both; they must
+            sum to 1. The kind is drawn once per image (a decoder batch has one structure).
+        box_noise: each box coordinate moves by a normal draw of standard deviation
+            ``box_noise`` times the box's width (x) or height (y) ...
+        box_noise_max: ... clipped to this many pixels; then clipped to the image.
+            ``box_noise=0``: the tight box.
     """
 
     n_pos: int = 1
-    n_neg: int = 1
-    use_points: bool = True
-    use_box: bool = True
-    both_prob: float = 0.0
-    box_jitter: float = 0.0
+    n_neg: int = 0
+    p_points: float = 0.5
+    p_box: float = 0.5
+    p_both: float = 0.0
+    box_noise: float = 0.1
+    box_noise_max: float = 20.0
+
+    def __post_init__(self):
+        probs = (self.p_points, self.p_box, self.p_both)
+        if min(probs) < 0 or abs(sum(probs) - 1) > 1e-9:
+            raise ValueError(f"PromptConfig: p_points, p_box, p_both must be >= 0 and sum to 1, got {probs}")
+        if self.n_pos < 0 or self.n_neg < 0 or (self.n_pos + self.n_neg == 0 and self.p_box < 1):
+            raise ValueError(f"PromptConfig: point prompts need n_pos + n_neg >= 1, got {self.n_pos} + {self.n_neg}")
+
+    @classmethod
+    def seed(cls) -> PromptConfig:
+        """The seed's scheme: 1 + 1 points and the tight box, with its nested drops.
+
+        The seed's code, with both kinds on::
+
+            if np.random.random() < 0.5:
+                if np.random.random() < 0.25:   points = None
+                elif np.random.random() > 0.75: box = None
+
+        drops the points with probability 0.5 * 0.25 = 0.125 and the box with
+        0.5 * 0.75 * 0.25 = 0.09375, and keeps both otherwise (0.78125).
+        """
+        drop_points = 0.5 * 0.25
+        drop_box = 0.5 * 0.75 * 0.25
+        return cls(n_pos=1, n_neg=1, p_points=drop_box, p_box=drop_points,
+                   p_both=1 - drop_points - drop_box, box_noise=0.0)  # fmt: skip
 
 
 @dataclass
@@ -47,7 +85,8 @@ class InstanceCandidates:
     half the largest distance, from the border; all mask pixels for tiny instances).
     ``bg``: flat indices of background candidates near the object (inside its box grown by
     half its size, not in the mask, not void); all non-mask, non-void pixels if none.
-    ``box``: the tight box on pixel edges. ``shape``: ``(H, W)``.
+    ``box``: ``(x0, y0, x1, y1)`` float32, the first and last column and row of the mask
+    (inclusive pixel indices). ``shape``: ``(H, W)``.
     """
 
     fg: np.ndarray
@@ -69,10 +108,12 @@ def instance_candidates(mask: np.ndarray, void: np.ndarray | None = None) -> Ins
     if fg.size == 0:
         fg = np.flatnonzero(mask)
     ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-    bw, bh = box[2] - box[0], box[3] - box[1]
+    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+    bw, bh = box[2] - box[0] + 1, box[3] - box[1] + 1
     near = np.zeros_like(mask)
-    near[max(0, int(box[1] - bh / 2)) : int(box[3] + bh / 2), max(0, int(box[0] - bw / 2)) : int(box[2] + bw / 2)] = True
+    r0, r1 = max(0, int(box[1] - bh / 2)), int(box[3] + 1 + bh / 2)
+    c0, c1 = max(0, int(box[0] - bw / 2)), int(box[2] + 1 + bw / 2)
+    near[r0:r1, c0:c1] = True
     outside = ~mask & ~void
     bg = np.flatnonzero(near & outside)
     if bg.size == 0:
@@ -82,26 +123,24 @@ def instance_candidates(mask: np.ndarray, void: np.ndarray | None = None) -> Ins
 
 def choose_kinds(cfg: PromptConfig, rng: np.random.Generator) -> tuple[bool, bool]:
     """(points?, box?) for one draw, following ``cfg`` (see :class:`PromptConfig`)."""
-    if cfg.use_points and cfg.use_box:
-        u = rng.random()
-        if u < cfg.both_prob:
-            return True, True
-        return (True, False) if u < cfg.both_prob + (1 - cfg.both_prob) / 2 else (False, True)
-    if not (cfg.use_points or cfg.use_box):
-        raise ValueError("PromptConfig: at least one of use_points and use_box must be on")
-    return cfg.use_points, cfg.use_box
+    u = rng.random()
+    if u < cfg.p_points:
+        return True, False
+    if u < cfg.p_points + cfg.p_box:
+        return False, True
+    return True, True
 
 
 def sample_prompts(cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.random.Generator) -> dict:
-    """Prompts for all instances of one image, one decoder batch.
+    """The first prompt for all instances of one image, one decoder batch.
 
     The prompt kind is drawn once for the image (a decoder batch needs one structure),
-    points and jitter per instance.
+    points and box noise per instance.
 
     Returns:
-        dict with ``points`` ``N x P x 2`` float32 ``(x, y)`` and ``labels`` ``N x P``
-        int64 (``P = n_pos + n_neg``, foreground first), or None for both; ``boxes``
-        ``N x 4`` float32 or None.
+        dict with ``points`` ``N x P x 2`` float32 pixel indices ``(x, y)`` and ``labels``
+        ``N x P`` int64 (``P = n_pos + n_neg``, foreground first), or None for both;
+        ``boxes`` ``N x 4`` float32 ``(x0, y0, x1, y1)`` inclusive pixel indices, or None.
     """
     with_points, with_box = choose_kinds(cfg, rng)
     points = labels = boxes = None
@@ -112,21 +151,24 @@ def sample_prompts(cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.r
         for c in cands:
             idx = np.concatenate([rng.choice(c.fg, cfg.n_pos), rng.choice(c.bg, n_neg)]).astype(np.int64)
             ys, xs = np.unravel_index(idx, c.shape)
-            pts.append(np.stack([xs + 0.5, ys + 0.5], axis=1))  # a point at its pixel's centre
+            pts.append(np.stack([xs, ys], axis=1))
         points = np.stack(pts).astype(np.float32)
         labels = np.tile(np.array([1] * cfg.n_pos + [0] * n_neg, dtype=np.int64), (len(cands), 1))
     if with_box:
-        boxes = np.stack([_jitter(c.box, c.shape, cfg.box_jitter, rng) for c in cands]).astype(np.float32)
+        boxes = np.stack([noisy_box(c.box, c.shape, cfg, rng) for c in cands]).astype(np.float32)
     return {"points": points, "labels": labels, "boxes": boxes}
 
 
-def _jitter(box: np.ndarray, shape: tuple[int, int], amount: float, rng: np.random.Generator) -> np.ndarray:
-    if amount <= 0:
+def noisy_box(box: np.ndarray, shape: tuple[int, int], cfg: PromptConfig, rng: np.random.Generator) -> np.ndarray:
+    """``box`` with the SAM paper's noise: each coordinate moves by ``N(0, (box_noise *
+    side)^2)`` clipped to ``box_noise_max`` pixels, then into the image, keeping
+    ``x0 <= x1`` and ``y0 <= y1``."""
+    if cfg.box_noise <= 0:
         return box.copy()
     h, w = shape
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    out = box + rng.uniform(-amount, amount, 4) * np.array([bw, bh, bw, bh])
-    out = np.clip(out, 0, [w, h, w, h])
-    out[2] = max(out[2], out[0] + 1)
-    out[3] = max(out[3], out[1] + 1)
+    bw, bh = box[2] - box[0] + 1, box[3] - box[1] + 1
+    shift = rng.normal(0.0, cfg.box_noise, 4) * np.array([bw, bh, bw, bh])
+    out = box + np.clip(shift, -cfg.box_noise_max, cfg.box_noise_max)
+    out = np.clip(out, 0, [w - 1, h - 1, w - 1, h - 1])
+    out[2], out[3] = max(out[2], out[0]), max(out[3], out[1])
     return out

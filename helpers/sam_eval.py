@@ -2,15 +2,21 @@
 
 Introduced in notebook 03. For every instance of every image:
 
-- **clicks**: up to ``max_clicks`` simulated clicks (:mod:`helpers.clicks`); click 1 asks
-  for 3 masks and keeps the best by predicted IoU; every later click passes all clicks so
-  far plus the previous low-res logits as ``mask_input`` and asks for 1 mask. IoU is
-  measured at the original size with void pixels left out. Reported: mIoU at 1, 3 and 5
-  clicks, and NoC@85 / NoC@90 (clicks to reach that IoU; ``max_clicks`` if never);
-- **box**: the tight box as the only prompt, one mask: box mIoU;
+- **clicks**: up to ``max_clicks`` simulated clicks (:func:`helpers.clicks.next_click`).
+  Each click is one round of :func:`helpers.sam_predict.predict_round`, the same
+  function training and the widget call: click 1 alone is ambiguous, so SAM gives three
+  masks and the one with the highest predicted IoU is kept; every later click passes
+  all clicks so far plus the previous round's low-res logits as the mask prompt and
+  reads the single-mask output. IoU is measured at the original size with void pixels
+  left out. Reported: **mIoU@k**, the mean IoU over instances after k clicks (k = 1, 3,
+  5), and **NoC@85 / NoC@90**, the mean number of clicks needed to reach IoU 0.85 / 0.90
+  (``max_clicks`` for an instance that never does);
+- **box**: the tight box as the only prompt, single-mask output: **box mIoU**;
 - **per class**: mean IoU at 1 click and with the box, per VOC class.
 
-All instances of an image go through the decoder as one batch at every click.
+All instances of an image go through the decoder as one batch at every click; an
+instance whose mask has no error left gets a padding point (label -1, SAM's own
+"no point here") so that the batch keeps one shape.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from segment_anything.modeling import Sam
 from .clicks import next_click, noc
 from .metrics import mask_iou
 from .runtime import progress
-from .sam_predict import predict
-from .sam_training import SamItem
+from .sam_data import SamItem
+from .sam_predict import predict_round
 from .voc import VOC_CLASSES
 
 
@@ -44,19 +50,19 @@ def click_ious(sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | N
         new_pts, new_labs = [], []
         for i in range(n):
             click = next_click(pred[i], item.masks[i], item.void, clicked[i])
-            if click is None:  # nothing left to fix: repeat the last click (a no-op prompt)
-                click = (*points[i, -1], bool(labels[i, -1])) if k else (0.5, 0.5, False)
+            if click is None:  # nothing left to fix: a padding point
+                new_pts.append((0.0, 0.0))
+                new_labs.append(-1)
+                continue
             x, y, positive = click
             clicked[i, int(y), int(x)] = True
             new_pts.append((x, y))
             new_labs.append(int(positive))
         points = np.concatenate([points, np.array(new_pts, np.float32)[:, None]], axis=1)
         labels = np.concatenate([labels, np.array(new_labs, np.int64)[:, None]], axis=1)
-        out = predict(sam, item.emb, points, labels, mask_input=low, multimask=k == 0)
-        pick = out["iou"].argmax(dim=1) if k == 0 else torch.zeros(n, dtype=torch.int64)
-        rows = torch.arange(n)
-        low = out["low_res"][rows, pick][:, None]
-        pred = out["masks"][rows, pick].cpu().numpy()
+        out = predict_round(sam, item.emb, points, labels, mask_input=low)
+        low = out["chosen_low_res"]
+        pred = out["chosen_masks"].cpu().numpy()
         ious[:, k] = [mask_iou(pred[i], item.masks[i], item.void) for i in range(n)]
         if stop_at is not None and k + 1 >= min_clicks and (ious[:, : k + 1].max(axis=1) >= stop_at).all():
             ious[:, k + 1 :] = ious[:, k : k + 1]
@@ -68,8 +74,7 @@ def click_ious(sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | N
 def box_ious(sam: Sam, item: SamItem) -> np.ndarray:
     """IoU of the one mask predicted from each instance's tight box (``N``)."""
     boxes = np.stack([c.box for c in item.cands])
-    out = predict(sam, item.emb, boxes=boxes, multimask=False)
-    masks = out["masks"][:, 0].cpu().numpy()
+    masks = predict_round(sam, item.emb, boxes=boxes)["chosen_masks"].cpu().numpy()
     return np.array([mask_iou(masks[i], item.masks[i], item.void) for i in range(len(masks))])
 
 
@@ -103,21 +108,22 @@ def evaluate(sam: Sam, items: list[SamItem], max_clicks: int = 20, ks=(1, 3, 5),
 
 
 def comparison_table(results: dict[str, dict]) -> str:
-    """A plain-text table of :func:`evaluate` results side by side (e.g. before, after).
-    mIoU: higher is better; NoC: lower is better."""
+    """A plain-text table of :func:`evaluate` results side by side (e.g. before, after):
+    the summary metrics, then IoU at 1 click and box IoU per class. mIoU: higher is
+    better; NoC: lower is better. Columns widen to fit the run names."""
     names = list(results)
+    width = max(12, *(len(n) + 2 for n in names))
     keys = [k for k in next(iter(results.values())) if k.startswith(("miou@", "noc@", "box_miou"))]
-    lines = [f"{'metric':12s}" + "".join(f"{n:>12s}" for n in names)]
+    lines = [f"{'metric':20s}" + "".join(f"{n:>{width}s}" for n in names)]
     for k in keys:
-        lines.append(f"{k:12s}" + "".join(f"{results[n][k]:12.3f}" for n in names))
+        lines.append(f"{k:20s}" + "".join(f"{results[n][k]:{width}.3f}" for n in names))
     classes = sorted(set().union(*(r["per_class"] for r in results.values())))
-    lines.append("")
-    lines.append(f"{'class (n)':20s}" + "".join(f"{n + ' @1':>12s}{n + ' box':>12s}" for n in names))
-    for c in classes:
-        n_inst = next(r["per_class"][c]["n"] for r in results.values() if c in r["per_class"])
-        row = f"{c + f' ({n_inst})':20s}"
-        for n in names:
-            pc = results[n]["per_class"].get(c, {"iou@1": float("nan"), "box_iou": float("nan")})
-            row += f"{pc['iou@1']:12.3f}{pc['box_iou']:12.3f}"
-        lines.append(row)
+    for key, title in (("iou@1", "per class, IoU at 1 click"), ("box_iou", "per class, box IoU")):
+        lines += ["", title, f"{'class (instances)':20s}" + "".join(f"{n:>{width}s}" for n in names)]
+        for c in classes:
+            n_inst = next(r["per_class"][c]["n"] for r in results.values() if c in r["per_class"])
+            row = f"{c + f' ({n_inst})':20s}"
+            for n in names:
+                row += f"{results[n]['per_class'].get(c, {}).get(key, float('nan')):{width}.3f}"
+            lines.append(row)
     return "\n".join(lines)

@@ -17,6 +17,7 @@ Introduced in notebook 01; every later SAM notebook loads its model here.
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 
@@ -231,3 +232,21 @@ def load_decoder(sam: Sam, path: str | Path) -> dict:
     check_state_dict(path, payload["mask_decoder"], expected, "this model's mask decoder")
     sam.load_state_dict(payload["mask_decoder"], strict=False)
     return payload.get("meta", {})
+
+
+def with_own_decoder(sam: Sam, decoder_checkpoint: str | Path | None = None) -> Sam:
+    """A model that shares ``sam``'s image encoder and prompt encoder (the same module
+    objects: no copy, and the widget computes one embedding for both) and has its own
+    copy of the mask decoder, loaded from ``decoder_checkpoint`` (a :func:`save_decoder`
+    file) when given. How notebook 03 keeps "before", and each recipe's "after", side by
+    side for the price of one encoder."""
+    other = Sam(
+        image_encoder=sam.image_encoder,
+        prompt_encoder=sam.prompt_encoder,
+        mask_decoder=copy.deepcopy(sam.mask_decoder),
+        pixel_mean=sam.pixel_mean.flatten().tolist(),
+        pixel_std=sam.pixel_std.flatten().tolist(),
+    ).to(sam.device)
+    if decoder_checkpoint is not None:
+        load_decoder(other, decoder_checkpoint)
+    return other.eval()

@@ -6,8 +6,17 @@ Introduced in notebook 01. The image is encoded once (:func:`embed_image`); prom
 ``segment_anything.SamPredictor`` (a test proves equal outputs) without its one-image
 state, so a cached embedding and a batch of instances can be used directly.
 
-Coordinates: points are ``(x, y)`` in original-image pixels (x = column); boxes are
-``(x0, y0, x1, y1)`` in the same frame; point labels are 1 (foreground) or 0 (background).
+Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` in the original
+image (x = column; the centre of pixel ``(col, row)`` is ``(col, row)``: SAM's prompt
+encoder adds the half pixel itself); boxes are ``(x0, y0, x1, y1)`` in the same frame,
+first and last column and row (inclusive); point labels are 1 (foreground), 0
+(background) or -1 (padding: "no point here", SAM's own not-a-point token).
+
+:func:`predict_round` is the interactive protocol's one round, shared by training
+(:mod:`helpers.sam_training`), evaluation (:mod:`helpers.sam_eval`) and the widget
+(:mod:`helpers.widget`): a single point alone is ambiguous and gets SAM's three masks,
+the best by the IoU head kept; any other prompt (several points, a box, points + box, a
+mask from the previous round) gets the single-mask output.
 """
 
 from __future__ import annotations
@@ -115,4 +124,47 @@ def predict(
     if full_size:
         out["logits"] = sam.postprocess_masks(low_res, emb.input_size, emb.original_size)
         out["masks"] = out["logits"] > sam.mask_threshold
+    return out
+
+
+def is_ambiguous(points, boxes, mask_input) -> bool:
+    """True for the prompt SAM answers with three masks: exactly one point per row, no
+    box, no mask prompt. Points are ``B x P x 2`` (or None)."""
+    return boxes is None and mask_input is None and points is not None and points.shape[1] == 1
+
+
+def predict_round(
+    sam: Sam,
+    emb: ImageEmbedding,
+    points=None,
+    labels=None,
+    boxes=None,
+    mask_input: torch.Tensor | None = None,
+    full_size: bool = True,
+) -> dict:
+    """One round of the interactive protocol on a batch of ``B`` prompts (arguments as
+    :func:`predict`; ``mask_input`` is the previous round's ``chosen_low_res``).
+
+    An ambiguous prompt (:func:`is_ambiguous`) gets the three multimask outputs and the
+    one with the highest predicted IoU is chosen; any other gets the single-mask output.
+
+    Returns:
+        :func:`predict`'s ``low_res`` (``B x M x 256 x 256``) and ``iou`` (``B x M``),
+        ``M`` = 3 or 1, and ``multimask`` (bool), ``pick`` (``B`` int64, the chosen
+        output), ``chosen_low_res`` ``B x 1 x 256 x 256`` (the next round's mask prompt),
+        ``chosen_iou`` ``B``; with ``full_size`` also ``chosen_logits`` ``B x H x W`` and
+        ``chosen_masks`` ``B x H x W`` bool at the original size (only the chosen mask is
+        upsampled). Gradients flow, as in :func:`predict`.
+    """
+    multimask = is_ambiguous(points, boxes, mask_input)
+    out = predict(sam, emb, points, labels, boxes, mask_input, multimask=multimask, full_size=False)
+    n = out["iou"].shape[0]
+    rows = torch.arange(n, device=out["iou"].device)
+    pick = out["iou"].argmax(dim=1) if multimask else torch.zeros(n, dtype=torch.int64, device=rows.device)
+    out.update(multimask=multimask, pick=pick, chosen_iou=out["iou"][rows, pick])
+    out["chosen_low_res"] = out["low_res"][rows, pick][:, None]
+    if full_size:
+        logits = sam.postprocess_masks(out["chosen_low_res"].float(), emb.input_size, emb.original_size)
+        out["chosen_logits"] = logits[:, 0]
+        out["chosen_masks"] = out["chosen_logits"] > sam.mask_threshold
     return out

@@ -1,30 +1,56 @@
-"""Fine-tuning SAM's mask decoder: the seed recipe, done right.
+"""Fine-tuning SAM's mask decoder: two recipes, one loop.
 
-Introduced in notebook 03. What is trained and why:
+Introduced in notebook 03. The image encoder and the prompt encoder are frozen (the
+encoder's embeddings come from the cache, :mod:`helpers.embeddings`); only the mask
+decoder (4,058,340 parameters) trains, all instances of an image in one decoder batch.
 
-- the **image encoder** is frozen and its embeddings come from the cache
-  (:mod:`helpers.embeddings`): computed once, not every epoch;
-- the **prompt encoder** is frozen (6,220 parameters that already know where a point is);
-- the **mask decoder** (4.06 M parameters) is trained, with **all instances of an image
-  in one decoder batch** instead of one call per instance;
-- optional **two-pass refinement** (the recipe's): pass 1 gives 3 masks, the best by
-  predicted IoU goes back in as ``mask_input``, pass 2 gives 1 mask, which is scored;
-- loss at SAM's 256 x 256 low-res output: BCE + soft Dice from logits, void and padding
-  excluded, plus an optional MSE between the IoU head and the actual IoU;
-- AdamW + linear warm-up then cosine decay, gradient clipping, mixed precision on CUDA,
-  a stop on a non-finite loss, train and validation loss per epoch (a true mean: the
-  seed divided by one too many);
-- ``best.pt``: decoder-only weights of the best validation epoch; ``last.pt``: everything
-  needed to resume (decoder, optimizer, scheduler, scaler, epoch, history, RNG). Both
-  written atomically. Prompts and the order of images are drawn from a generator seeded
-  by ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+Two recipes, chosen by ``TrainConfig.recipe``:
+
+- ``"sam"`` (the default): the SAM paper's interactive training (Kirillov et al. 2023,
+  appendix A). Round 1 is the first prompt (:mod:`helpers.prompts`: one foreground point
+  or a noisy box). Then ``click_rounds`` rounds each add one click per instance, drawn
+  uniformly from the error region of the previous round's mask
+  (:func:`helpers.clicks.error_clicks`), with the previous round's low-res logits as the
+  mask prompt; and ``refine_rounds`` rounds add no click (the mask prompt alone), the
+  last one at the end, any others at random places among the clicks (the paper: 8
+  clicks + 2 such rounds). Every round goes through
+  :func:`helpers.sam_predict.predict_round`, as evaluation and the widget do: a single
+  point alone is ambiguous, so the decoder gives three masks and only the **lowest** of
+  their three losses is back-propagated, per instance; any other prompt uses the
+  single-mask output. The IoU head regresses the real IoU of **every** mask it scores
+  (MSE, weight ``iou_loss_weight``). The loss of an image is the mean over its rounds.
+- ``"seed"``: the seed's recipe as it was: two passes, pass 1 (three masks) only picks
+  the best one by predicted IoU as the mask prompt of pass 2 (one mask), and the loss is
+  on pass 2's single mask; the IoU head gets no loss. The seed computed pass 1 with
+  gradients but sent its mask through the prompt encoder under ``no_grad``, so pass 1
+  never received any: here pass 1 runs under ``no_grad`` (the same gradients, less
+  memory). Kept to show what it leaves untrained: the three multimask outputs and the
+  IoU head, which click 1 of the evaluation and the widget read.
+
+What is detached between rounds, and why: the previous round's logits are fed back
+detached, and clicks are drawn from the detached prediction (drawing is not
+differentiable anyway). Each round is thus its own small graph: the decoder learns to
+answer a round *given* its inputs, as at inference, and memory stays that of one round,
+since each round's loss is back-propagated as soon as it is computed (gradients
+accumulate; one optimizer step per image).
+
+Both recipes: loss at SAM's 256 x 256 low-res output, BCE + soft Dice from logits with
+void and padding excluded (:mod:`helpers.losses`); AdamW + linear warm-up then cosine
+decay; gradient clipping; fp16 autocast on CUDA; a stop on a non-finite loss; the mean
+training loss per epoch over its images; ``best.pt`` (decoder only) at the epoch with
+the best validation mIoU@1 and box mIoU (the numbers the notebook reports; the seed kept
+the epoch of lowest *training* loss) and ``last.pt`` with everything needed to resume. Prompts, clicks and
+the image order are drawn from a generator seeded by ``(seed, epoch)``, so a resumed run
+ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,103 +60,60 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from .checkpoints import atomic_save
-from .embeddings import EmbeddingCache
-from .losses import bce_dice_loss, soft_iou
+from .clicks import error_clicks
+from .losses import bce_dice_per_mask, iou_of_logits
+from .prompts import PromptConfig, sample_prompts
 from .runtime import progress
-from .schedules import warmup_cosine
-from .prompts import InstanceCandidates, PromptConfig, instance_candidates, sample_prompts
+from .sam_data import SamItem, lowres_cell_to_pixel
+from .sam_eval import box_ious, click_ious
 from .sam_model import load_decoder, save_decoder
-from .sam_predict import ImageEmbedding, predict
+from .sam_predict import predict, predict_round
+from .schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-LOW_RES = 256  # SAM's low-res mask side
-FRAME = 1024  # SAM's input frame side
-
-
-@dataclass
-class SamItem:
-    """One image ready for decoder training or evaluation.
-
-    Attributes:
-        image_id: the reader's id.
-        emb: its cached embedding.
-        masks: ``N x H x W`` bool instances (original size); labels: ``N`` int64.
-        void: ``H x W`` bool pixels that count nowhere.
-        cands: per instance, where prompts may be drawn.
-        targets: ``N x 256 x 256`` bool instances in the low-res frame.
-        valid: ``256 x 256`` bool low-res pixels that count (not void, not padding).
-    """
-
-    image_id: str
-    emb: ImageEmbedding
-    masks: np.ndarray
-    labels: np.ndarray
-    void: np.ndarray
-    cands: list[InstanceCandidates]
-    targets: torch.Tensor
-    valid: torch.Tensor
-
-
-def lowres_targets(masks: np.ndarray, void: np.ndarray, input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks moved into SAM's low-res frame: resized like the image (longest side to
-    1024), padded to 1024 x 1024, averaged over 4 x 4 cells, thresholded at 0.5.
-
-    Returns:
-        ``targets`` ``N x 256 x 256`` bool and ``valid`` ``256 x 256`` bool (mostly
-        non-void cells inside the unpadded image).
-    """
-    h, w = input_size
-    stack = torch.from_numpy(np.concatenate([masks, void[None], np.ones_like(void)[None]]).astype(np.float32))
-    resized = F.interpolate(stack[None], size=(h, w), mode="bilinear", align_corners=False)
-    padded = F.pad(resized, (0, FRAME - w, 0, FRAME - h))
-    low = F.avg_pool2d(padded, FRAME // LOW_RES)[0]
-    targets, void_low, inside = low[:-2] > 0.5, low[-2], low[-1]
-    return targets, (void_low < 0.5) & (inside > 0.5)
-
-
-def prepare_items(dataset, cache: EmbeddingCache, show_progress: bool = True) -> tuple[list[SamItem], int]:
-    """Embeddings (from the cache, computed where missing) and targets for every image of
-    a :class:`~helpers.VOCInstanceDataset`-like reader.
-
-    Returns:
-        ``(items, skipped)``: images without any instance are skipped and counted.
-    """
-    items, skipped, batch = [], 0, 4  # encode misses 4 at a time; read each sample once
-    for start in progress(range(0, len(dataset), batch), show=show_progress, desc="preparing images", leave=False):
-        samples = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        embeddings = cache.get_many([s["image"] for s in samples], batch_size=batch, show_progress=False)
-        for s, emb in zip(samples, embeddings):
-            keep = s["masks"].reshape(len(s["masks"]), -1).any(1)
-            if not keep.any():
-                skipped += 1
-                continue
-            masks, labels = s["masks"][keep], s["labels"][keep]
-            void = s.get("void", s.get("ignore"))
-            targets, valid = lowres_targets(masks, void, emb.input_size)
-            cands = [instance_candidates(m, void) for m in masks]
-            items.append(SamItem(s["image_id"], emb, masks, labels, void, cands, targets, valid))
-    if skipped:
-        log.warning("prepare_items: skipped %d of %d images without instances", skipped, len(dataset))
-    return items, skipped
+RECIPES = ("sam", "seed")
 
 
 @dataclass
 class TrainConfig:
-    """Decoder fine-tuning settings; defaults follow the seed recipe where it had one."""
+    """Decoder fine-tuning settings.
 
+    Attributes:
+        recipe: ``"sam"`` (interactive, the default) or ``"seed"`` (see the module).
+        lr, weight_decay: AdamW's. The seed names AdamW and CosineAnnealingLR without
+            values; 1e-4 and 5e-4 are this course's choice.
+        dice_weight: loss = BCE + ``dice_weight`` x Dice.
+        iou_loss_weight: the IoU head's MSE weight (the SAM paper: 1); ``"seed"`` ignores it.
+        click_rounds, refine_rounds: ``"sam"`` only; the paper uses 8 and 2.
+        prompts: the first prompt; default: :class:`PromptConfig` for ``"sam"``,
+            :meth:`PromptConfig.seed` for ``"seed"``.
+    """
+
+    recipe: str = "sam"
     epochs: int = 10
     lr: float = 1e-4
     weight_decay: float = 5e-4
     warmup_frac: float = 0.05  # of all steps; linear from 0 to lr
     min_lr_frac: float = 0.0  # cosine decays to lr * min_lr_frac
     grad_clip: float = 1.0
-    two_pass: bool = True
     dice_weight: float = 1.0
-    iou_loss_weight: float = 1.0  # 0 turns the IoU-head term off
-    prompts: PromptConfig = field(default_factory=PromptConfig)
+    iou_loss_weight: float = 1.0
+    click_rounds: int = 8
+    refine_rounds: int = 2
+    prompts: PromptConfig | None = None
     seed: int = 0
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # fp16 autocast, CUDA only
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"TrainConfig.recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.click_rounds < 0 or self.refine_rounds < 0:
+            raise ValueError("TrainConfig: click_rounds and refine_rounds must be >= 0")
+        if self.prompts is None:
+            self.prompts = PromptConfig() if self.recipe == "sam" else PromptConfig.seed()
+        elif isinstance(self.prompts, dict):  # from a checkpoint's asdict()
+            self.prompts = PromptConfig(**self.prompts)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -138,27 +121,82 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, total, cfg.warmup_frac, cfg.min_lr_frac)
 
 
-def decoder_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
-    """Loss of one image's instances, as one decoder batch (prompts drawn from ``rng``)."""
-    prompts = sample_prompts(item.cands, cfg.prompts, rng)
-    device = sam.device
-    if cfg.two_pass:
-        # pass 1 only chooses the mask prompt (detached, as in the recipe): no graph needed
+def round_schedule(cfg: TrainConfig, rng: np.random.Generator) -> list[bool]:
+    """The rounds after the first prompt: True adds a click, False only feeds back the
+    mask. ``click_rounds`` Trues; of the ``refine_rounds`` Falses the last is at the end
+    and the others at random places among the clicks (the paper's 2: one inserted at
+    random, one at the end)."""
+    rounds = [True] * cfg.click_rounds
+    for _ in range(max(0, cfg.refine_rounds - 1)):
+        rounds.insert(int(rng.integers(0, len(rounds) + 1)), False)
+    return rounds + [False] * min(1, cfg.refine_rounds)
+
+
+Backward = Callable[[torch.Tensor], None]
+
+
+def seed_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator,
+              backward: Backward | None = None, autocast=contextlib.nullcontext) -> tuple[float, dict]:  # fmt: skip
+    """The seed's step on one image (see the module). ``backward(loss)`` is called once
+    when given. Returns the loss (float) and its parts."""
+    p = sample_prompts(item.cands, cfg.prompts, rng)
+    targets, valid = item.targets.to(sam.device), item.valid.to(sam.device)
+    with autocast():
         with torch.no_grad():
-            first = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], multimask=True, full_size=False)
-        best = first["iou"].argmax(dim=1)
-        mask_input = first["low_res"][torch.arange(len(best)), best][:, None]
-        out = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], mask_input=mask_input, multimask=False, full_size=False)
-    else:
-        out = predict(sam, item.emb, prompts["points"], prompts["labels"], prompts["boxes"], multimask=False, full_size=False)
-    logits = out["low_res"][:, 0].float()
+            first = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], multimask=True, full_size=False)
+            rows = torch.arange(len(first["iou"]), device=sam.device)
+            mask_input = first["low_res"][rows, first["iou"].argmax(dim=1)][:, None]
+        out = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], mask_input=mask_input,
+                      multimask=False, full_size=False)  # fmt: skip
+    bce, dice = bce_dice_per_mask(out["low_res"][:, 0].float(), targets, valid, cfg.dice_weight)
+    loss = (bce + cfg.dice_weight * dice).mean()
+    if backward is not None:
+        backward(loss)
+    return float(loss.detach()), {"bce": float(bce.detach().mean()), "dice": float(dice.detach().mean())}
+
+
+def sam_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator,
+             backward: Backward | None = None, autocast=contextlib.nullcontext) -> tuple[float, dict]:  # fmt: skip
+    """The SAM paper's interactive step on one image (see the module). ``backward`` is
+    called once per round with that round's share of the loss. Returns the image's loss
+    (mean over rounds, float) and its parts (``mask``, ``iou_mse``, ``rounds``,
+    ``multimask_rounds``)."""
+    device = sam.device
     targets, valid = item.targets.to(device), item.valid.to(device)
-    loss, parts = bce_dice_loss(logits, targets, valid, cfg.dice_weight)
-    if cfg.iou_loss_weight:
-        iou_loss = F.mse_loss(out["iou"][:, 0].float(), soft_iou(logits.detach(), targets, valid))
-        loss = loss + cfg.iou_loss_weight * iou_loss
-        parts["iou_mse"] = float(iou_loss.detach())
-    return loss, parts
+    p = sample_prompts(item.cands, cfg.prompts, rng)
+    points, labels, boxes = p["points"], p["labels"], p["boxes"]
+    schedule = [True] + round_schedule(cfg, rng)  # round 1: the first prompt itself
+    total, mask_total, iou_total, multimask_rounds = 0.0, 0.0, 0.0, 0
+    prev = None
+    for r, add_click in enumerate(schedule):
+        if r > 0 and add_click:
+            rows, cols, positive, has = error_clicks(prev, targets, valid, rng)
+            new = lowres_cell_to_pixel(rows, cols, item.emb)[:, None]
+            lab = np.where(has, positive.astype(np.int64), -1)[:, None]  # -1: SAM's "no point"
+            points = new if points is None else np.concatenate([points, new], axis=1)
+            labels = lab if labels is None else np.concatenate([labels, lab], axis=1)
+        mask_input = None if prev is None else prev[:, None]
+        with autocast():
+            out = predict_round(sam, item.emb, points, labels, boxes, mask_input, full_size=False)
+        logits = out["low_res"].float()  # N x M x 256 x 256, M = 3 or 1
+        bce, dice = bce_dice_per_mask(logits, targets[:, None], valid, cfg.dice_weight)
+        per_mask = bce + cfg.dice_weight * dice  # N x M
+        mask_loss = per_mask.min(dim=1).values.mean()  # M = 1: the single mask's loss
+        iou_mse = F.mse_loss(out["iou"].float(), iou_of_logits(logits.detach(), targets[:, None], valid))
+        loss = mask_loss + cfg.iou_loss_weight * iou_mse
+        if backward is not None:
+            backward(loss / len(schedule))
+        prev = out["chosen_low_res"][:, 0].detach().float()
+        total += float(loss.detach())
+        mask_total += float(mask_loss.detach())
+        iou_total += float(iou_mse.detach())
+        multimask_rounds += int(out["multimask"])
+    n = len(schedule)
+    parts = {"mask": mask_total / n, "iou_mse": iou_total / n, "rounds": n, "multimask_rounds": multimask_rounds}
+    return total / n, parts
+
+
+STEPS = {"sam": sam_step, "seed": seed_step}
 
 
 def _freeze_all_but_decoder(sam: Sam) -> list[torch.nn.Parameter]:
@@ -181,11 +219,11 @@ def train_decoder(
     show_progress: bool = True,
 ) -> list[dict]:
     """Fine-tune ``sam.mask_decoder`` in place; return the history (one dict per epoch:
-    ``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``seconds``).
+    ``epoch``, ``train_loss``, the entries of :func:`validation`, ``lr``, ``seconds``).
 
     Args:
-        out_dir: where ``best.pt`` (decoder only, best validation loss) and ``last.pt``
-            (resumable state) are written.
+        out_dir: where ``best.pt`` (decoder only, the epoch with the best validation
+            score, see :func:`validation`) and ``last.pt`` (resumable state) are written.
         resume: continue from ``out_dir/last.pt`` when it exists (settings must match).
         until_epoch: stop after this epoch (1-based) even if ``cfg.epochs`` is larger,
             as an interruption would; a later call with ``resume`` finishes the run.
@@ -203,7 +241,7 @@ def train_decoder(
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict] = []
-    start_epoch, best_val = 1, math.inf
+    start_epoch, best_val = 1, -math.inf
     last_path = out_dir / "last.pt"
     if resume and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -217,41 +255,47 @@ def train_decoder(
         history, best_val, start_epoch = state["history"], state["best_val"], state["epoch"] + 1
         log.info("resumed from %s after epoch %d", last_path, state["epoch"])
 
-    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=use_amp)
+    step = STEPS[cfg.recipe]
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.float16, enabled=use_amp)
+
+    def backward(loss):
+        scaler.scale(loss).backward()
+
     last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
     for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
         sam.mask_decoder.train()
         running, n = 0.0, 0
-        bar = progress(rng.permutation(len(train_items)), show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+        order = rng.permutation(len(train_items))
+        bar = progress(order, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
         for i in bar:
             item = train_items[i]
-            with autocast:
-                loss, parts = decoder_step(sam, item, cfg, rng)
-            if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            loss, parts = step(sam, item, cfg, rng, backward, autocast)
+            if not math.isfinite(loss):
                 raise FloatingPointError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch}, image {item.image_id}; "
+                    f"non-finite loss ({loss}) at epoch {epoch}, image {item.image_id}; "
                     f"stopped. {last_path} holds the last finished epoch."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            running += loss.item()
+            running += loss
             n += 1
-            bar.set_postfix(loss=f"{running / n:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
-        val_loss = validation_loss(sam, val_items, cfg)
-        record = {"epoch": epoch, "train_loss": running / max(n, 1), "val_loss": val_loss,
+            bar.set_postfix(loss=f"{running / n:.4f}")
+        val = validation(sam, val_items, cfg)
+        record = {"epoch": epoch, "train_loss": running / max(n, 1), **val,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
         history.append(record)
         log.info("epoch %d: %s", epoch, record)
-        if val_loss < best_val:
-            best_val = val_loss
-            save_decoder(sam, out_dir / "best.pt", {"epoch": epoch, "val_loss": val_loss})
+        if val["val_score"] > best_val or math.isnan(val["val_score"]):  # no validation: the last
+            best_val = val["val_score"]
+            save_decoder(sam, out_dir / "best.pt", {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}})
         atomic_save(
             {
                 "epoch": epoch, "config": asdict(cfg), "history": history, "best_val": best_val,
@@ -266,17 +310,85 @@ def train_decoder(
 
 
 @torch.no_grad()
-def validation_loss(sam: Sam, items: list[SamItem], cfg: TrainConfig) -> float:
-    """Mean loss over ``items`` with prompts from a fixed generator (the same prompts
-    every epoch, so epochs compare)."""
+def validation(sam: Sam, items: list[SamItem], cfg: TrainConfig) -> dict:
+    """The numbers that choose ``best.pt``, on the validation images.
+
+    Returns:
+        ``val_loss``: the recipe's mean loss, prompts and clicks from a fixed generator
+        (the same draws every epoch, so epochs compare); ``val_miou@1`` and
+        ``val_box_miou``: the evaluation's first click and box prompt
+        (:mod:`helpers.sam_eval`, one click, no early stop); ``val_score``: their mean,
+        what the best epoch maximises: the checkpoint is chosen by what is measured.
+        Without validation images all are NaN and the last epoch counts as the best.
+    """
     if not items:
-        return float("nan")
+        nan = float("nan")
+        return {"val_loss": nan, "val_miou@1": nan, "val_box_miou": nan, "val_score": nan}
     sam.mask_decoder.eval()
     rng = np.random.default_rng([cfg.seed, 1_000_003])
-    total = sum(decoder_step(sam, item, cfg, rng)[0].item() for item in items)
-    return total / len(items)
+    loss = sum(STEPS[cfg.recipe](sam, item, cfg, rng)[0] for item in items) / len(items)
+    one_click = np.concatenate([click_ious(sam, item, max_clicks=1)[:, 0] for item in items])
+    box = np.concatenate([box_ious(sam, item) for item in items])
+    miou, box_miou = float(one_click.mean()), float(box.mean())
+    return {"val_loss": loss, "val_miou@1": miou, "val_box_miou": box_miou, "val_score": (miou + box_miou) / 2}
 
 
 def load_best(sam: Sam, out_dir: str | Path) -> dict:
-    """Merge ``out_dir/best.pt`` into ``sam``; return its meta (epoch, val_loss)."""
+    """Merge ``out_dir/best.pt`` into ``sam``; return its meta (recipe, epoch, validation numbers)."""
     return load_decoder(sam, Path(out_dir) / "best.pt")
+
+
+def decoder_groups(decoder: torch.nn.Module) -> dict[str, list[tuple[str, slice | int | None]]]:
+    """The mask decoder's parameters by the output they serve: ``{group: [(parameter
+    name, row or None for all of it)]}``.
+
+    Mask token ``k`` and its hypernetwork MLP make output ``k``; the IoU head's last
+    layer has one row per output (row ``k`` scores mask ``k``). Output 0 is the
+    single-mask answer, outputs 1-3 the multimask answers (``MaskDecoder.forward`` slices
+    ``1:`` for ``multimask_output=True``, ``0:1`` otherwise).
+    """
+    names = [n for n, _ in decoder.named_parameters()]
+    last = f"iou_prediction_head.layers.{len(decoder.iou_prediction_head.layers) - 1}"
+    groups: dict[str, list] = {
+        "transformer": [(n, None) for n in names if n.startswith("transformer.")],
+        "upscaling": [(n, None) for n in names if n.startswith("output_upscaling.")],
+        "IoU token": [("iou_token.weight", None)],
+        "IoU head, shared layers": [
+            (n, None) for n in names if n.startswith("iou_prediction_head.") and not n.startswith(last)
+        ],
+    }
+    for k in range(decoder.num_mask_tokens):
+        which = "single mask" if k == 0 else f"multimask {k}"
+        groups[f"mask token {k} ({which})"] = [("mask_tokens.weight", k)]
+        groups[f"mask MLP {k} ({which})"] = [(n, None) for n in names if n.startswith(f"output_hypernetworks_mlps.{k}.")]
+        groups[f"IoU head row {k} ({which})"] = [(f"{last}.weight", k), (f"{last}.bias", k)]
+    return groups
+
+
+def decoder_changes(before: dict, after: dict, decoder: torch.nn.Module) -> dict[str, float]:
+    """Relative change ``||after - before|| / ||before||`` of each group of
+    :func:`decoder_groups`, from two ``mask_decoder`` state dicts (keys without the
+    ``mask_decoder.`` prefix)."""
+    changes = {}
+    for group, entries in decoder_groups(decoder).items():
+        diff = ref = 0.0
+        for name, row in entries:
+            a, b = before[name].double(), after[name].double()
+            if row is not None:
+                a, b = a[row], b[row]
+            diff += float(((b - a) ** 2).sum())
+            ref += float((a**2).sum())
+        changes[group] = math.sqrt(diff) / max(math.sqrt(ref), 1e-12)
+    return changes
+
+
+def weight_decay_only_change(cfg: TrainConfig, steps: int) -> float:
+    """The relative change of a parameter whose gradient was zero at each of ``steps``
+    AdamW steps (the first ``steps`` of a run of ``steps`` in all): Adam's update is then
+    0 and only the decoupled weight decay moves it, ``p <- p (1 - lr_t wd)``, so the change
+    is ``1 - prod_t (1 - lr_t wd)``. (A parameter that gets no gradient at all, ``None``,
+    is skipped by AdamW and does not move.)"""
+    keep = 1.0
+    for t in range(steps):
+        keep *= 1 - cfg.lr * lr_factor(t, steps, cfg) * cfg.weight_decay
+    return 1 - keep

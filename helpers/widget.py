@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from .metrics import mask_iou
 from .plotting import INSTANCE_COLOURS, overlay_masks
 from .runtime import cpu_has_bf16
-from .sam_predict import embed_image, predict
+from .sam_predict import embed_image, predict_round
 
 try:  # the widgets need anywidget/ipywidgets; the state machines do not
     import anywidget
@@ -99,7 +99,8 @@ def draw_prompts_rgb(image: np.ndarray, points=(), box=None) -> np.ndarray:
 class PromptState:
     """SAM prompts built by clicks: a list of points and an optional box, with undo.
 
-    Coordinates are original-image pixels, ``(x, y)``; labels 1 (positive) / 0 (negative).
+    Coordinates are original-image pixel indices ``(x, y)`` (SamPredictor's convention,
+    see :mod:`helpers.sam_predict`); labels 1 (positive) / 0 (negative).
     """
 
     points: list[tuple[float, float, int]] = field(default_factory=list)
@@ -116,6 +117,9 @@ class PromptState:
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         self._save()
         self.box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
 
     def undo(self) -> None:
         if self._undo:
@@ -138,12 +142,17 @@ class PromptState:
 def interpret_pointer(event: dict, box_mode: bool) -> tuple:
     """What a mouse-down/up pair means: ``("box", x0, y0, x1, y1)`` for a drag in box mode,
     else ``("point", x, y, positive)``: left click positive; right click or shift+click
-    negative. Coordinates are the canvas's, i.e. original-image pixels."""
-    dragged = abs(event["x1"] - event["x0"]) + abs(event["y1"] - event["y0"]) > DRAG_PIXELS
+    negative.
+
+    The canvas reports positions on the image's continuous axis (pixel ``k`` spans
+    ``[k, k + 1)``); they are returned as pixel indices (centre of pixel ``k`` at ``k``,
+    SamPredictor's convention), i.e. shifted by half a pixel."""
+    x0, y0, x1, y1 = (event[k] - 0.5 for k in ("x0", "y0", "x1", "y1"))
+    dragged = abs(x1 - x0) + abs(y1 - y0) > DRAG_PIXELS
     if box_mode and dragged:
-        return ("box", event["x0"], event["y0"], event["x1"], event["y1"])
+        return ("box", x0, y0, x1, y1)
     positive = event.get("button", 0) == 0 and not event.get("shift", False)
-    return ("point", event["x1"], event["y1"], positive)
+    return ("point", x1, y1, positive)
 
 
 class SamCompare:
@@ -155,9 +164,16 @@ class SamCompare:
         samples: a reader (``VOCInstanceDataset``-like: ``image``, and optionally
             ``masks``/``void`` for IoU against ground truth).
 
+    Each prompt (a click or a box) is one round of
+    :func:`helpers.sam_predict.predict_round`, as in training and evaluation: a first
+    click alone gets three masks and the best by predicted IoU; every later prompt sends
+    all prompts so far plus the model's previous low-res logits as the mask prompt and
+    reads the single mask. Undo goes back one round, logits included.
+
     After each change, ``results[name]`` holds ``mask`` (``H x W`` bool), ``score``
     (SAM's predicted IoU), ``gt_iou`` (IoU with the ground-truth instance under the first
-    positive click, or None), ``area`` (pixels) and ``ms`` (prompt to mask).
+    positive click, or None), ``area`` (pixels), ``ms`` (prompt to mask) and ``low_res``
+    (``1 x 1 x 256 x 256``, the next round's mask prompt).
     """
 
     def __init__(self, models: dict, samples, box_mode: bool = False, fast: bool = True):
@@ -167,19 +183,19 @@ class SamCompare:
         self.state = PromptState()
         self.box_mode = box_mode
         self.results: dict[str, dict] = {}
+        self._rounds: list[dict[str, dict]] = []  # one entry per prompt, for undo
         self._embeddings: dict = {}
         self.select_image(0)
 
     def select_image(self, index: int) -> None:
         self.index = index
         self.sample = self.samples[index]
-        self.state.reset()
         self._embeddings = {}
         for model in self.models.values():
             key = id(model.image_encoder)
             if key not in self._embeddings:
                 self._embeddings[key] = embed_image(model, self.sample["image"])
-        self.update()
+        self.reset()
 
     def on_pointer(self, event: dict) -> None:
         """The browser's mouse-down/up pair (see :func:`interpret_pointer`)."""
@@ -188,22 +204,31 @@ class SamCompare:
             self.state.set_box(*action[1:])
         else:
             self.state.add_point(*action[1:])
-        self.update()
+        self._rounds.append(self._predict())
+        self._show()
 
     def undo(self) -> None:
-        self.state.undo()
-        self.update()
+        if self.state.can_undo():
+            self.state.undo()
+            self._rounds.pop()
+        self._show()
 
     def reset(self) -> None:
         self.state.reset()
-        self.update()
+        self._rounds = []
+        self._show()
+
+    def _show(self) -> None:
+        h, w = self.sample["image"].shape[:2]
+        empty = {"mask": np.zeros((h, w), bool), "score": None, "gt_iou": None, "area": 0, "ms": 0.0, "low_res": None}
+        self.results = dict(self._rounds[-1]) if self._rounds else {name: empty for name in self.models}
 
     def _gt_instance(self):
         masks = self.sample.get("masks")
         positives = [p for p in self.state.points if p[2]]
         if masks is None or not len(masks) or not positives:
             return None
-        x, y = int(positives[0][0]), int(positives[0][1])
+        x, y = round(positives[0][0]), round(positives[0][1])
         h, w = masks.shape[1:]
         if not (0 <= x < w and 0 <= y < h):
             return None
@@ -211,27 +236,25 @@ class SamCompare:
         return masks[hit[0]] if len(hit) else None
 
     @torch.no_grad()
-    def update(self) -> None:
-        h, w = self.sample["image"].shape[:2]
+    def _predict(self) -> dict[str, dict]:
+        """One round for every model, from the current prompts and each model's
+        previous logits."""
         gt = self._gt_instance()
+        previous = self._rounds[-1] if self._rounds else {}
+        results = {}
         for name, model in self.models.items():
             t0 = time.perf_counter()
-            if self.state.empty():
-                self.results[name] = {"mask": np.zeros((h, w), bool), "score": None, "gt_iou": None, "area": 0, "ms": 0.0}
-                continue
             emb = self._embeddings[id(model.image_encoder)]
+            prev = previous.get(name, {}).get("low_res")
             with self._autocast(model):
-                out = predict(model, emb, **self.state.as_prompts(), full_size=False,
-                              multimask=len(self.state.points) == 1 and self.state.box is None)  # fmt: skip
-            best = int(out["iou"][0].argmax())
-            # only the chosen mask goes back to full size
-            logits = model.postprocess_masks(out["low_res"][:, best : best + 1].float(), emb.input_size, emb.original_size)
-            mask = (logits[0, 0] > model.mask_threshold).cpu().numpy()
-            self.results[name] = {
-                "mask": mask, "score": float(out["iou"][0, best]), "area": int(mask.sum()),
+                out = predict_round(model, emb, **self.state.as_prompts(), mask_input=prev)
+            mask = out["chosen_masks"][0].cpu().numpy()
+            results[name] = {
+                "mask": mask, "score": float(out["chosen_iou"][0]), "area": int(mask.sum()),
                 "gt_iou": None if gt is None else mask_iou(mask, gt, self.sample.get("void")),
-                "ms": (time.perf_counter() - t0) * 1000,
+                "ms": (time.perf_counter() - t0) * 1000, "low_res": out["chosen_low_res"].float(),
             }  # fmt: skip
+        return results
 
     def _autocast(self, model):
         """With ``fast``: fp16 autocast on CUDA, bf16 on CPUs that do bf16 natively (about

@@ -1,15 +1,17 @@
-"""The click simulator on masks whose answer is known."""
+"""The click simulators on masks whose answer is known."""
 
 import numpy as np
+import pytest
+import torch
 
-from helpers.clicks import next_click, noc
+from helpers.clicks import error_clicks, next_click, noc
 
 
-def test_first_click_is_the_most_interior_point_of_the_object():
+def test_first_click_is_the_most_interior_pixel_of_the_object():
     gt = np.zeros((21, 31), bool)
     gt[5:16, 4:27] = True  # 11 rows x 23 cols: the centre row 10 is farthest from the border
     x, y, positive = next_click(np.zeros_like(gt), gt)
-    assert positive and y == 10.5 and 9.5 <= x <= 20.5
+    assert positive and y == 10 and 9 <= x <= 21
     # a ring-shaped object: the click is in the thick part, never in the hole
     ring = np.zeros((40, 40), bool)
     ring[5:35, 5:35] = True
@@ -28,11 +30,20 @@ def test_false_positive_region_that_reaches_farther_gets_a_negative_click():
     assert not positive and 22 <= x < 30 and pred[int(y), int(x)] and not gt[int(y), int(x)]
 
 
+def test_a_tie_between_missed_and_spurious_regions_is_a_negative_click():
+    gt = np.zeros((20, 30), bool)
+    gt[5:10, 2:7] = True  # 5 x 5 object, all missed
+    pred = np.zeros_like(gt)
+    pred[5:10, 20:25] = True  # 5 x 5 spurious blob: the same depth
+    x, y, positive = next_click(pred, gt)
+    assert not positive and pred[int(y), int(x)]
+
+
 def test_image_border_counts_as_boundary_thanks_to_padding():
     gt = np.zeros((20, 20), bool)
     gt[:, :6] = True  # touches the left, top and bottom borders
     x, y, positive = next_click(np.zeros_like(gt), gt)
-    assert positive and x in (2.5, 3.5)  # middle of the 6-column band, not column 0
+    assert positive and x in (2, 3)  # middle of the 6-column band, not column 0
 
 
 def test_void_pixels_are_neither_error():
@@ -43,13 +54,18 @@ def test_void_pixels_are_neither_error():
     assert next_click(np.zeros_like(gt), gt, void) is None
 
 
-def test_clicked_pixels_are_excluded():
+def test_clicked_pixels_are_excluded_from_both_regions():
     gt = np.zeros((9, 9), bool)
     gt[3:6, 3:6] = True
     clicked = np.zeros_like(gt)
     clicked[4, 4] = True  # the centre was clicked already
     x, y, _ = next_click(np.zeros_like(gt), gt, clicked=clicked)
     assert (int(y), int(x)) != (4, 4) and gt[int(y), int(x)]
+    # a spurious region whose deepest pixel was clicked: the click moves within it
+    pred = np.zeros((9, 9), bool)
+    pred[3:6, 3:6] = True
+    x, y, positive = next_click(pred, np.zeros_like(pred), clicked=clicked)
+    assert not positive and (int(y), int(x)) != (4, 4) and pred[int(y), int(x)]
 
 
 def test_perfect_prediction_needs_no_click_and_noc_counts_from_one():
@@ -59,3 +75,30 @@ def test_perfect_prediction_needs_no_click_and_noc_counts_from_one():
     assert noc([0.5, 0.86, 0.95], 0.85) == 2
     assert noc([0.5, 0.86, 0.95], 0.90) == 3
     assert noc([0.5, 0.6], 0.90, max_clicks=20) == 20
+
+
+def test_training_clicks_are_uniform_over_the_error_region_and_labelled_by_it():
+    h = w = 16
+    targets = torch.zeros(2, h, w, dtype=torch.bool)
+    targets[0, 2:8, 2:8] = True  # instance 0: 36 cells, half of them missed
+    logits = torch.full((2, h, w), -5.0)
+    logits[0, 2:5, 2:8] = 5.0  # 18 cells found, 18 missed ...
+    logits[0, 10:13, 10:16] = 5.0  # ... and 18 spurious
+    targets[1, 0:4, 0:4] = True
+    logits[1, 0:4, 0:4] = 5.0  # instance 1: perfect
+    valid = torch.ones(h, w, dtype=torch.bool)
+    valid[11, :] = False  # 6 of the spurious cells count nowhere ...
+    valid[6, :] = False  # ... nor 6 of the missed ones
+    rng = np.random.default_rng(0)
+    hits = np.zeros((h, w))
+    for _ in range(3000):
+        rows, cols, positive, has = error_clicks(logits, targets, valid, rng)
+        assert has.tolist() == [True, False]
+        r, c = rows[0], cols[0]
+        missed = bool(targets[0, r, c]) and not bool(logits[0, r, c] > 0)
+        spurious = bool(logits[0, r, c] > 0) and not bool(targets[0, r, c])
+        assert (missed or spurious) and valid[r, c] and positive[0] == missed
+        hits[r, c] += 1
+    region = hits[hits > 0]
+    assert len(region) == 12 + 12  # every valid error cell, none else
+    assert region.min() > 0.5 * 3000 / 24 and region.max() < 1.5 * 3000 / 24  # uniform

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from helpers.losses import bce_dice_loss, soft_iou
+import torch.nn.functional as F
+
+from helpers.losses import bce_dice_loss, bce_dice_per_mask, iou_of_logits
 
 
 def test_bce_and_dice_follow_their_formulas_on_a_hand_made_case():
@@ -18,13 +20,19 @@ def test_bce_and_dice_follow_their_formulas_on_a_hand_made_case():
     assert math.isclose(loss.item(), (bce + dice).item(), rel_tol=1e-6)
 
 
-def test_bce_is_finite_and_exact_for_huge_logits():
-    logits = torch.tensor([[[100.0, -100.0]]], requires_grad=True)
-    targets = torch.tensor([[[0.0, 1.0]]])  # both confidently wrong: BCE = 100 each
+def test_bce_from_logits_keeps_learning_where_sigmoid_then_bce_stops():
+    """The seed's sigmoid followed by BCE on probabilities: for a confidently wrong pixel
+    (logit >= 17 in float32, target 0) the sigmoid rounds to 1, the loss is clamped at 100
+    and the gradient is 0. From logits, the loss is exact and the gradient is 1."""
+    logits = torch.tensor([[[20.0, 120.0]]], requires_grad=True)
+    targets = torch.zeros(1, 1, 2)
     loss, parts = bce_dice_loss(logits, targets, dice_weight=0.0)
-    assert math.isclose(parts["bce"], 100.0, rel_tol=1e-6)
+    assert math.isclose(parts["bce"], 70.0, rel_tol=1e-6)  # (20 + 120) / 2: exact
     loss.backward()
-    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.flatten().tolist() == pytest.approx([0.5, 0.5])  # 1 per pixel / 2 pixels
+    seed_way = logits.detach().clone().requires_grad_(True)
+    F.binary_cross_entropy(torch.sigmoid(seed_way), targets).backward()
+    assert seed_way.grad.abs().max() == 0
 
 
 def test_invalid_pixels_count_in_neither_term():
@@ -36,7 +44,29 @@ def test_invalid_pixels_count_in_neither_term():
     assert math.isclose(full.item(), masked.item(), rel_tol=1e-6)
 
 
-def test_soft_iou_is_the_iou_of_the_thresholded_logits():
+def test_per_mask_losses_keep_the_mask_dimensions_and_agree_with_the_mean():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 8, 8, generator=g) * 3
+    targets = torch.rand(4, 1, 8, 8, generator=g) > 0.5
+    valid = torch.rand(8, 8, generator=g) > 0.2
+    bce, dice = bce_dice_per_mask(logits, targets, valid, dice_weight=2.0)
+    assert bce.shape == dice.shape == (4, 3)
+    for i in range(4):
+        for k in range(3):  # each entry is the loss of that mask alone
+            one, parts = bce_dice_loss(logits[i, k][None], targets[i, 0][None], valid, dice_weight=2.0)
+            assert parts["bce"] == pytest.approx(float(bce[i, k]), rel=1e-5)
+            assert parts["dice"] == pytest.approx(float(dice[i, k]), rel=1e-5)
+
+
+def test_iou_of_logits_is_the_iou_of_the_thresholded_logits():
     logits = torch.tensor([[[1.0, 1.0, -1.0, -1.0]], [[-1.0] * 4]])
     targets = torch.tensor([[[1, 0, 1, 0]], [[0, 0, 0, 0]]])
-    assert soft_iou(logits, targets).tolist() == pytest.approx([1 / 3, 1.0])
+    assert iou_of_logits(logits, targets).tolist() == pytest.approx([1 / 3, 1.0])
+
+
+def test_iou_of_logits_leaves_invalid_pixels_out_on_both_sides():
+    logits = torch.tensor([[[1.0, 1.0, 1.0, -1.0]]])
+    targets = torch.tensor([[[1, 0, 0, 1]]])
+    valid = torch.tensor([[True, False, True, False]])  # a spurious and a missed pixel ignored
+    assert iou_of_logits(logits, targets, valid).tolist() == pytest.approx([1 / 2])
+    assert iou_of_logits(logits, targets).tolist() == pytest.approx([1 / 4])

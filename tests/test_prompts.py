@@ -13,44 +13,96 @@ def sample():
 def test_points_fall_inside_or_outside_their_instance_and_never_on_void(sample):
     cands = [instance_candidates(m, sample["void"]) for m in sample["masks"]]
     rng = np.random.default_rng(0)
-    cfg = PromptConfig(n_pos=2, n_neg=3, use_box=False)
+    cfg = PromptConfig(n_pos=2, n_neg=3, p_points=1, p_box=0)
     for _ in range(20):
         p = sample_prompts(cands, cfg, rng)
         assert p["boxes"] is None and p["points"].shape == (len(cands), 5, 2)
         assert p["labels"].tolist() == [[1, 1, 0, 0, 0]] * len(cands)
         for mask, pts, labs in zip(sample["masks"], p["points"], p["labels"]):
-            cols, rows = (pts[:, 0] - 0.5).astype(int), (pts[:, 1] - 0.5).astype(int)
+            cols, rows = pts[:, 0].astype(int), pts[:, 1].astype(int)
+            assert np.array_equal(pts, np.round(pts))  # pixel indices (SamPredictor's convention)
             assert (mask[rows, cols] == (labs == 1)).all()
             assert not sample["void"][rows, cols].any()
 
 
-def test_box_is_tight_on_pixel_edges_and_jitter_stays_in_bounds(sample):
+def test_box_is_the_first_and_last_column_and_row(sample):
     mask = sample["masks"][0]
     c = instance_candidates(mask, sample["void"])
     ys, xs = np.nonzero(mask)
-    assert c.box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert c.box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
     rng = np.random.default_rng(1)
-    h, w = mask.shape
-    bw, bh = c.box[2] - c.box[0], c.box[3] - c.box[1]
-    for _ in range(50):
-        b = sample_prompts([c], PromptConfig(use_points=False, box_jitter=0.1), rng)["boxes"][0]
-        assert (np.abs(b - c.box) <= 0.1 * np.array([bw, bh, bw, bh]) + 1e-3).all()
-        assert 0 <= b[0] < b[2] <= w and 0 <= b[1] < b[3] <= h
+    tight = sample_prompts([c], PromptConfig(p_points=0, p_box=1, box_noise=0), rng)["boxes"][0]
+    assert tight.tolist() == c.box.tolist()
 
 
-def test_prompt_kind_probabilities_are_as_documented():
+@pytest.mark.parametrize("side", [60, 400])
+def test_box_noise_is_normal_with_a_tenth_of_the_side_capped_at_20_px(side):
+    """The SAM paper's box noise: standard deviation 10% of the side, at most 20 px."""
+    mask = np.zeros((1000, 1000), bool)
+    mask[300 : 300 + side, 300 : 300 + side] = True  # far from the image border
+    c = instance_candidates(mask)
+    rng = np.random.default_rng(1)
+    cfg = PromptConfig(p_points=0, p_box=1, box_noise=0.1, box_noise_max=20)
+    shifts = np.stack([sample_prompts([c], cfg, rng)["boxes"][0] - c.box for _ in range(3000)])
+    assert np.abs(shifts).max() <= 20 + 1e-4
+    if side == 60:  # sigma 6 px: the cap (3.3 sigma) almost never binds
+        assert shifts.std() == pytest.approx(6.0, rel=0.05) and abs(shifts.mean()) < 0.3
+    else:  # sigma 40 px: most draws are capped at +-20
+        assert (np.abs(shifts) > 20 - 1e-4).mean() == pytest.approx(0.617, abs=0.03)  # P(|N(0, 1)| > 0.5)
+
+
+def test_noisy_boxes_stay_in_the_image_and_ordered(sample):
+    h, w = sample["masks"][0].shape
+    rng = np.random.default_rng(4)
+    cfg = PromptConfig(p_points=0, p_box=1, box_noise=0.5, box_noise_max=200)
+    for mask in sample["masks"]:
+        c = instance_candidates(mask, sample["void"])
+        for _ in range(200):
+            b = sample_prompts([c], cfg, rng)["boxes"][0]
+            assert 0 <= b[0] <= b[2] <= w - 1 and 0 <= b[1] <= b[3] <= h - 1
+
+
+def test_the_seed_scheme_reproduces_the_seeds_own_nested_drops():
+    """The oracle is the seed's code, transcribed: with both kinds on,
+    if random() < 0.5: (if random() < 0.25: drop points  elif random() > 0.75: drop box)."""
     rng = np.random.default_rng(2)
-    draws = [choose_kinds(PromptConfig(both_prob=0.2), rng) for _ in range(4000)]
-    freq = {k: draws.count(k) / len(draws) for k in set(draws)}
-    assert abs(freq[(True, True)] - 0.2) < 0.03
-    assert abs(freq[(True, False)] - 0.4) < 0.03 and abs(freq[(False, True)] - 0.4) < 0.03
-    recipe = {choose_kinds(PromptConfig(), rng) for _ in range(500)}
-    assert recipe == {(True, False), (False, True)}  # the seed recipe: always one kind
+    n = 40000
+    counts = {(True, False): 0, (False, True): 0, (True, True): 0}
+    for _ in range(n):
+        points, box = True, True
+        if rng.random() < 0.5:
+            if rng.random() < 0.25:
+                points = False
+            elif rng.random() > 0.75:
+                box = False
+        counts[(points, box)] += 1
+    cfg = PromptConfig.seed()
+    draws = [choose_kinds(cfg, rng) for _ in range(n)]
+    for kinds, expected in ((((True, False)), cfg.p_points), ((False, True), cfg.p_box), ((True, True), cfg.p_both)):
+        assert abs(counts[kinds] / n - expected) < 0.01, kinds
+        assert abs(draws.count(kinds) / n - expected) < 0.01, kinds
+    assert (cfg.p_points, cfg.p_box, cfg.p_both) == (0.09375, 0.125, 0.78125)
+    assert (cfg.n_pos, cfg.n_neg, cfg.box_noise) == (1, 1, 0.0)
+
+
+def test_the_course_default_is_the_papers_first_prompt():
+    cfg = PromptConfig()
+    assert (cfg.n_pos, cfg.n_neg, cfg.p_points, cfg.p_box, cfg.p_both) == (1, 0, 0.5, 0.5, 0.0)
+    rng = np.random.default_rng(3)
+    draws = [choose_kinds(cfg, rng) for _ in range(4000)]
+    assert set(draws) == {(True, False), (False, True)} and abs(draws.count((True, False)) / 4000 - 0.5) < 0.03
+
+
+def test_bad_probabilities_are_clear_errors():
+    with pytest.raises(ValueError, match="sum to 1"):
+        PromptConfig(p_points=0.5, p_box=0.4, p_both=0.0)
+    with pytest.raises(ValueError, match="n_pos \\+ n_neg"):
+        PromptConfig(n_pos=0, n_neg=0)
 
 
 def test_tiny_instances_still_get_a_foreground_point():
     mask = np.zeros((10, 10), bool)
     mask[4, 7] = True
     c = instance_candidates(mask)
-    p = sample_prompts([c], PromptConfig(use_box=False), np.random.default_rng(0))
-    assert p["points"][0, 0].tolist() == [7.5, 4.5]
+    p = sample_prompts([c], PromptConfig(p_points=1, p_box=0), np.random.default_rng(0))
+    assert p["points"][0, 0].tolist() == [7.0, 4.0]

@@ -8,10 +8,22 @@ from torch.utils.data import Subset
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers import sam_training
 from helpers.embeddings import EmbeddingCache
+from helpers.losses import bce_dice_per_mask
 from helpers.prompts import PromptConfig
-from helpers.sam_eval import click_ious, evaluate
+from helpers.sam_data import lowres_targets, prepare_items
 from helpers.sam_model import build_tiny_sam
-from helpers.sam_training import TrainConfig, load_best, lowres_targets, lr_factor, prepare_items, train_decoder
+from helpers.sam_predict import predict
+from helpers.sam_training import (
+    TrainConfig,
+    decoder_changes,
+    load_best,
+    lr_factor,
+    round_schedule,
+    sam_step,
+    seed_step,
+    train_decoder,
+    weight_decay_only_change,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +59,154 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.001
 
 
+def test_round_schedule_has_the_papers_clicks_and_mask_only_rounds():
+    rng = np.random.default_rng(0)
+    cfg = TrainConfig(click_rounds=8, refine_rounds=2)
+    places = set()
+    for _ in range(50):
+        s = round_schedule(cfg, rng)
+        assert len(s) == 10 and s.count(True) == 8 and s[-1] is False
+        places.add(s[:-1].index(False))
+    assert len(places) > 4  # the other mask-only round moves among the clicks
+    assert round_schedule(TrainConfig(click_rounds=1, refine_rounds=0), rng) == [True]
+    assert round_schedule(TrainConfig(click_rounds=0, refine_rounds=1), rng) == [False]
+
+
+def test_unknown_recipe_is_refused():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        TrainConfig(recipe="SAM")
+
+
+def _decoder_grads(sam, step, item, cfg, seed=0):
+    """Run one step with a backward that accumulates gradients; return them by name."""
+    sam.mask_decoder.zero_grad(set_to_none=True)
+    for p in sam.mask_decoder.parameters():
+        p.requires_grad_(True)
+    step(sam, item, cfg, np.random.default_rng(seed), backward=lambda loss: loss.backward())
+    return {n: p.grad for n, p in sam.mask_decoder.named_parameters()}
+
+
+def _nonzero(g):
+    return g is not None and bool(g.abs().sum() > 0)
+
+
+def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(items):
+    """Round 1 with one point: each instance's gradient reaches the multimask output whose
+    loss is lowest, and no other output."""
+    train, _ = items
+    item = train[0]
+    sam = build_tiny_sam()
+    cfg = TrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
+    grads = _decoder_grads(sam, sam_step, item, cfg)
+    # the same first prompt, drawn again, and the three losses computed independently
+    from helpers.prompts import sample_prompts
+
+    p = sample_prompts(item.cands, cfg.prompts, np.random.default_rng(0))
+    with torch.no_grad():
+        out = predict(sam, item.emb, p["points"], p["labels"], multimask=True, full_size=False)
+        bce, dice = bce_dice_per_mask(out["low_res"], item.targets[:, None], item.valid, cfg.dice_weight)
+    winners = set((bce + cfg.dice_weight * dice).argmin(dim=1).add(1).tolist())  # outputs 1..3
+    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    assert trained == winners
+    # the IoU head learns every mask it scores (rows 1-3), and not the unused row 0
+    iou_rows = grads["iou_prediction_head.layers.2.weight"]
+    assert [bool(iou_rows[k].abs().sum() > 0) for k in range(4)] == [False, True, True, True]
+
+
+def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
+    train, _ = items
+    sam = build_tiny_sam()
+    cfg = TrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=0, p_box=1))
+    grads = _decoder_grads(sam, sam_step, train[0], cfg)
+    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    assert trained == {0}
+    iou_rows = grads["iou_prediction_head.layers.2.weight"]
+    assert [bool(iou_rows[k].abs().sum() > 0) for k in range(4)] == [True, False, False, False]
+
+
+def test_the_seed_recipe_trains_only_the_single_mask_and_never_the_iou_head(items):
+    train, _ = items
+    sam = build_tiny_sam()
+    grads = _decoder_grads(sam, seed_step, train[0], TrainConfig(recipe="seed"))
+    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    assert trained == {0}
+    assert all(g is None for n, g in grads.items() if n.startswith("iou_prediction_head."))
+
+
+def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(items, monkeypatch):
+    """Each click round adds one point per instance where the previous mask is wrong
+    (positive where it missed, negative where it spilled over), with the previous
+    round's chosen logits, detached, as the mask prompt."""
+    train, _ = items
+    item = train[0]
+    calls = []
+    real = sam_training.predict_round
+
+    def spy(sam, emb, points=None, labels=None, boxes=None, mask_input=None, full_size=True):
+        out = real(sam, emb, points, labels, boxes, mask_input, full_size)
+        calls.append({"points": None if points is None else np.array(points), "labels": None if labels is None else np.array(labels),
+                      "boxes": boxes, "mask_input": mask_input, "out": out})  # fmt: skip
+        return out
+
+    monkeypatch.setattr(sam_training, "predict_round", spy)
+    cfg = TrainConfig(click_rounds=2, refine_rounds=1, prompts=PromptConfig(p_points=1, p_box=0))
+    sam = build_tiny_sam()
+    sam_step(sam, item, cfg, np.random.default_rng(3), backward=lambda loss: loss.backward())
+    assert len(calls) == 4 and [c["out"]["multimask"] for c in calls] == [True, False, False, False]
+    assert calls[0]["mask_input"] is None
+    for prev, cur in zip(calls, calls[1:]):
+        assert not cur["mask_input"].requires_grad
+        torch.testing.assert_close(cur["mask_input"][:, 0], prev["out"]["chosen_low_res"][:, 0].detach().float())
+    h_in, w_in = item.emb.input_size
+    h, w = item.emb.original_size
+    for prev, cur in zip(calls[:2], calls[1:3]):  # the two click rounds
+        assert cur["points"].shape[1] == prev["points"].shape[1] + 1
+        pred = prev["out"]["chosen_low_res"][:, 0].detach() > 0
+        for i, ((x, y), lab) in enumerate(zip(cur["points"][:, -1], cur["labels"][:, -1])):
+            if lab == -1:
+                continue
+            # the cell of the clicked pixel in the low-res frame (SAM adds half a pixel)
+            row, col = int((y * h_in / h + 0.5) // 4), int((x * w_in / w + 0.5) // 4)
+            inside, truth = bool(pred[i, row, col]), bool(item.targets[i, row, col])
+            assert inside != truth and bool(item.valid[row, col])  # an error cell
+            assert lab == int(truth)  # positive in the missed part, negative in the spurious one
+    assert calls[3]["points"].shape == calls[2]["points"].shape  # the mask-only round adds nothing
+
+
+def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recipe_moves_them(items, tmp_path):
+    """What each recipe trains, with an outside oracle for "untrained": a parameter whose
+    gradient is zero at every AdamW step is only decayed, p * prod(1 - lr_t wd)."""
+    train, val = items
+    states, cfgs = {}, {}
+    for recipe in ("seed", "sam"):
+        cfg = TrainConfig(recipe=recipe, epochs=2, lr=1e-3, click_rounds=1, refine_rounds=0)
+        sam = build_tiny_sam()
+        before = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
+        train_decoder(sam, train, val, cfg, tmp_path / recipe, show_progress=False)
+        states[recipe], cfgs[recipe] = (before, sam.mask_decoder.state_dict()), cfg
+    steps = 2 * len(train)
+    keep = 1 - weight_decay_only_change(cfgs["seed"], steps)
+    before, after = states["seed"]
+    for k in (1, 2, 3):
+        for name in (f"output_hypernetworks_mlps.{k}.layers.0.weight", f"output_hypernetworks_mlps.{k}.layers.2.bias"):
+            torch.testing.assert_close(after[name], before[name] * keep, rtol=1e-5, atol=1e-8)
+    for name in ("iou_prediction_head.layers.0.weight", "iou_prediction_head.layers.2.weight"):
+        assert torch.equal(after[name], before[name])  # not in the loss: never touched
+    decoder = build_tiny_sam().mask_decoder
+    seed_changes = decoder_changes(*states["seed"], decoder)
+    sam_changes = decoder_changes(*states["sam"], decoder)
+    decay = weight_decay_only_change(cfgs["sam"], steps)
+    for k in (1, 2, 3):
+        assert sam_changes[f"IoU head row {k} (multimask {k})"] > 100 * decay
+        assert seed_changes[f"IoU head row {k} (multimask {k})"] == 0
+    assert max(sam_changes[f"mask MLP {k} (multimask {k})"] for k in (1, 2, 3)) > 100 * decay
+    assert sam_changes["mask MLP 0 (single mask)"] > 100 * decay and seed_changes["mask MLP 0 (single mask)"] > 100 * decay
+
+
 def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(items, tmp_path):
     train, val = items
-    cfg = TrainConfig(epochs=2, lr=1e-3, two_pass=True, prompts=PromptConfig(both_prob=0.3, box_jitter=0.1))
+    cfg = TrainConfig(epochs=2, lr=1e-3, click_rounds=2, refine_rounds=1,
+                      prompts=PromptConfig(p_points=0.4, p_box=0.4, p_both=0.2))  # fmt: skip
     straight = build_tiny_sam()
     h1 = train_decoder(straight, train, val, cfg, tmp_path / "a", show_progress=False)
     interrupted = build_tiny_sam()
@@ -63,50 +220,34 @@ def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(ite
     # training moved the decoder away from its initial weights
     fresh = build_tiny_sam().mask_decoder.state_dict()
     assert any(not torch.equal(v, fresh[k]) for k, v in resumed.mask_decoder.state_dict().items())
-    # best.pt holds the epoch with the lowest validation loss
-    best_epoch = min(h1, key=lambda r: r["val_loss"])["epoch"]
+    # best.pt holds the epoch with the best validation score (mIoU@1 and box mIoU)
+    best_epoch = max(h1, key=lambda r: r["val_score"])["epoch"]
     assert load_best(build_tiny_sam(), tmp_path / "a")["epoch"] == best_epoch
 
 
 def test_resume_with_other_settings_is_refused(items, tmp_path):
     train, val = items
-    train_decoder(build_tiny_sam(), train, val, TrainConfig(epochs=1), tmp_path, show_progress=False)
+    cfg = TrainConfig(epochs=1, click_rounds=0, refine_rounds=0)
+    train_decoder(build_tiny_sam(), train, val, cfg, tmp_path, show_progress=False)
     with pytest.raises(ValueError, match="written with other settings"):
-        train_decoder(build_tiny_sam(), train, val, TrainConfig(epochs=1, lr=5e-4), tmp_path, show_progress=False)
+        other = TrainConfig(epochs=1, click_rounds=0, refine_rounds=0, lr=5e-4)
+        train_decoder(build_tiny_sam(), train, val, other, tmp_path, show_progress=False)
 
 
-def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(items, tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", ["sam", "seed"])
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(items, tmp_path, monkeypatch, recipe):
     train, val = items
-    cfg = TrainConfig(epochs=2, two_pass=False)
-    real = sam_training.bce_dice_loss
+    cfg = TrainConfig(recipe=recipe, epochs=2, click_rounds=0, refine_rounds=0)
+    real = sam_training.bce_dice_per_mask
     calls = {"n": 0}
 
     def poisoned(*a, **k):
         calls["n"] += 1
-        loss, parts = real(*a, **k)
-        return (loss * math.nan if calls["n"] > len(train) + len(val) else loss), parts
+        bce, dice = real(*a, **k)
+        # one loss per image (one round) in epoch 1: poison from epoch 2 on
+        return (bce * math.nan if calls["n"] > len(train) + len(val) else bce), dice
 
-    monkeypatch.setattr(sam_training, "bce_dice_loss", poisoned)
+    monkeypatch.setattr(sam_training, "bce_dice_per_mask", poisoned)
     with pytest.raises(FloatingPointError, match="non-finite loss .* at epoch 2"):
         train_decoder(build_tiny_sam(), train, val, cfg, tmp_path, show_progress=False)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
-
-
-def test_evaluation_of_a_perfect_predictor_gives_iou_one_at_the_first_click(items, monkeypatch):
-    """Wire check with the model replaced by an oracle that returns each instance's mask."""
-    train, _ = items
-    item = train[0]
-    import helpers.sam_eval as ev
-
-    def oracle(sam, emb, points=None, labels=None, boxes=None, mask_input=None, multimask=True, full_size=True):
-        n = len(item.masks)
-        m = 3 if multimask else 1
-        masks = torch.from_numpy(item.masks)[:, None].expand(n, m, *item.masks.shape[1:])
-        return {"masks": masks, "logits": masks.float(), "iou": torch.ones(n, m), "low_res": torch.zeros(n, m, 256, 256)}
-
-    monkeypatch.setattr(ev, "predict", oracle)
-    ious = click_ious(None, item, max_clicks=4)
-    assert np.allclose(ious, 1.0)
-    result = evaluate(type("M", (), {"eval": lambda self: None})(), [item], max_clicks=4, show_progress=False)
-    assert result["miou@1"] == 1.0 and result["noc@90"] == 1.0 and result["box_miou"] == 1.0
-    assert result["instances"] == len(item.masks)

@@ -16,10 +16,11 @@ def click(x, y, button=0, shift=False):
 
 
 def test_pointer_events_mean_what_the_help_text_says():
-    assert interpret_pointer(click(10, 20), box_mode=False) == ("point", 10, 20, True)
-    assert interpret_pointer(click(10, 20, button=2), box_mode=False) == ("point", 10, 20, False)
-    assert interpret_pointer(click(10, 20, shift=True), box_mode=False) == ("point", 10, 20, False)
-    drag = {"x0": 5, "y0": 6, "x1": 50, "y1": 60, "button": 0, "shift": False}
+    # the canvas reports the continuous position; prompts are pixel indices (minus half a pixel)
+    assert interpret_pointer(click(10.5, 20.5), box_mode=False) == ("point", 10, 20, True)
+    assert interpret_pointer(click(10.5, 20.5, button=2), box_mode=False) == ("point", 10, 20, False)
+    assert interpret_pointer(click(10.5, 20.5, shift=True), box_mode=False) == ("point", 10, 20, False)
+    drag = {"x0": 5.5, "y0": 6.5, "x1": 50.5, "y1": 60.5, "button": 0, "shift": False}
     assert interpret_pointer(drag, box_mode=True) == ("box", 5, 6, 50, 60)
     assert interpret_pointer(drag, box_mode=False) == ("point", 50, 60, True)  # not in box mode
     assert interpret_pointer(dict(drag, x1=7, y1=8), box_mode=True)[0] == "point"  # a jittery click
@@ -74,7 +75,7 @@ def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(model
     ctl.undo()
     assert ctl.results["after"]["area"] == area_one_click
     ctl.box_mode = True
-    ctl.on_pointer({"x0": 10, "y0": 10, "x1": 200, "y1": 150, "button": 0, "shift": False})
+    ctl.on_pointer({"x0": 10.5, "y0": 10.5, "x1": 200.5, "y1": 150.5, "button": 0, "shift": False})
     assert ctl.state.box == (10, 10, 200, 150)
     ctl.reset()
     assert ctl.results["after"]["area"] == 0
@@ -89,7 +90,7 @@ def test_the_browser_message_path_reaches_the_controller(models):
     assert len(canvases) == 2 and all(c.src.startswith("data:image/jpeg;base64,") for c in canvases)
     before_src = canvases[1].src
     canvases[0]._handle(canvases[0], click(120.5, 200.5), [])  # what anywidget delivers on model.send
-    assert ctl.state.points == [(120.5, 200.5, 1)]
+    assert ctl.state.points == [(120.0, 200.0, 1)]
     assert canvases[1].src != before_src  # both panels re-rendered
 
 
@@ -125,3 +126,31 @@ def test_detection_compare_filters_by_score_and_reports_what_is_under_a_click():
     assert [c for c, _ in ctl.under_click("after")] == ["vessel", "vessel"]
     assert "2 detections with score >= 0.30" in ctl.describe("after")
     assert ctl.render("after").shape == (h, w, 3)
+
+
+def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_restores_them(models):
+    """The widget runs the rounds of the evaluation: a first click alone gets three masks
+    (the best by score), a later prompt sends all prompts plus the model's previous
+    low-res logits and reads the single mask; undo goes back one round exactly."""
+    from helpers.sam_predict import embed_image, predict_round
+
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    ctl = SamCompare(models, ds, fast=False)
+    emb = embed_image(models["after"], ds[0]["image"])
+    ctl.on_pointer(click(120.5, 200.5))
+    with torch.no_grad():
+        first = predict_round(models["after"], emb, np.array([[[120.0, 200.0]]]), np.array([[1]]))
+    assert first["multimask"] and np.array_equal(ctl.results["after"]["mask"], first["chosen_masks"][0].numpy())
+    ctl.on_pointer(click(40.5, 60.5, button=2))
+    with torch.no_grad():
+        second = predict_round(models["after"], emb, np.array([[[120.0, 200.0], [40.0, 60.0]]]), np.array([[1, 0]]),
+                               mask_input=first["chosen_low_res"])  # fmt: skip
+        no_memory = predict_round(models["after"], emb, np.array([[[120.0, 200.0], [40.0, 60.0]]]), np.array([[1, 0]]))
+    assert not second["multimask"]
+    torch.testing.assert_close(ctl.results["after"]["low_res"], second["chosen_low_res"].float())
+    assert not torch.allclose(second["chosen_low_res"], no_memory["chosen_low_res"])  # the mask prompt mattered
+    ctl.undo()
+    torch.testing.assert_close(ctl.results["after"]["low_res"], first["chosen_low_res"].float())
+    ctl.reset()
+    ctl.undo()  # nothing to undo after a reset
+    assert ctl.state.empty() and ctl.results["after"]["score"] is None
