@@ -331,14 +331,16 @@ def mask_roundtrip_iou(mask: Tensor, box, stride: int, pool: str = "align", outp
 
     The "feature map" is the object's own mask averaged over ``stride x stride`` cells
     (what a perfect backbone could give); the RoI's ``output_size`` x ``output_size``
-    features are taken with RoI Align (``aligned=True``) or RoI Pool, pasted back into the
-    image the way Mask R-CNN pastes its masks (torchvision's ``paste_masks_in_image``),
-    thresholded at 0.5, and compared with the mask.
+    features are taken with RoI Pool or RoI Align, pasted back into the image the way
+    Mask R-CNN pastes its masks (torchvision's ``paste_masks_in_image``), thresholded at
+    0.5, and compared with the mask. No learning: only the geometry of the pooling.
 
     Args:
         mask: ``H x W`` bool, ``H`` and ``W`` multiples of ``stride``.
         box: ``(x1, y1, x2, y2)`` the object's box in pixels (pixel-edge convention).
-        pool: ``"align"`` or ``"pool"``.
+        pool: ``"pool"`` (RoI Pool), ``"align_false"`` (RoI Align with ``aligned=False``,
+            what torchvision's ``MultiScaleRoIAlign`` and so its Mask R-CNN call) or
+            ``"align"`` (``aligned=True``).
 
     Returns:
         IoU of the recovered mask with ``mask``.
@@ -349,28 +351,30 @@ def mask_roundtrip_iou(mask: Tensor, box, stride: int, pool: str = "align", outp
 
     feat = torch.nn.functional.avg_pool2d(mask[None, None].double(), stride)
     rois = torch.tensor([[0.0, *map(float, box)]], dtype=torch.float64)
-    if pool == "align":
-        crop = roi_align(feat, rois, output_size, 1 / stride, 2, aligned=True)
+    if pool in ("align", "align_false"):
+        crop = roi_align(feat, rois, output_size, 1 / stride, 2, aligned=pool == "align")
     elif pool == "pool":
         crop = roi_pool(feat, rois, output_size, 1 / stride)
     else:
-        raise ValueError(f"pool must be 'align' or 'pool', got {pool!r}")
+        raise ValueError(f"pool must be 'pool', 'align_false' or 'align', got {pool!r}")
     pasted = paste_masks_in_image(crop.float(), rois[:, 1:].float(), tuple(mask.shape), padding=1)
     return mask_iou(pasted[0, 0] > 0.5, mask)
 
 
 def roundtrip_experiment(radii=(6, 12, 24, 48), n_objects: int = 20, stride: int = 8, size: int = 256, seed: int = 0) -> dict:
-    """Mean :func:`mask_roundtrip_iou` of RoI Align vs RoI Pool for ellipses of each
-    half-height in ``radii`` (width 1.3x), at random sub-pixel positions.
+    """Mean :func:`mask_roundtrip_iou` of RoI Pool, RoI Align with ``aligned=False`` and
+    with ``aligned=True`` for ellipses of each half-height in ``radii`` (width 1.3x), at
+    random sub-pixel positions. ``align_false - pool`` is what removing the roundings
+    gives; ``align - align_false`` what the half-cell shift gives.
 
     Returns:
-        ``{radius: {"align": mean IoU, "pool": mean IoU}}``.
+        ``{radius: {"pool": mean IoU, "align_false": mean IoU, "align": mean IoU}}``.
     """
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     table = {}
     for r in radii:
-        ious = {"align": [], "pool": []}
+        ious = {"pool": [], "align_false": [], "align": []}
         for _ in range(n_objects):
             cx, cy = (torch.rand(2, generator=g) * (size - 4 * r) + 2 * r).tolist()
             mask = ((xx - cx) / (1.3 * r)) ** 2 + ((yy - cy) / r) ** 2 <= 1

@@ -143,3 +143,35 @@ def test_roi_align_recovers_small_object_masks_better_than_roi_pool():
 
     table = roundtrip_experiment(radii=(8,), n_objects=6)
     assert table[8]["align"] > table[8]["pool"] + 0.1
+
+
+def test_torchvision_mask_rcnn_pools_with_aligned_false():
+    """What notebook 02 states: MultiScaleRoIAlign calls roi_align with aligned=False."""
+    from collections import OrderedDict
+
+    pooler = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).roi_heads.mask_roi_pool
+    g = torch.Generator().manual_seed(0)
+    maps = OrderedDict((n, torch.randn(1, 3, s, s, generator=g)) for n, s in zip("0123", (200, 100, 50, 25)))
+    box = [torch.tensor([[100.0, 120.0, 180.0, 210.0]])]  # level P2
+    out = pooler(maps, box, [(800, 800)])
+    assert torch.equal(out, torchvision.ops.roi_align(maps["0"], box, 14, 0.25, 2, aligned=False))
+    assert not torch.allclose(out, torchvision.ops.roi_align(maps["0"], box, 14, 0.25, 2, aligned=True))
+
+
+@pytest.mark.parametrize("pool, aligned", [("align_false", False), ("align", True)])
+def test_roundtrip_uses_the_roi_align_it_names(pool, aligned):
+    """Each column of the small-object experiment against torchvision's own kernel."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from helpers.metrics import mask_iou
+    from helpers.roi_align import mask_roundtrip_iou
+
+    yy, xx = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    mask = ((xx - 30.3) / 9) ** 2 + ((yy - 25.8) / 7) ** 2 <= 1
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    box = (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+    feat = torch.nn.functional.avg_pool2d(mask[None, None].float(), 8)
+    rois = torch.tensor([[0.0, *map(float, box)]])
+    crop = torchvision.ops.roi_align(feat, rois, 14, 1 / 8, 2, aligned=aligned)
+    expected = mask_iou(paste_masks_in_image(crop, rois[:, 1:], (64, 64), padding=1)[0, 0] > 0.5, mask)
+    assert mask_roundtrip_iou(mask, box, 8, pool) == pytest.approx(expected, abs=1e-6)
