@@ -54,6 +54,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from segment_anything.utils.transforms import ResizeLongestSide
+
 import helpers
 from helpers import plotting
 from helpers.sam_predict import embed_image, predict, preprocess
@@ -116,13 +118,15 @@ print("original (H, W):", image.shape[:2], "-> resized (h, w):", input_size, "->
 assert tuple(x.shape) == (1, 3, 1024, 1024) and max(input_size) == 1024
 
 shown = (x[0].permute(1, 2, 0).cpu() * sam.pixel_std.cpu().view(1, 1, 3) + sam.pixel_mean.cpu().view(1, 1, 3)).clamp(0, 255).byte().numpy()
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
 axes[0].imshow(image)
-axes[0].set_title(f"original {image.shape[1]} x {image.shape[0]}")
+axes[0].set_title(f"original, {image.shape[1]} x {image.shape[0]} (W x H)", fontsize=10)
 axes[1].imshow(shown)
-axes[1].axhline(input_size[0], color="red", lw=1)
-axes[1].axvline(input_size[1], color="red", lw=1)
-axes[1].set_title("encoder input 1024 x 1024 (pad beyond the red lines)")
+axes[1].axhline(input_size[0] - 0.5, color="red", lw=1)
+axes[1].axvline(input_size[1] - 0.5, color="red", lw=1)
+axes[1].set_title("encoder input, 1024 x 1024\n(padding beyond the red lines)", fontsize=10)
+for ax in axes:
+    ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
 plt.show()
 
 # %% [markdown]
@@ -136,7 +140,7 @@ plt.show()
 t0 = time.perf_counter()
 emb = embed_image(sam, image)
 encode_s = time.perf_counter() - t0
-print("embedding:", tuple(emb.embedding.shape), f"in {encode_s:.2f} s")
+print("embedding:", tuple(emb.embedding.shape), f"in {encode_s:.2f} s" + (" (smoke: the tiny encoder)" if helpers.is_smoke() else ""))
 assert tuple(emb.embedding.shape) == (1, 256, 64, 64)
 
 # %% [markdown]
@@ -152,8 +156,6 @@ assert tuple(emb.embedding.shape) == (1, 256, 64, 64)
 h, w = image.shape[:2]
 point = np.array([[w * 0.5, h * 0.5]])
 box = np.array([w * 0.2, h * 0.2, w * 0.8, h * 0.8])
-from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
-
 transform = ResizeLongestSide(1024)
 pts = torch.as_tensor(transform.apply_coords(point, (h, w)), dtype=torch.float32, device=DEVICE)[None]
 lab = torch.ones(1, 1, dtype=torch.int64, device=DEVICE)
@@ -172,22 +174,53 @@ assert tuple(sam.prompt_encoder(points=(pts, lab), boxes=bx, masks=None)[0].shap
 # %% [markdown]
 # ### The random-Fourier positional encoding
 #
-# A location `(x, y)`, scaled to [0, 1] and then to [-1, 1], is multiplied by a fixed
-# random Gaussian 2 x 128 matrix; the sine and cosine of the 128 products are its 256
-# numbers. Each channel is a plane wave of random direction and frequency: together
-# they let the decoder tell any two locations apart. The same encoding, evaluated on the
-# 64 x 64 grid, is the image's positional encoding `get_dense_pe()`.
+# A point prompt is a pixel index `(x, y)` in the 1024 input frame (after the resize
+# above). SAM's prompt encoder first moves it to the pixel's centre, then normalises:
+#
+# $$p = \left(\frac{x + 0.5}{1024}, \frac{y + 0.5}{1024}\right) \in [0, 1]^2, \qquad
+# u = 2p - 1 \in [-1, 1]^2, \qquad v = 2\pi\, u\, G, \qquad
+# \mathrm{PE}(x, y) = [\sin v, \cos v] \in \mathbb{R}^{256},$$
+#
+# where `G` is a fixed 2 x 128 matrix of standard normal draws (stored in the checkpoint).
+# Each channel is a plane wave of random direction and frequency: together they let the
+# decoder tell any two locations apart. The image's own positional encoding,
+# `get_dense_pe()`, is the same function at the centres of the 64 x 64 grid cells,
+# `p = ((j + 0.5) / 64, (i + 0.5) / 64)`. Because the encoder adds the half pixel itself,
+# prompts are given as pixel indices (SamPredictor's convention), never as centres.
+# Checked by hand against SAM's code:
 
 # %%
-gauss = sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+pe_layer = sam.prompt_encoder.pe_layer
+gauss = pe_layer.positional_encoding_gaussian_matrix
 dense_pe = sam.prompt_encoder.get_dense_pe()
 print("Gaussian matrix:", tuple(gauss.shape), " dense PE:", tuple(dense_pe.shape))
 assert tuple(gauss.shape) == (2, 128) and tuple(dense_pe.shape) == (1, 256, 64, 64)
-fig, axes = plt.subplots(1, 6, figsize=(13, 2.4))
+
+
+def pe_by_hand(p: torch.Tensor) -> torch.Tensor:
+    """The formula above for points ``p`` in [0, 1]^2 (``N x 2``)."""
+    v = 2 * torch.pi * (2 * p - 1) @ gauss
+    return torch.cat([torch.sin(v), torch.cos(v)], dim=-1)
+
+
+with torch.no_grad():
+    xy = pts[0, 0]  # the centre point above, as a pixel index in the 1024 frame
+    fg_embedding = sam.prompt_encoder.point_embeddings[1].weight[0]  # "foreground" is added to the PE
+    sparse_point = sam.prompt_encoder(points=(pts, lab), boxes=None, masks=None)[0][0, 0]
+    by_hand = pe_by_hand(((xy + 0.5) / 1024)[None])[0]
+    cell = torch.tensor([[(20 + 0.5) / 64, (7 + 0.5) / 64]], device=gauss.device)  # grid row 7, column 20
+    point_error = float((by_hand + fg_embedding - sparse_point).abs().max())
+    grid_error = float((pe_by_hand(cell)[0] - dense_pe[0, :, 7, 20]).abs().max())
+print(f"max |by hand - SAM|: point prompt {point_error:.1e}, grid cell {grid_error:.1e}")
+assert point_error < 1e-5 and grid_error < 1e-5
+fig, axes = plt.subplots(1, 6, figsize=(13, 2.8), layout="constrained")
 for ax, ch in zip(axes, (0, 5, 40, 128, 133, 168)):
-    ax.imshow(dense_pe[0, ch].cpu(), cmap="RdBu")
+    ax.imshow(dense_pe[0, ch].cpu(), cmap="RdBu", vmin=-1, vmax=1)
     ax.set_title(f"{'sin' if ch < 128 else 'cos'} channel {ch}", fontsize=8)
-    ax.axis("off")
+    ax.set_xlabel("grid column", fontsize=8)
+    ax.tick_params(labelsize=7)
+axes[0].set_ylabel("grid row", fontsize=8)
+fig.suptitle("get_dense_pe(): six of its 256 channels on the 64 x 64 grid (blue -1, red +1)", fontsize=9)
 plt.show()
 
 # %% [markdown]
@@ -242,8 +275,9 @@ print("best by predicted IoU: mask", best)
 # The best low-res logits can go back in as a **mask prompt** together with the same
 # (or more) points. The prompt encoder's small CNN turns the 256 x 256 logits into the
 # dense 256 x 64 x 64 embedding, which is added to the image embedding; with one mask
-# requested the decoder refines its own answer. This is the two-pass recipe that
-# notebook 03 trains with.
+# requested the decoder refines its own answer. Notebook 03 uses exactly this: every
+# round of its interactive training and evaluation after the first feeds the previous
+# round's logits back with all clicks so far, and the seed's two-pass recipe does it once.
 
 # %%
 with torch.no_grad():
@@ -251,7 +285,8 @@ with torch.no_grad():
                       mask_input=out["low_res"][:, best : best + 1], multimask=False)  # fmt: skip
     _, dense_with_mask = sam.prompt_encoder(points=None, boxes=None, masks=out["low_res"][:, best : best + 1])
 print("mask prompt", tuple(out["low_res"][:, best : best + 1].shape), "-> dense embedding", tuple(dense_with_mask.shape))
-print("refined masks", tuple(refined["masks"].shape), "predicted IoU", float(refined["iou"][0, 0]))
+print("refined masks", tuple(refined["masks"].shape), "predicted IoU", f"{float(refined['iou'][0, 0]):.3f}"
+      + (" (smoke: random decoder weights)" if helpers.is_smoke() else ""))  # fmt: skip
 assert tuple(dense_with_mask.shape) == (1, 256, 64, 64) and tuple(refined["masks"].shape) == (1, 1, h, w)
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
 plotting.show_masks(axes[:1], image, out["masks"][0, best : best + 1].cpu(), out["iou"][0, best : best + 1].cpu(), point, [1], title="first pass")
