@@ -5,13 +5,18 @@ Introduced in notebook 04.
 The model's contract (what the seed got wrong):
 - input: a list of ``3 x H x W`` float tensors, **RGB in [0, 1]**, any size. The model
   normalises with ImageNet's mean/std and resizes (shorter side to ``min_size``, longer
-  at most ``max_size``, aspect ratio kept) itself; feeding 0-255 BGR floats or resizing
-  to a fixed 600 x 600 first are both wrong;
+  at most ``max_size``, aspect ratio kept) itself. The seed converted OpenCV's BGR to RGB
+  but fed 0-255 floats (about 255 times too large after the normalisation) and resized
+  to a fixed 600 x 600 first: both wrong;
 - for training, one target dict per image: ``boxes`` ``K x 4`` float xyxy pixels,
   ``labels`` ``K`` int64 (0 is background), ``masks`` ``K x H x W`` uint8;
 - fine-tuning to new classes replaces **both** the box predictor (class scores and box
-  deltas) and the mask predictor (one 28 x 28 mask per class): keeping COCO's 91-class
-  mask head, as the seed did, trains masks for classes that do not exist;
+  deltas) and the mask predictor (one 28 x 28 mask per class). The seed replaced only
+  the box predictor. That still trains, since the mask loss reads only the channel of
+  each RoI's ground-truth class: the vessel (label 1) is learned in COCO's channel 1,
+  *person*, starting from weights that drew people. What goes wrong: 90 channels are
+  computed for every RoI and never used, and the weights no longer load into a 2-class
+  Mask R-CNN (``load_state_dict`` reports a size mismatch of ``mask_fcn_logits``);
 - weights are asked for by enum (``weights="DEFAULT"``), not the deprecated
   ``pretrained=True``; torchvision downloads and hash-checks them into torch's cache.
 """

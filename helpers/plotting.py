@@ -68,18 +68,19 @@ def draw_boxes(ax, boxes, labels=None, colour="yellow") -> None:
             ax.text(x0 - 0.5, y0 - 2, str(labels[k]), color=colour, fontsize=8, va="bottom")
 
 
-def show_sample(ax, sample: dict, names=None, title: str | None = None) -> None:
-    """One reader sample on ``ax``: image, instance overlay, void/ignore in white,
-    labels at each instance's first pixel.
+def show_sample(ax, sample: dict, names=None, title: str | None = None, labels: bool = True) -> None:
+    """One reader sample on ``ax``: image, instance overlay, void/ignore in white, and
+    (with ``labels``) each instance's label at its centre of mass.
 
     Args:
         sample: a dict from :class:`helpers.VOCInstanceDataset` or
             :class:`helpers.LabPicsDataset`.
         names: optional sequence mapping label ``l`` to ``names[l - 1]``.
+        labels: False for a one-class data set, where the label says nothing.
     """
     outline = sample.get("void", sample.get("ignore"))
     ax.imshow(overlay_masks(sample["image"], sample["masks"], outline=outline))
-    for mask, label in zip(sample["masks"], sample["labels"]):
+    for mask, label in zip(sample["masks"], sample["labels"] if labels else []):
         ys, xs = np.nonzero(mask)
         if len(xs):
             text = names[label - 1] if names is not None else str(label)
@@ -127,6 +128,8 @@ def draw_roi_sampling(ax, feature_hw, box, output_size=2, sampling_ratio=2, spat
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_aspect("equal")
+    ax.set_xlabel("feature-map column (x)")
+    ax.set_ylabel("feature-map row (y)")
 
 
 def draw_prompts(ax, points=None, labels=None, box=None, colour=None) -> None:
@@ -217,3 +220,42 @@ def show_masks(axes, image, masks, scores=None, points=None, labels=None, box=No
         score = "" if scores is None else f" score {float(scores[m]):.3f}"
         ax.set_title(f"{title} {m}{score}", fontsize=9)
         ax.axis("off")
+
+
+def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: str = "") -> None:
+    """A detector's output on ``image``: masks, boxes and score labels of the detections
+    scoring at least ``threshold``, highest score first.
+
+    Labels sit inside each box's top-left corner and are moved down until they overlap
+    no label placed before them, so that crowded detections stay readable.
+
+    Args:
+        image: ``H x W x 3`` uint8.
+        prediction: torchvision's output dict for one image (``boxes`` ``K x 4`` xyxy
+            pixels, ``scores`` ``K``, ``masks`` ``K x 1 x H x W`` probabilities), on the CPU.
+    """
+    from matplotlib.patches import Rectangle
+
+    scores = np.asarray(prediction["scores"], float)
+    keep = np.flatnonzero(scores >= threshold)
+    keep = keep[np.argsort(-scores[keep])]
+    masks = np.asarray(prediction["masks"])[keep, 0] > 0.5
+    ax.imshow(overlay_masks(image, masks, alpha=0.45))
+    renderer = ax.figure.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    placed = []
+    for rank, k in enumerate(keep):
+        x0, y0, x1, y1 = np.asarray(prediction["boxes"][k], float)
+        colour = instance_colour(rank)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
+        text = ax.text(x0 + 1, y0 + 1, f"{scores[k]:.2f}", fontsize=8, color="black", va="top", ha="left",
+                       bbox={"facecolor": colour, "alpha": 0.9, "pad": 1.0, "lw": 0})  # fmt: skip
+        for _ in range(50):  # move down by one label height until it overlaps nothing
+            extent = text.get_window_extent(renderer)
+            if not any(extent.overlaps(other) for other in placed):
+                break
+            ax_x, ax_y = ax.transData.transform(text.get_position())
+            text.set_position(to_data.transform((ax_x, ax_y - extent.height - 2)))
+        placed.append(text.get_window_extent(renderer))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")

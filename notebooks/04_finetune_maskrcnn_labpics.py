@@ -17,22 +17,29 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/segcourse/segmentation-finetuning-course/blob/main/notebooks/04_finetune_maskrcnn_labpics.ipynb)
 #
-# Mask R-CNN finds objects (a region proposal network, then a box head on 7 x 7 RoI
-# Align features) and draws a 28 x 28 mask for each from 14 x 14 RoI Align features
-# (notebook 02 takes RoI Align apart). Here it learns one new class, *vessel*, from
-# LabPics Medical: flasks, tubes, bottles and syringes in medical labs.
+# Mask R-CNN (He et al. 2017) finds objects in two stages. A ResNet-50 backbone with a
+# **FPN** (Feature Pyramid Network, Lin et al. 2017: feature maps at strides 4 to 32 with
+# top-down connections, so that small and large objects each get a map of the right
+# scale) feeds a **RPN** (Region Proposal Network, from Faster R-CNN: it scores anchor
+# boxes as object or not and refines them into proposals). For each proposal, a box head
+# on 7 x 7 RoI Align features classifies it and refines its box, and a mask head draws a
+# 28 x 28 mask from 14 x 14 RoI Align features (notebook 02 takes RoI Align apart).
+# Here it learns one new class, *vessel*, from LabPics Medical: flasks, tubes, bottles
+# and syringes in medical labs.
 #
-# The blog post this follows made six mistakes; each gets its fix below, with a number
-# where one can be measured:
+# What the blog post this follows (the *seed*) did, checked against its text, and what
+# this notebook does instead, with a number where one can be measured:
 #
-# | the seed did | this notebook does |
+# | the seed | this notebook |
 # | --- | --- |
-# | fed 0-255 BGR floats | RGB in [0, 1], checked (`check_input_contract`) |
-# | replaced only the box predictor | replaces the box **and** the mask predictor |
-# | resized every image to 600 x 600 | lets the model resize (aspect ratio kept) |
-# | loaded the whole data set at start-up | reads each sample when it is needed |
+# | converts BGR to RGB (`cv2.cvtColor`) but feeds **0-255** floats | RGB in [0, 1], checked (`check_input_contract`); AP of both measured |
+# | replaces only the box predictor; the 91-class COCO mask predictor stays | replaces the box **and** the mask predictor |
+# | resizes every image to 600 x 600 | lets the model resize (aspect ratio kept) |
+# | loads the whole data set at start-up | reads each sample when it is needed |
 # | `pretrained=True` (deprecated) | `weights="DEFAULT"` |
-# | no evaluation | COCO box and mask AP, before and after |
+# | keeps the epoch of lowest **training** loss | keeps the epoch of best **validation** mask AP |
+# | no evaluation | COCO box and mask AP (average precision over IoU thresholds, defined below), before and after |
+# | lists "ResNet-101 + FPN" first among Mask R-CNN's innovations | FPN is Lin et al.'s (2017); Mask R-CNN uses it as a backbone (its own contributions: the mask branch and RoIAlign) |
 
 # %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
 import sys
@@ -55,6 +62,8 @@ from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import torch
+from torch.utils.data import Subset
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 import helpers
 from helpers import plotting
@@ -62,6 +71,7 @@ from helpers.coco_eval import evaluate_detector
 from helpers.detection_data import LabPicsDetection, train_transforms
 from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, check_input_contract, map_to_vessel
 from helpers.maskrcnn_training import DetTrainConfig, load_best, train_maskrcnn
+from helpers.widget import detection_compare_widget
 
 SMOKE = helpers.is_smoke()
 print(helpers.describe())
@@ -95,14 +105,14 @@ print(S)
 # before/after numbers.
 #
 # `LabPicsDetection` reads a sample only when the loader asks for it. Its training
-# transforms (flip, mild scale and colour jitter) run on `tv_tensors`, so boxes and
-# masks move with the image. `Ignore.png` marks regions the annotators left undecided:
+# transforms (flip, mild scale and colour jitter) are torchvision's v2 transforms on
+# `tv_tensors`: tensors tagged with what they are (`Image`, `BoundingBoxes` with their
+# format and canvas size, `Mask`), so that one transform moves the image, its boxes and
+# its masks together. `Ignore.png` marks regions the annotators left undecided:
 # an instance more than half inside one is left out of training, counts as a COCO crowd
 # region in evaluation, and detections more than half inside one are not scored.
 
 # %%
-from torch.utils.data import Subset  # noqa: E402  (a lazy view of some samples of a reader)
-
 if SMOKE:
     root = helpers.DATA_EXAMPLE / "LabPicsMedical"
 else:
@@ -120,20 +130,38 @@ check_input_contract([image])
 print("image", tuple(image.shape), image.dtype, f"[{image.min():.2f}, {image.max():.2f}]", "| target:", {k: tuple(v.shape) if torch.is_tensor(v) else v for k, v in target.items()})
 
 # %% [markdown]
-# ## Mistake 1: 0-255 BGR floats
+# ## Measuring: COCO AP
 #
-# torchvision's detection models normalise with ImageNet's mean and std **after**
-# expecting RGB in [0, 1]. Feeding `cv2.imread(...)` floats (BGR, 0-255) gives the
-# network inputs about 255 times too large with red and blue swapped. Measured with the
-# COCO model (its vessel-like classes counted as vessel) on the Test split:
+# Detections are scored the way COCO scores them (pycocotools): a detection matches a
+# ground-truth vessel when their IoU reaches a threshold; **AP** (average precision) is
+# the area under the precision-recall curve of the detections ranked by score, averaged
+# over IoU thresholds 0.50, 0.55, ..., 0.95. **AP50** and **AP75** are the same at the
+# single threshold 0.50 (a loose match) and 0.75 (a tight one). Box AP matches boxes,
+# mask AP matches masks. A ground-truth region marked **iscrowd** (here: instances mostly
+# inside LabPics' `Ignore.png`) is neither a hit to find nor a false positive to punish:
+# detections on it are ignored.
+#
+# ## Mistake 1: 0-255 floats
+#
+# torchvision's detection models expect RGB in [0, 1] and normalise it themselves with
+# ImageNet's mean and std. The seed reads with OpenCV and converts BGR to RGB correctly
+# (`cv2.cvtColor(img, cv2.COLOR_BGR2RGB)`), but keeps the values in 0-255: after the
+# model's normalisation the network sees inputs about 255 times too large. Measured with
+# the COCO model (its vessel-like classes counted as vessel) on the Test split, once with
+# the contract and once the seed's way:
 
 # %%
 coco_model = build_coco_maskrcnn(pretrained=S.pretrained, **S.model_kwargs).to(DEVICE)
 ap_right = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel)
-ap_wrong = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel,
-                             transform=lambda im: torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1).float())  # fmt: skip
-print(f"COCO model, mask AP: RGB in [0, 1] {ap_right['segm']['AP']:.3f} | BGR 0-255 {ap_wrong['segm']['AP']:.3f}")
-print(f"COCO model, box AP:  RGB in [0, 1] {ap_right['bbox']['AP']:.3f} | BGR 0-255 {ap_wrong['bbox']['AP']:.3f}")
+ap_0_255 = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel,
+                             transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float())  # RGB, 0-255  # fmt: skip
+caveat = " (smoke: a randomly initialised COCO model, meaningless)" if SMOKE else ""
+print(f"COCO model, mask AP: RGB in [0, 1] {ap_right['segm']['AP']:.3f} | RGB in 0-255 {ap_0_255['segm']['AP']:.3f}{caveat}")
+print(f"COCO model, box AP:  RGB in [0, 1] {ap_right['bbox']['AP']:.3f} | RGB in 0-255 {ap_0_255['bbox']['AP']:.3f}{caveat}")
+x = torch.from_numpy(test_reader[0]["image"]).permute(2, 0, 1).float()
+for name, image in (("[0, 1]", x / 255), ("0-255", x)):
+    normalised = coco_model.transform.normalize(image.to(DEVICE))
+    print(f"input {name:6s}: after the model's normalisation, values in [{normalised.min():.1f}, {normalised.max():.1f}]")
 try:
     check_input_contract([torch.from_numpy(test_reader[0]["image"]).permute(2, 0, 1).float()])
 except ValueError as err:
@@ -143,8 +171,12 @@ except ValueError as err:
 # ## Mistake 2: only the box predictor replaced
 #
 # The box predictor scores classes and refines boxes; the mask predictor draws one mask
-# per class. Replacing only the first leaves a mask head that still draws 91 COCO masks,
-# and the vessel mask is read from COCO's channel 1, *person*. Both are replaced:
+# per class. Replacing only the first still trains: the mask loss reads only the channel
+# of each RoI's ground-truth class, and inference reads the channel of the predicted
+# class, so the vessel mask (label 1) is learned in COCO's channel 1, *person*, starting
+# from weights that drew people. What goes wrong: the other 90 channels are computed for
+# every RoI and never used, and the saved model is not a 2-class Mask R-CNN: its weights
+# do not load into one (computed below). Both predictors are replaced here:
 
 # %%
 model = build_maskrcnn(num_classes=2, pretrained=S.pretrained, trainable_backbone_layers=S.trainable_backbone_layers, **S.model_kwargs)
@@ -153,6 +185,14 @@ print("COCO model: box classes", coco_model.roi_heads.box_predictor.cls_score.ou
 print("our model:  box classes", model.roi_heads.box_predictor.cls_score.out_features,
       "| mask channels", model.roi_heads.mask_predictor.mask_fcn_logits.out_channels)  # fmt: skip
 assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
+
+seed_style = build_coco_maskrcnn(pretrained=False, **S.model_kwargs)  # the seed: box predictor only
+in_features = seed_style.roi_heads.box_predictor.cls_score.in_features
+seed_style.roi_heads.box_predictor = FastRCNNPredictor(in_features, 2)
+try:
+    build_maskrcnn(num_classes=2, pretrained=False, **S.model_kwargs).load_state_dict(seed_style.state_dict())
+except RuntimeError as err:
+    print("the seed's weights in a 2-class Mask R-CNN:", str(err).splitlines()[1].strip())
 
 # %% [markdown]
 # ## Mistake 3: resizing to 600 x 600
@@ -178,22 +218,37 @@ print(f"a {w} x {h} photo (aspect {w / h:.2f}) -> the model's own resize: {resiz
 # ## Training
 #
 # SGD with momentum as in torchvision's references, linear warm-up then cosine decay per
-# iteration, gradient clipping, mixed precision on a GPU, a stop on a non-finite loss.
-# `last.pt` (model, optimizer, scheduler, scaler, epoch, settings) is written after every
-# epoch, so a rerun resumes; `best.pt` keeps the epoch with the best validation mask AP.
+# iteration, gradient clipping, a stop on a non-finite loss, and on a GPU **AMP**
+# (automatic mixed precision: matrix work in fp16 where it is safe, with a gradient
+# scaler so that small gradients do not round to zero). `last.pt` (model, optimizer,
+# scheduler, scaler, epoch, settings) is written after every epoch, so a rerun resumes;
+# `best.pt` keeps the epoch with the best validation mask AP (the seed kept the epoch of
+# lowest training loss).
+#
+# In training mode the model returns five losses, summed for the step:
+#
+# - `loss_objectness`: the RPN's object-or-not score of each sampled anchor (BCE);
+# - `loss_rpn_box_reg`: the RPN's box refinement of the object anchors (smooth L1);
+# - `loss_classifier`: the box head's class of each sampled proposal (cross-entropy over
+#   background and vessel);
+# - `loss_box_reg`: the box head's refinement of each proposal matched to an object (smooth L1);
+# - `loss_mask`: the mask head's 28 x 28 mask of each positive proposal against its
+#   object's mask cropped to the proposal (per-pixel BCE, ground-truth class channel only).
 
 # %%
 cfg = DetTrainConfig(epochs=S.epochs, batch_size=S.batch_size, lr=S.lr)
 t0 = time.perf_counter()
 history = train_maskrcnn(model, train_ds, val_reader, cfg, S.run_dir, device=DEVICE)
-print(f"{len(history)} epochs in {time.perf_counter() - t0:.0f} s")
+print(f"{len(history)} epochs in {time.perf_counter() - t0:.0f} s" + (" (smoke)" if SMOKE else ""))
 for r in history:
-    print(f"epoch {r['epoch']:2d}  loss {r['loss']:.3f} (mask {r['loss_mask']:.3f})  val mask AP {r['val_segm_ap']:.3f}  {r['seconds']:.0f} s")
-fig, ax = plt.subplots(figsize=(5, 3))
-for key in ("loss", "loss_mask", "loss_classifier", "loss_box_reg"):
-    ax.plot([r["epoch"] for r in history], [r[key] for r in history], "o-", label=key)
-ax.set_xlabel("epoch")
-ax.legend(fontsize=8)
+    print(f"epoch {r['epoch']:2d}  loss {r['loss']:.3f} (mask {r['loss_mask']:.3f})  val mask AP {r['val_segm_ap']:.3f}  {r['seconds']:.0f} s"
+          + (" (smoke)" if SMOKE else ""))  # fmt: skip
+fig, ax = plt.subplots(figsize=(6, 3.4))
+epochs = [r["epoch"] for r in history]
+for key in ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"):
+    ax.plot(epochs, [r[key] for r in history], "o-", label=key)
+ax.set(xlabel="epoch", ylabel="mean training loss", xticks=epochs, title="Mask R-CNN's losses" + (" (smoke run)" if SMOKE else ""))
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 plt.show()
 assert history[-1]["loss"] < history[0]["loss"] or len(history) == 1
 
@@ -206,7 +261,7 @@ assert history[-1]["loss"] < history[0]["loss"] or len(history) == 1
 # %%
 best = load_best(model, S.run_dir)
 ap_after = evaluate_detector(model, test_reader, DEVICE)
-print(f"best epoch {best['epoch']} (val mask AP {best['val_segm_ap']:.3f})\n")
+print(f"best epoch {best['epoch']} (val mask AP {best['val_segm_ap']:.3f})" + (" (smoke)" if SMOKE else "") + "\n")
 print(f"{'':10s}{'box AP':>8s}{'AP50':>8s}{'AP75':>8s}{'mask AP':>9s}{'AP50':>8s}{'AP75':>8s}")
 for name, ap in (("before", ap_right), ("after", ap_after)):
     b, m = ap["bbox"], ap["segm"]
@@ -216,6 +271,9 @@ if SMOKE:
 
 # %% [markdown]
 # ## Predictions, before and after
+#
+# Ground truth (white: `Ignore.png`), then each model's detections with a score of at
+# least 0.5: mask, box and score.
 
 # %%
 n_show = min(3, len(test_reader))
@@ -228,13 +286,12 @@ for row in range(n_show):
     with torch.no_grad():
         before = map_to_vessel({k: v.cpu() for k, v in coco_model([x])[0].items()})
         after = {k: v.cpu() for k, v in model([x])[0].items()}
-    plotting.show_sample(axes[row, 0], s, title=f"{s['image_id']}: ground truth")
+    plotting.show_sample(axes[row, 0], s, title=f"{s['image_id']}: ground truth", labels=False)
     for col, (name, pred) in enumerate((("before", before), ("after", after)), start=1):
-        keep = pred["scores"] > 0.5
-        axes[row, col].imshow(plotting.overlay_masks(s["image"], (pred["masks"][keep, 0] > 0.5).numpy()))
-        plotting.draw_boxes(axes[row, col], pred["boxes"][keep], [f"{v:.2f}" for v in pred["scores"][keep].tolist()])
-        axes[row, col].set_title(f"{name}: {int(keep.sum())} vessels (score > 0.5)", fontsize=9)
-        axes[row, col].axis("off")
+        n = int((pred["scores"] >= 0.5).sum())
+        plotting.show_detections(axes[row, col], s["image"], pred, 0.5, title=f"{name}: {n} vessels (score >= 0.5)")
+if SMOKE:
+    fig.suptitle("smoke mode: untrained models on synthetic data; the detections mean nothing", fontsize=10)
 plt.show()
 
 # %% [markdown]
@@ -244,7 +301,5 @@ plt.show()
 # score in each model.
 
 # %%
-from helpers.widget import detection_compare_widget  # noqa: E402
-
 widget, controller = detection_compare_widget({"before": (coco_model, map_to_vessel), "after": (model, None)}, test_reader, device=DEVICE)
 widget

@@ -184,3 +184,25 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), k
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "lr_scheduler", "scaler", "settings"}
+
+
+def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_breaks_loading():
+    """What helpers.maskrcnn says of the seed's model (box predictor replaced, COCO's
+    91-channel mask predictor kept): the mask loss reaches only channel 1 (the vessel's
+    label, COCO's "person"), and its weights do not load into a 2-class Mask R-CNN."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
+    from helpers.maskrcnn import build_coco_maskrcnn
+
+    torch.manual_seed(0)
+    seed_style = build_coco_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS)
+    seed_style.roi_heads.box_predictor = FastRCNNPredictor(seed_style.roi_heads.box_predictor.cls_score.in_features, 2)
+    ds = LabPicsDetection(LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), eval_transforms())
+    images, targets = collate([ds[0], ds[1]])
+    seed_style.train()
+    seed_style(list(images), list(targets))["loss_mask"].backward()
+    grad = seed_style.roi_heads.mask_predictor.mask_fcn_logits.weight.grad[:, :, 0, 0]
+    assert grad.shape[0] == 91
+    assert grad[1].abs().sum() > 0 and grad[[0, *range(2, 91)]].abs().sum() == 0
+    with pytest.raises(RuntimeError, match="size mismatch for roi_heads.mask_predictor.mask_fcn_logits"):
+        build_maskrcnn(num_classes=2, pretrained=False, **SMOKE_MODEL_KWARGS).load_state_dict(seed_style.state_dict())
