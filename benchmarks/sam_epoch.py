@@ -11,7 +11,8 @@ Both run the seed's recipe (its prompts, two passes, the loss on the single mask
 ratio ``speedup`` measures the way it is computed, not a change of recipe. Then, for the
 price of the course's default, one epoch of the SAM paper's interactive recipe
 (``TrainConfig()``: 1 + 8 + 2 decoder rounds per image) on the warm cache:
-``sam_recipe_epoch_s``.
+``sam_recipe_epoch_s``. ``encoder_s_per_image``: the image encoder alone, one image at a
+time, the mean over the images (after one warm-up call).
 
 Same architecture, same images, one process. Weights are random (timing does not
 depend on them), so no checkpoint is needed. Prints one JSON object.
@@ -73,6 +74,12 @@ def main() -> None:
     cfg = TrainConfig(recipe="seed", epochs=1)
 
     sam = build_sam(args.model)
+    with torch.no_grad():
+        embed_image(sam, dataset[0]["image"])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(n):
+            embed_image(sam, dataset[i]["image"])
+        encoder_s = (time.perf_counter() - t0) / n
     seed_s, instances = seed_epoch(sam, dataset, n, cfg)
 
     sam = build_sam(args.model)
@@ -89,6 +96,7 @@ def main() -> None:
         sam_recipe_s = time.perf_counter() - t0
     print(json.dumps({
         "model": args.model, "images": n, "instances": instances, "threads": torch.get_num_threads(),
+        "encoder_s_per_image": round(encoder_s, 2),
         "seed_epoch_s": round(seed_s, 2), "ours_epoch_s": round(ours_s, 2),
         "ours_first_epoch_s": round(fill_s + ours_s, 2), "speedup": round(seed_s / ours_s, 1),
         "sam_recipe_epoch_s": round(sam_recipe_s, 2),

@@ -3,7 +3,7 @@
 Introduced in notebook 01. The image is encoded once (:func:`embed_image`); prompts in
 *original-image* pixels then go through the prompt encoder and mask decoder as a batch
 (:func:`predict`), and masks come back at the original size. It is the arithmetic of
-``segment_anything.SamPredictor`` (a test proves equal outputs) without its one-image
+``segment_anything.SamPredictor`` (tests compare the outputs with it) without its one-image
 state, so a cached embedding and a batch of instances can be used directly.
 
 Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` in the original
@@ -78,9 +78,11 @@ def predict(
     """Masks for a batch of ``B`` prompts on one embedded image.
 
     Args:
-        points: ``B x P x 2`` ``(x, y)`` original-image pixels, or None.
-        labels: ``B x P`` 1 = foreground, 0 = background (required with ``points``).
-        boxes: ``B x 4`` ``(x0, y0, x1, y1)`` original-image pixels, or None.
+        points: ``B x P x 2`` ``(x, y)`` original-image pixel indices, or None.
+        labels: ``B x P`` 1 = foreground, 0 = background, -1 = padding (required with
+            ``points``).
+        boxes: ``B x 4`` ``(x0, y0, x1, y1)`` original-image pixel indices (first and last
+            column and row), or None.
         mask_input: ``B x 1 x 256 x 256`` low-res logits from an earlier call (the
             mask-as-prompt refinement), or None.
         multimask: 3 masks per prompt (ambiguity) instead of 1.
