@@ -67,14 +67,25 @@ def make_samples(root: Path, n: int) -> None:
 
 def child(kind: str, root: str) -> None:
     torch.manual_seed(0)
-    ds = EagerLabPics(root) if kind == "eager" else LabPicsDetection(LabPicsDataset(root, "Train"), train_transforms())
-    for _images, _targets in torch.utils.data.DataLoader(ds, batch_size=2, shuffle=True, collate_fn=collate):
+    ds = (
+        EagerLabPics(root)
+        if kind == "eager"
+        else LabPicsDetection(LabPicsDataset(root, "Train"), train_transforms())
+    )
+    for _images, _targets in torch.utils.data.DataLoader(
+        ds, batch_size=2, shuffle=True, collate_fn=collate
+    ):
         pass
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB (Linux reports KiB)
 
 
 def peak_rss(kind: str, root: Path) -> float:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(root)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(root)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,8 +95,12 @@ def loop_overhead(n_batches: int) -> dict:
     from helpers.schedules import warmup_cosine
 
     torch.manual_seed(0)
-    ds = LabPicsDetection(LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), train_transforms())
-    batches = [collate([ds[(2 * b) % len(ds)], ds[(2 * b + 1) % len(ds)]]) for b in range(n_batches)]
+    ds = LabPicsDetection(
+        LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), train_transforms()
+    )
+    batches = [
+        collate([ds[(2 * b) % len(ds)], ds[(2 * b + 1) % len(ds)]]) for b in range(n_batches)
+    ]
     torch.manual_seed(1)
     start = build_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS).state_dict()
     cfg = DetTrainConfig(epochs=1, lr=0.002)
@@ -94,7 +109,12 @@ def loop_overhead(n_batches: int) -> dict:
         model = build_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS)
         model.load_state_dict(start)
         model.train()
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
         return model, opt
 
     def bare():
@@ -109,7 +129,9 @@ def loop_overhead(n_batches: int) -> dict:
 
     def ours():
         model, opt = fresh()
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, n_batches, cfg.warmup_frac, cfg.min_lr_frac))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, n_batches, cfg.warmup_frac, cfg.min_lr_frac)
+        )
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         t0 = time.perf_counter()
         train_one_epoch(model, opt, sched, batches, "cpu", 1, scaler, cfg, show_progress=True)
@@ -121,7 +143,12 @@ def loop_overhead(n_batches: int) -> dict:
         times["bare"].append(bare())
         times["ours"].append(ours())
     b, o = min(times["bare"]), min(times["ours"])
-    return {"bare_loop_s": round(b, 2), "train_one_epoch_s": round(o, 2), "loop_overhead": round(o / b - 1, 4), "batches": n_batches}
+    return {
+        "bare_loop_s": round(b, 2),
+        "train_one_epoch_s": round(o, 2),
+        "loop_overhead": round(o / b - 1, 4),
+        "batches": n_batches,
+    }
 
 
 def main() -> None:
@@ -140,8 +167,12 @@ def main() -> None:
             for kind in ("lazy", "eager"):
                 result[f"{kind}_peak_mib_{n}"] = round(peak_rss(kind, root), 1)
     small, large = args.sizes
-    result["rss_growth"] = round(result[f"lazy_peak_mib_{large}"] / result[f"lazy_peak_mib_{small}"] - 1, 4)
-    result["eager_rss_growth"] = round(result[f"eager_peak_mib_{large}"] / result[f"eager_peak_mib_{small}"] - 1, 4)
+    result["rss_growth"] = round(
+        result[f"lazy_peak_mib_{large}"] / result[f"lazy_peak_mib_{small}"] - 1, 4
+    )
+    result["eager_rss_growth"] = round(
+        result[f"eager_peak_mib_{large}"] / result[f"eager_peak_mib_{small}"] - 1, 4
+    )
     result.update(loop_overhead(args.batches))
     result["threads"] = torch.get_num_threads()
     print(json.dumps(result))

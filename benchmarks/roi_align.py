@@ -19,7 +19,11 @@ from helpers.roi_align import roi_align
 
 
 def make_boxes(n_images: int, k: int, image_size: int, gen: torch.Generator) -> torch.Tensor:
-    side = torch.exp(torch.empty(k).uniform_(torch.log(torch.tensor(32.0)), torch.log(torch.tensor(512.0)), generator=gen))
+    side = torch.exp(
+        torch.empty(k).uniform_(
+            torch.log(torch.tensor(32.0)), torch.log(torch.tensor(512.0)), generator=gen
+        )
+    )
     aspect = torch.exp(torch.empty(k).uniform_(-0.69, 0.69, generator=gen))
     bw, bh = side * aspect.sqrt(), side / aspect.sqrt()
     x0 = torch.rand(k, generator=gen) * (image_size - bw).clamp(min=1)
@@ -52,19 +56,33 @@ def main() -> None:
     for size in args.sizes:
         feat = torch.randn(args.images, args.channels, size, size, generator=gen)
         boxes = make_boxes(args.images, args.rois, 800, gen)
-        kw = dict(output_size=args.output, spatial_scale=size / 800, sampling_ratio=args.sampling_ratio, aligned=True)
+        kw = dict(
+            output_size=args.output,
+            spatial_scale=size / 800,
+            sampling_ratio=args.sampling_ratio,
+            aligned=True,
+        )
         ours = roi_align(feat, boxes, **kw)
         ref = torchvision.ops.roi_align(feat, boxes, **kw)
         max_diff = (ours - ref).abs().max().item()
         t_tv = median_time(lambda: torchvision.ops.roi_align(feat, boxes, **kw), args.repeat)
         t_ours = median_time(lambda: roi_align(feat, boxes, **kw), args.repeat)
-        print(json.dumps({
-            "feature_map": [args.images, args.channels, size, size], "rois": args.rois,
-            "output": args.output, "sampling_ratio": args.sampling_ratio,
-            "torchvision_s": round(t_tv, 4), "ours_s": round(t_ours, 4),
-            "ratio": round(t_ours / t_tv, 3), "max_abs_diff": max_diff,
-            "threads": torch.get_num_threads(),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "feature_map": [args.images, args.channels, size, size],
+                    "rois": args.rois,
+                    "output": args.output,
+                    "sampling_ratio": args.sampling_ratio,
+                    "torchvision_s": round(t_tv, 4),
+                    "ours_s": round(t_ours, 4),
+                    "ratio": round(t_ours / t_tv, 3),
+                    "max_abs_diff": max_diff,
+                    "threads": torch.get_num_threads(),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

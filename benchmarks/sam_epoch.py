@@ -33,15 +33,17 @@ from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.embeddings import EmbeddingCache
 from helpers.losses import bce_dice_loss
 from helpers.prompts import instance_candidates, sample_prompts
+from helpers.sam_data import prepare_items
 from helpers.sam_model import build_sam
 from helpers.sam_predict import embed_image, predict
-from helpers.sam_data import prepare_items
 from helpers.sam_training import TrainConfig, train_decoder
 
 
 def seed_epoch(sam, dataset, n_images: int, cfg: TrainConfig) -> tuple[float, int]:
     """The seed recipe's epoch; returns (seconds, instances)."""
-    optimizer = torch.optim.AdamW(sam.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        sam.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     rng = np.random.default_rng(0)
     instances = 0
     t0 = time.perf_counter()
@@ -54,7 +56,15 @@ def seed_epoch(sam, dataset, n_images: int, cfg: TrainConfig) -> tuple[float, in
             p = sample_prompts([c], cfg.prompts, rng)
             first = predict(sam, emb, p["points"], p["labels"], p["boxes"], multimask=True)
             best = int(first["iou"][0].argmax())
-            out = predict(sam, emb, p["points"], p["labels"], p["boxes"], mask_input=first["low_res"][:, best : best + 1].detach(), multimask=False)
+            out = predict(
+                sam,
+                emb,
+                p["points"],
+                p["labels"],
+                p["boxes"],
+                mask_input=first["low_res"][:, best : best + 1].detach(),
+                multimask=False,
+            )
             target = torch.from_numpy(mask)[None].float()
             loss, _ = bce_dice_loss(out["logits"][:, 0], target, torch.from_numpy(~s["void"])[None])
             optimizer.zero_grad()
@@ -86,21 +96,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = EmbeddingCache(f"{tmp}/emb", sam)
         t0 = time.perf_counter()
-        items, _ = prepare_items(torch.utils.data.Subset(dataset, range(n)), cache, show_progress=False)
+        items, _ = prepare_items(
+            torch.utils.data.Subset(dataset, range(n)), cache, show_progress=False
+        )
         fill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         train_decoder(sam, items, [], cfg, f"{tmp}/run", resume=False, show_progress=False)
         ours_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        train_decoder(sam, items, [], TrainConfig(epochs=1), f"{tmp}/run_sam", resume=False, show_progress=False)
+        train_decoder(
+            sam,
+            items,
+            [],
+            TrainConfig(epochs=1),
+            f"{tmp}/run_sam",
+            resume=False,
+            show_progress=False,
+        )
         sam_recipe_s = time.perf_counter() - t0
-    print(json.dumps({
-        "model": args.model, "images": n, "instances": instances, "threads": torch.get_num_threads(),
-        "encoder_s_per_image": round(encoder_s, 2),
-        "seed_epoch_s": round(seed_s, 2), "ours_epoch_s": round(ours_s, 2),
-        "ours_first_epoch_s": round(fill_s + ours_s, 2), "speedup": round(seed_s / ours_s, 1),
-        "sam_recipe_epoch_s": round(sam_recipe_s, 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "images": n,
+                "instances": instances,
+                "threads": torch.get_num_threads(),
+                "encoder_s_per_image": round(encoder_s, 2),
+                "seed_epoch_s": round(seed_s, 2),
+                "ours_epoch_s": round(ours_s, 2),
+                "ours_first_epoch_s": round(fill_s + ours_s, 2),
+                "speedup": round(seed_s / ours_s, 1),
+                "sam_recipe_epoch_s": round(sam_recipe_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

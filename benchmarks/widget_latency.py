@@ -59,11 +59,21 @@ def main() -> None:
             image_data_url(ctl.render(name))
         latencies.append((time.perf_counter() - t) * 1000)
     lat = np.array(latencies)
-    print(json.dumps({
-        "model": args.model, "clicks": len(lat), "models_compared": 2, "image": list(sample["image"].shape[:2]),
-        "median_ms": round(float(np.median(lat)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "embedding_once_s": round(embed_s, 1), "threads": torch.get_num_threads(), "fast": not args.fp32,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "clicks": len(lat),
+                "models_compared": 2,
+                "image": list(sample["image"].shape[:2]),
+                "median_ms": round(float(np.median(lat)), 1),
+                "p95_ms": round(float(np.percentile(lat, 95)), 1),
+                "embedding_once_s": round(embed_s, 1),
+                "threads": torch.get_num_threads(),
+                "fast": not args.fp32,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ from .image_files import DataError, read_binary_mask, read_index_png, read_rgb
 from .labpics import LabPicsDataset
 from .metrics import mask_iou
 from .runtime import DATA_EXAMPLE, cache_dir, default_device, describe, in_colab, is_smoke
-from .sam_model import CheckpointError, build_sam, load_decoder, load_sam, module_sizes, save_decoder
+from .sam_model import (
+    CheckpointError,
+    build_sam,
+    load_decoder,
+    load_sam,
+    module_sizes,
+    save_decoder,
+)
 from .sam_predict import ImageEmbedding, embed_image, predict
 from .targets import detection_target, masks_to_boxes_xyxy
 from .voc import VOC_CLASSES, VOCInstanceDataset, voc_palette

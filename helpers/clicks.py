@@ -33,8 +33,12 @@ def _inner_distance(region: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
 
 
-def next_click(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
-               clicked: np.ndarray | None = None) -> tuple[float, float, bool] | None:  # fmt: skip
+def next_click(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    void: np.ndarray | None = None,
+    clicked: np.ndarray | None = None,
+) -> tuple[float, float, bool] | None:
     """The protocol's next click.
 
     Args:
@@ -66,8 +70,9 @@ def next_click(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
     return float(col), float(row), positive
 
 
-def error_clicks(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def error_clicks(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The training clicker: one cell per mask, uniform over its error region.
 
     Args:

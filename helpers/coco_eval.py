@@ -27,22 +27,34 @@ def encode_mask(mask: np.ndarray) -> dict:
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
-def gt_entries(image_id: int, sample: dict, first_ann_id: int = 1, ignore_overlap: float = IGNORE_OVERLAP) -> tuple[dict, list[dict]]:
+def gt_entries(
+    image_id: int, sample: dict, first_ann_id: int = 1, ignore_overlap: float = IGNORE_OVERLAP
+) -> tuple[dict, list[dict]]:
     """The COCO image entry and annotations (RLE masks) of one reader sample. Instances
     mostly inside the sample's ``ignore`` region are ``iscrowd=1``."""
     h, w = sample["image"].shape[:2]
     masks = sample["masks"]
-    crowd = ignored_instances(masks, sample["ignore"], ignore_overlap) if "ignore" in sample else np.zeros(len(masks), bool)
+    crowd = (
+        ignored_instances(masks, sample["ignore"], ignore_overlap)
+        if "ignore" in sample
+        else np.zeros(len(masks), bool)
+    )
     annotations = []
     for mask, label, is_crowd in zip(masks, sample["labels"], crowd):
         if not mask.any():
             continue
         rle = encode_mask(mask)
-        annotations.append({
-            "id": first_ann_id + len(annotations), "image_id": int(image_id), "category_id": int(label),
-            "segmentation": rle, "area": float(mask_utils.area(rle)),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": int(is_crowd),
-        })  # fmt: skip
+        annotations.append(
+            {
+                "id": first_ann_id + len(annotations),
+                "image_id": int(image_id),
+                "category_id": int(label),
+                "segmentation": rle,
+                "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "iscrowd": int(is_crowd),
+            }
+        )
     return {"id": int(image_id), "height": int(h), "width": int(w)}, annotations
 
 
@@ -50,7 +62,11 @@ def coco_dataset(images: list[dict], annotations: list[dict]) -> COCO:
     """An in-memory pycocotools ``COCO`` from image entries and annotations."""
     categories = sorted({a["category_id"] for a in annotations} | {1})
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in categories]}
+    coco.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c} for c in categories],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -67,8 +83,13 @@ def coco_ground_truth(samples, ignore_overlap: float = IGNORE_OVERLAP) -> COCO:
     return coco_dataset(images, annotations)
 
 
-def coco_detections(image_id: int, prediction: dict, ignore: np.ndarray | None = None,
-                    mask_threshold: float = 0.5, ignore_overlap: float = IGNORE_OVERLAP) -> list[dict]:  # fmt: skip
+def coco_detections(
+    image_id: int,
+    prediction: dict,
+    ignore: np.ndarray | None = None,
+    mask_threshold: float = 0.5,
+    ignore_overlap: float = IGNORE_OVERLAP,
+) -> list[dict]:
     """COCO result entries of one image's Mask R-CNN output (``boxes`` xyxy, ``scores``,
     ``labels``, ``masks`` ``K x 1 x H x W`` probabilities). Detections mostly inside
     ``ignore`` are dropped."""
@@ -81,11 +102,15 @@ def coco_detections(image_id: int, prediction: dict, ignore: np.ndarray | None =
     boxes = prediction["boxes"].detach().cpu().numpy()
     for k in np.flatnonzero(keep):
         x0, y0, x1, y1 = boxes[k].tolist()
-        out.append({
-            "image_id": int(image_id), "category_id": int(prediction["labels"][k]),
-            "score": float(prediction["scores"][k]), "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "segmentation": encode_mask(masks[k]),
-        })  # fmt: skip
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(prediction["labels"][k]),
+                "score": float(prediction["scores"][k]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "segmentation": encode_mask(masks[k]),
+            }
+        )
     return out
 
 
@@ -105,7 +130,9 @@ def coco_ap(gt: COCO, detections: list[dict], iou_type: str) -> dict:
 
 
 @torch.no_grad()
-def evaluate_detector(model, reader, device="cpu", transform=None, postprocess=None, show_progress: bool = True) -> dict:
+def evaluate_detector(
+    model, reader, device="cpu", transform=None, postprocess=None, show_progress: bool = True
+) -> dict:
     """Box and mask AP of ``model`` on every sample of ``reader``.
 
     Args:
@@ -124,7 +151,11 @@ def evaluate_detector(model, reader, device="cpu", transform=None, postprocess=N
         entry, anns = gt_entries(i, s, len(annotations) + 1)  # RLE: no pixels kept
         images.append(entry)
         annotations += anns
-        x = transform(s["image"]) if transform is not None else torch.from_numpy(s["image"]).permute(2, 0, 1).float() / 255
+        x = (
+            transform(s["image"])
+            if transform is not None
+            else torch.from_numpy(s["image"]).permute(2, 0, 1).float() / 255
+        )
         out = {k: v.cpu() for k, v in model([x.to(device)])[0].items()}
         if postprocess is not None:
             out = postprocess(out)

@@ -48,7 +48,9 @@ JPEG_QUALITY = 88
 # --------------------------------------------------------------------------- textures
 def _noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Smooth value noise in [-1, 1], ``h x w`` float32, about ``cells`` blobs across."""
-    small = rng.uniform(-1, 1, size=(max(2, cells * h // max(h, w)), max(2, cells * w // max(h, w))))
+    small = rng.uniform(
+        -1, 1, size=(max(2, cells * h // max(h, w)), max(2, cells * w // max(h, w)))
+    )
     img = Image.fromarray(((small + 1) * 127.5).astype(np.uint8)).resize((w, h), Image.BICUBIC)
     return np.asarray(img, dtype=np.float32) / 127.5 - 1
 
@@ -61,7 +63,9 @@ def _pick(rng: np.random.Generator, palette) -> np.ndarray:
     """A colour near one of the scene's palette (so clutter and objects share colours),
     or a fresh random one."""
     if rng.random() < 0.6:
-        return np.clip(palette[int(rng.integers(len(palette)))] + rng.normal(0, 18, 3), 0, 255).astype(np.float32)
+        return np.clip(
+            palette[int(rng.integers(len(palette)))] + rng.normal(0, 18, 3), 0, 255
+        ).astype(np.float32)
     return _rand_colour(rng)
 
 
@@ -95,7 +99,9 @@ def _background(rng: np.random.Generator, w: int, h: int, n_clutter: int, palett
     return np.asarray(canvas, dtype=np.float32)
 
 
-def _shade(rng: np.random.Generator, mask: np.ndarray, colour: np.ndarray, light: np.ndarray) -> np.ndarray:
+def _shade(
+    rng: np.random.Generator, mask: np.ndarray, colour: np.ndarray, light: np.ndarray
+) -> np.ndarray:
     """Colour one part: base colour x directional light x rounded (distance-to-edge)
     shading + texture. Returns ``H x W x 3`` float32 (meaningful inside ``mask``)."""
     h, w = mask.shape
@@ -140,45 +146,157 @@ def _voc_object(cls: str, rng, w, h, box, palette):
     c = _pick(rng, palette)
     if cls == "bottle":
         neck = bw * 0.18
-        body = _draw(lambda d: d.rounded_rectangle([x0, y0 + bh * 0.35, x1, y1], radius=bw * 0.25, fill=1), w, h)
-        shoulder = _draw(lambda d: d.polygon([(x0 + 2, y0 + bh * 0.4), (x1 - 2, y0 + bh * 0.4), (cx + neck, y0 + bh * 0.15), (cx - neck, y0 + bh * 0.15)], fill=1), w, h)
-        cap = _draw(lambda d: d.rectangle([cx - neck * 1.1, y0, cx + neck * 1.1, y0 + bh * 0.16], fill=1), w, h)
+        body = _draw(
+            lambda d: d.rounded_rectangle([x0, y0 + bh * 0.35, x1, y1], radius=bw * 0.25, fill=1),
+            w,
+            h,
+        )
+        shoulder = _draw(
+            lambda d: d.polygon(
+                [
+                    (x0 + 2, y0 + bh * 0.4),
+                    (x1 - 2, y0 + bh * 0.4),
+                    (cx + neck, y0 + bh * 0.15),
+                    (cx - neck, y0 + bh * 0.15),
+                ],
+                fill=1,
+            ),
+            w,
+            h,
+        )
+        cap = _draw(
+            lambda d: d.rectangle([cx - neck * 1.1, y0, cx + neck * 1.1, y0 + bh * 0.16], fill=1),
+            w,
+            h,
+        )
         return [(body | shoulder, c), (cap, _pick(rng, palette))]
     if cls == "tvmonitor":
         frame = _draw(lambda d: d.rectangle([x0, y0, x1, y0 + bh * 0.82], fill=1), w, h)
-        screen = _draw(lambda d: d.rectangle([x0 + bw * 0.07, y0 + bh * 0.07, x1 - bw * 0.07, y0 + bh * 0.74], fill=1), w, h)
-        stand = _draw(lambda d: d.polygon([(cx - bw * 0.08, y0 + bh * 0.82), (cx + bw * 0.08, y0 + bh * 0.82), (cx + bw * 0.25, y1), (cx - bw * 0.25, y1)], fill=1), w, h)
+        screen = _draw(
+            lambda d: d.rectangle(
+                [x0 + bw * 0.07, y0 + bh * 0.07, x1 - bw * 0.07, y0 + bh * 0.74], fill=1
+            ),
+            w,
+            h,
+        )
+        stand = _draw(
+            lambda d: d.polygon(
+                [
+                    (cx - bw * 0.08, y0 + bh * 0.82),
+                    (cx + bw * 0.08, y0 + bh * 0.82),
+                    (cx + bw * 0.25, y1),
+                    (cx - bw * 0.25, y1),
+                ],
+                fill=1,
+            ),
+            w,
+            h,
+        )
         dark = rng.uniform(20, 70, 3).astype(np.float32)
         return [(frame | stand, dark), (screen, _pick(rng, palette) * 0.5 + 100)]
     if cls == "pottedplant":
-        pot = _draw(lambda d: d.polygon([(x0 + bw * 0.2, y0 + bh * 0.6), (x1 - bw * 0.2, y0 + bh * 0.6), (x1 - bw * 0.3, y1), (x0 + bw * 0.3, y1)], fill=1), w, h)
+        pot = _draw(
+            lambda d: d.polygon(
+                [
+                    (x0 + bw * 0.2, y0 + bh * 0.6),
+                    (x1 - bw * 0.2, y0 + bh * 0.6),
+                    (x1 - bw * 0.3, y1),
+                    (x0 + bw * 0.3, y1),
+                ],
+                fill=1,
+            ),
+            w,
+            h,
+        )
         leaves = np.zeros((h, w), bool)
         for _ in range(int(rng.integers(5, 9))):
             lx, ly = rng.uniform(x0, x1), rng.uniform(y0, y0 + bh * 0.55)
             rx, ry = bw * rng.uniform(0.12, 0.25), bh * rng.uniform(0.08, 0.18)
             leaves |= _draw(lambda d: d.ellipse([lx - rx, ly - ry, lx + rx, ly + ry], fill=1), w, h)
-        leaves |= _draw(lambda d: d.rectangle([cx - bw * 0.04, y0 + bh * 0.3, cx + bw * 0.04, y0 + bh * 0.62], fill=1), w, h)
-        green = np.array([rng.uniform(30, 90), rng.uniform(100, 180), rng.uniform(30, 80)], np.float32)
-        terracotta = np.array([rng.uniform(150, 200), rng.uniform(70, 110), rng.uniform(40, 70)], np.float32)
+        leaves |= _draw(
+            lambda d: d.rectangle(
+                [cx - bw * 0.04, y0 + bh * 0.3, cx + bw * 0.04, y0 + bh * 0.62], fill=1
+            ),
+            w,
+            h,
+        )
+        green = np.array(
+            [rng.uniform(30, 90), rng.uniform(100, 180), rng.uniform(30, 80)], np.float32
+        )
+        terracotta = np.array(
+            [rng.uniform(150, 200), rng.uniform(70, 110), rng.uniform(40, 70)], np.float32
+        )
         return [(leaves & ~pot, green), (pot, terracotta)]
     if cls == "car":
-        body = _draw(lambda d: d.rounded_rectangle([x0, y0 + bh * 0.4, x1, y0 + bh * 0.82], radius=bh * 0.12, fill=1), w, h)
-        cabin = _draw(lambda d: d.polygon([(x0 + bw * 0.2, y0 + bh * 0.42), (x0 + bw * 0.32, y0), (x0 + bw * 0.72, y0), (x0 + bw * 0.85, y0 + bh * 0.42)], fill=1), w, h)
+        body = _draw(
+            lambda d: d.rounded_rectangle(
+                [x0, y0 + bh * 0.4, x1, y0 + bh * 0.82], radius=bh * 0.12, fill=1
+            ),
+            w,
+            h,
+        )
+        cabin = _draw(
+            lambda d: d.polygon(
+                [
+                    (x0 + bw * 0.2, y0 + bh * 0.42),
+                    (x0 + bw * 0.32, y0),
+                    (x0 + bw * 0.72, y0),
+                    (x0 + bw * 0.85, y0 + bh * 0.42),
+                ],
+                fill=1,
+            ),
+            w,
+            h,
+        )
         r = bh * 0.18
-        wheels = _draw(lambda d: (d.ellipse([x0 + bw * 0.22 - r, y1 - 2 * r, x0 + bw * 0.22 + r, y1], fill=1), d.ellipse([x1 - bw * 0.22 - r, y1 - 2 * r, x1 - bw * 0.22 + r, y1], fill=1)), w, h)
+        wheels = _draw(
+            lambda d: (
+                d.ellipse([x0 + bw * 0.22 - r, y1 - 2 * r, x0 + bw * 0.22 + r, y1], fill=1),
+                d.ellipse([x1 - bw * 0.22 - r, y1 - 2 * r, x1 - bw * 0.22 + r, y1], fill=1),
+            ),
+            w,
+            h,
+        )
         return [(body | cabin, c), (wheels, rng.uniform(15, 45, 3).astype(np.float32))]
     if cls == "person":
         r = bw * 0.2
         head = _draw(lambda d: d.ellipse([cx - r, y0, cx + r, y0 + 2 * r], fill=1), w, h)
-        torso = _draw(lambda d: d.rounded_rectangle([x0 + bw * 0.15, y0 + 2 * r, x1 - bw * 0.15, y0 + bh * 0.6], radius=r * 0.6, fill=1), w, h)
-        legs = _draw(lambda d: (d.rectangle([x0 + bw * 0.22, y0 + bh * 0.58, cx - bw * 0.03, y1], fill=1), d.rectangle([cx + bw * 0.03, y0 + bh * 0.58, x1 - bw * 0.22, y1], fill=1)), w, h)
-        arms = _draw(lambda d: d.rounded_rectangle([x0, y0 + 2.2 * r, x1, y0 + 2.2 * r + bh * 0.08], radius=3, fill=1), w, h)
-        skin = np.array([rng.uniform(120, 230), rng.uniform(80, 180), rng.uniform(60, 150)], np.float32)
+        torso = _draw(
+            lambda d: d.rounded_rectangle(
+                [x0 + bw * 0.15, y0 + 2 * r, x1 - bw * 0.15, y0 + bh * 0.6], radius=r * 0.6, fill=1
+            ),
+            w,
+            h,
+        )
+        legs = _draw(
+            lambda d: (
+                d.rectangle([x0 + bw * 0.22, y0 + bh * 0.58, cx - bw * 0.03, y1], fill=1),
+                d.rectangle([cx + bw * 0.03, y0 + bh * 0.58, x1 - bw * 0.22, y1], fill=1),
+            ),
+            w,
+            h,
+        )
+        arms = _draw(
+            lambda d: d.rounded_rectangle(
+                [x0, y0 + 2.2 * r, x1, y0 + 2.2 * r + bh * 0.08], radius=3, fill=1
+            ),
+            w,
+            h,
+        )
+        skin = np.array(
+            [rng.uniform(120, 230), rng.uniform(80, 180), rng.uniform(60, 150)], np.float32
+        )
         return [(head, skin), (torso | arms, c), (legs & ~torso, _pick(rng, palette))]
     raise ValueError(f"no drawing for class {cls!r}")
 
 
-_ASPECT = {"bottle": (0.35, 0.5), "tvmonitor": (1.1, 1.5), "pottedplant": (0.6, 0.9), "car": (1.6, 2.2), "person": (0.45, 0.6)}  # w/h
+_ASPECT = {
+    "bottle": (0.35, 0.5),
+    "tvmonitor": (1.1, 1.5),
+    "pottedplant": (0.6, 0.9),
+    "car": (1.6, 2.2),
+    "person": (0.45, 0.6),
+}  # w/h
 
 
 def _voc_scene(rng: np.random.Generator, w: int, h: int):
@@ -200,7 +318,10 @@ def _voc_scene(rng: np.random.Generator, w: int, h: int):
                 x0 = rng.uniform(px0 - bw * 0.6, px1 - bw * 0.4)
                 y0 = rng.uniform(py0 - bh * 0.3, py1 - bh * 0.7)
             else:
-                x0, y0 = rng.uniform(-0.1 * bw, w - 0.9 * bw), rng.uniform(-0.05 * bh, h - 0.95 * bh)
+                x0, y0 = (
+                    rng.uniform(-0.1 * bw, w - 0.9 * bw),
+                    rng.uniform(-0.05 * bh, h - 0.95 * bh),
+                )
             box = (x0, y0, x0 + bw, y0 + bh)
             parts = _voc_object(cls, rng, w, h, box, palette)
             mask = np.any([m for m, _ in parts], axis=0)
@@ -210,14 +331,19 @@ def _voc_scene(rng: np.random.Generator, w: int, h: int):
         img = _composite(img, parts, rng, light)
         full_masks.append(mask)
         boxes.append(box)
-    visible = [m & ~np.any(full_masks[k + 1 :], axis=0) if k + 1 < n else m for k, m in enumerate(full_masks)]
+    visible = [
+        m & ~np.any(full_masks[k + 1 :], axis=0) if k + 1 < n else m
+        for k, m in enumerate(full_masks)
+    ]
     return np.clip(img, 0, 255).astype(np.uint8), visible, classes
 
 
 def _void_band(masks: list[np.ndarray]) -> np.ndarray:
     band = np.zeros(masks[0].shape, bool)
     for m in masks:
-        band |= ndimage.binary_dilation(m, iterations=VOID_HALF_WIDTH) & ~ndimage.binary_erosion(m, iterations=VOID_HALF_WIDTH)
+        band |= ndimage.binary_dilation(m, iterations=VOID_HALF_WIDTH) & ~ndimage.binary_erosion(
+            m, iterations=VOID_HALF_WIDTH
+        )
     return band
 
 
@@ -246,7 +372,12 @@ def _voc_xml(image_id: str, w: int, h: int, masks, classes) -> ET.ElementTree:
         ET.SubElement(obj, "truncated").text = str(int(truncated))
         ET.SubElement(obj, "difficult").text = "0"
         bb = ET.SubElement(obj, "bndbox")  # VOC: 1-based, inclusive
-        for tag, val in (("xmin", xs.min()), ("ymin", ys.min()), ("xmax", xs.max()), ("ymax", ys.max())):
+        for tag, val in (
+            ("xmin", xs.min()),
+            ("ymin", ys.min()),
+            ("xmax", xs.max()),
+            ("ymax", ys.max()),
+        ):
             ET.SubElement(bb, tag).text = str(int(val) + 1)
     ET.indent(root)
     return ET.ElementTree(root)
@@ -255,7 +386,13 @@ def _voc_xml(image_id: str, w: int, h: int, masks, classes) -> ET.ElementTree:
 def write_voc(out: Path, seed: int = 2007) -> None:
     """Write ``out/VOC2007`` (see the module docstring)."""
     voc = out / "VOC2007"
-    for sub in ("JPEGImages", "SegmentationObject", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
+    for sub in (
+        "JPEGImages",
+        "SegmentationObject",
+        "SegmentationClass",
+        "Annotations",
+        "ImageSets/Segmentation",
+    ):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     ids: dict[str, list[str]] = {}
     number = 0
@@ -282,7 +419,9 @@ def write_voc(out: Path, seed: int = 2007) -> None:
             ids[split].append(image_id)
     ids["trainval"] = sorted(ids["train"] + ids["val"])
     for split, split_ids in ids.items():
-        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(split_ids) + "\n")
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
+            "\n".join(split_ids) + "\n"
+        )
 
 
 # ------------------------------------------------------------------------- LabPics
@@ -291,12 +430,51 @@ def _vessel_mask(kind: int, w, h, box) -> np.ndarray:
     bw, bh = x1 - x0, y1 - y0
     cx = (x0 + x1) / 2
     if kind == 0:  # test tube
-        return _draw(lambda d: (d.rectangle([x0, y0, x1, y1 - bw / 2], fill=1), d.ellipse([x0, y1 - bw, x1, y1], fill=1)), w, h)
+        return _draw(
+            lambda d: (
+                d.rectangle([x0, y0, x1, y1 - bw / 2], fill=1),
+                d.ellipse([x0, y1 - bw, x1, y1], fill=1),
+            ),
+            w,
+            h,
+        )
     if kind == 1:  # beaker with spout
-        return _draw(lambda d: (d.rectangle([x0, y0 + bh * 0.05, x1, y1], fill=1), d.polygon([(x0, y0 + bh * 0.05), (x0 - bw * 0.08, y0), (x0 + bw * 0.1, y0 + bh * 0.05)], fill=1)), w, h)
+        return _draw(
+            lambda d: (
+                d.rectangle([x0, y0 + bh * 0.05, x1, y1], fill=1),
+                d.polygon(
+                    [(x0, y0 + bh * 0.05), (x0 - bw * 0.08, y0), (x0 + bw * 0.1, y0 + bh * 0.05)],
+                    fill=1,
+                ),
+            ),
+            w,
+            h,
+        )
     if kind == 2:  # Erlenmeyer flask
-        return _draw(lambda d: (d.polygon([(cx - bw * 0.15, y0 + bh * 0.3), (cx + bw * 0.15, y0 + bh * 0.3), (x1, y1), (x0, y1)], fill=1), d.rectangle([cx - bw * 0.15, y0, cx + bw * 0.15, y0 + bh * 0.32], fill=1)), w, h)
-    return _draw(lambda d: (d.rounded_rectangle([x0, y0 + bh * 0.25, x1, y1], radius=bw * 0.15, fill=1), d.rectangle([cx - bw * 0.2, y0, cx + bw * 0.2, y0 + bh * 0.27], fill=1)), w, h)
+        return _draw(
+            lambda d: (
+                d.polygon(
+                    [
+                        (cx - bw * 0.15, y0 + bh * 0.3),
+                        (cx + bw * 0.15, y0 + bh * 0.3),
+                        (x1, y1),
+                        (x0, y1),
+                    ],
+                    fill=1,
+                ),
+                d.rectangle([cx - bw * 0.15, y0, cx + bw * 0.15, y0 + bh * 0.32], fill=1),
+            ),
+            w,
+            h,
+        )
+    return _draw(
+        lambda d: (
+            d.rounded_rectangle([x0, y0 + bh * 0.25, x1, y1], radius=bw * 0.15, fill=1),
+            d.rectangle([cx - bw * 0.2, y0, cx + bw * 0.2, y0 + bh * 0.27], fill=1),
+        ),
+        w,
+        h,
+    )
 
 
 _VESSEL_ASPECT = {0: (0.15, 0.25), 1: (0.6, 0.9), 2: (0.6, 0.8), 3: (0.35, 0.5)}
@@ -307,7 +485,9 @@ def _labpics_scene(rng, w, h):
     img = _background(rng, w, h, int(rng.integers(18, 30)), palette)
     bench_y = int(h * rng.uniform(0.55, 0.75))
     bench = np.array([rng.uniform(90, 170)] * 3, np.float32) + rng.uniform(-20, 20, 3)
-    img[bench_y:] = img[bench_y:] * 0.35 + bench * (0.65 + 0.15 * _noise(rng, h - bench_y, w, 30)[:, :, None])
+    img[bench_y:] = img[bench_y:] * 0.35 + bench * (
+        0.65 + 0.15 * _noise(rng, h - bench_y, w, 30)[:, :, None]
+    )
     masks = []
     prev_x1 = None
     for _ in range(int(rng.integers(2, 6))):
@@ -330,7 +510,15 @@ def _labpics_scene(rng, w, h):
         level = ys.min() + (ys.max() - ys.min()) * rng.uniform(0.3, 0.8)
         liquid = m & (np.arange(h)[:, None] > level)
         lc = _rand_colour(rng)
-        img = np.where(liquid[:, :, None], img * 0.3 + _shade(rng, liquid | m, lc, np.array([1.0, 0.0])) * 0.7, img) if liquid.any() else img
+        img = (
+            np.where(
+                liquid[:, :, None],
+                img * 0.3 + _shade(rng, liquid | m, lc, np.array([1.0, 0.0])) * 0.7,
+                img,
+            )
+            if liquid.any()
+            else img
+        )
         edge = m & ~ndimage.binary_erosion(m, iterations=2)
         img = np.where(edge[:, :, None], img * 0.45, img)
         hx = int(box[0] + (box[2] - box[0]) * rng.uniform(0.15, 0.3))
@@ -372,7 +560,9 @@ def write_labpics(out: Path, seed: int = 4736111) -> None:
                 Image.fromarray(m.astype(np.uint8) * 255).save(sample / "Vessels" / f"{i}.png")
             Image.fromarray(ignore.astype(np.uint8) * 255).save(sample / "Ignore.png")
             union = np.any(masks, axis=0) if masks else np.zeros((h, w), bool)
-            Image.fromarray(union.astype(np.uint8) * 255).save(sample / "SemanticMaps" / "FullImage" / "Vessel.png")
+            Image.fromarray(union.astype(np.uint8) * 255).save(
+                sample / "SemanticMaps" / "FullImage" / "Vessel.png"
+            )
 
 
 def generate(out: str | Path = DATA_EXAMPLE) -> Path:
@@ -413,7 +603,9 @@ real photos: numbers measured on them say nothing about the real data sets.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(DATA_EXAMPLE), help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--out", default=str(DATA_EXAMPLE), help="output folder (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     print(f"wrote {generate(args.out)}")
 
@@ -436,7 +628,9 @@ def threshold_baseline_iou(image: np.ndarray, foreground: np.ndarray, ignore=Non
     """
     keep = np.ones(foreground.shape, bool) if ignore is None else ~np.asarray(ignore, bool)
     fg = np.asarray(foreground, bool)[keep]
-    channels = [image[..., c] for c in range(3)] + [image.astype(np.float32).mean(-1).astype(np.uint8)]
+    channels = [image[..., c] for c in range(3)] + [
+        image.astype(np.float32).mean(-1).astype(np.uint8)
+    ]
     best = 0.0
     for ch in channels:
         v = ch[keep]

@@ -25,7 +25,9 @@ from .targets import detection_target
 IGNORE_OVERLAP = 0.5
 
 
-def ignored_instances(masks: np.ndarray, ignore: np.ndarray, overlap: float = IGNORE_OVERLAP) -> np.ndarray:
+def ignored_instances(
+    masks: np.ndarray, ignore: np.ndarray, overlap: float = IGNORE_OVERLAP
+) -> np.ndarray:
     """``N`` bool: which of ``N x H x W`` masks lie more than ``overlap`` inside ``ignore``."""
     if len(masks) == 0:
         return np.zeros(0, bool)
@@ -37,13 +39,15 @@ def ignored_instances(masks: np.ndarray, ignore: np.ndarray, overlap: float = IG
 def train_transforms(scale: tuple[float, float] = (0.8, 1.25)) -> v2.Compose:
     """Flips, mild scale jitter and photometric jitter, then float in [0, 1]; boxes that
     end up degenerate are removed with their masks and labels."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(0.5),
-        v2.RandomAffine(degrees=0, scale=scale),
-        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.SanitizeBoundingBoxes(min_size=1),
-    ])  # fmt: skip
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(0.5),
+            v2.RandomAffine(degrees=0, scale=scale),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.SanitizeBoundingBoxes(min_size=1),
+        ]
+    )
 
 
 def eval_transforms() -> v2.Compose:
@@ -80,7 +84,9 @@ class LabPicsDetection(torch.utils.data.Dataset):
         target = detection_target({"masks": s["masks"][keep], "labels": s["labels"][keep]}, index)
         h, w = s["image"].shape[:2]
         image = tv_tensors.Image(torch.from_numpy(s["image"]).permute(2, 0, 1).contiguous())
-        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+        target["boxes"] = tv_tensors.BoundingBoxes(
+            target["boxes"], format="XYXY", canvas_size=(h, w)
+        )
         target["masks"] = tv_tensors.Mask(target["masks"])
         image, target = self.transforms(image, target)
         target["area"] = target["masks"].flatten(1).sum(1).to(torch.float32)

@@ -89,7 +89,9 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, what: str | None =
                 "nothing was kept. Try again (a proxy or a cut connection?)."
             )
         if md5 is None:
-            log.warning("%s has no known checksum; its MD5 is %s (pin it to detect changes)", what, got)
+            log.warning(
+                "%s has no known checksum; its MD5 is %s (pin it to detect changes)", what, got
+            )
         (tmp_dir / dest.name).replace(dest)
         if md5 is not None:
             _stamp(dest).write_text(got + "\n")

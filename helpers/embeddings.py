@@ -72,7 +72,9 @@ class EmbeddingCache:
         self.misses = 0
 
     def path(self, image: np.ndarray) -> Path:
-        key = hashlib.sha1(f"{self.fingerprint}|{PREPROCESSING_VERSION}|{image_key(image)}".encode()).hexdigest()
+        key = hashlib.sha1(
+            f"{self.fingerprint}|{PREPROCESSING_VERSION}|{image_key(image)}".encode()
+        ).hexdigest()
         return self.folder / f"{key}.pt"
 
     def _read(self, path: Path, image: np.ndarray) -> ImageEmbedding | None:
@@ -109,7 +111,9 @@ class EmbeddingCache:
         return self.get_many([image], show_progress=False)[0]
 
     @torch.no_grad()
-    def get_many(self, images, batch_size: int = 4, show_progress: bool = True) -> list[ImageEmbedding]:
+    def get_many(
+        self, images, batch_size: int = 4, show_progress: bool = True
+    ) -> list[ImageEmbedding]:
         """Embeddings of several images; the misses are encoded in batches of
         ``batch_size`` (on CUDA under fp16 autocast), with a progress bar.
 
@@ -131,8 +135,14 @@ class EmbeddingCache:
         self.hits += n - len(todo)
         self.misses += len(todo)
         device = self.sam.device
-        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
-        bar = progress(total=len(todo), desc="encoding images", unit="img", show=show_progress and bool(todo))
+        autocast = (
+            torch.autocast("cuda", dtype=torch.float16)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        bar = progress(
+            total=len(todo), desc="encoding images", unit="img", show=show_progress and bool(todo)
+        )
         for s in range(0, len(todo), batch_size):
             chunk = todo[s : s + batch_size]
             imgs = [images[i] for i in chunk]
@@ -140,10 +150,11 @@ class EmbeddingCache:
             with autocast:
                 feats = self.sam.image_encoder(torch.cat([x for x, _ in inputs]))
             for i, im, (_, input_size), feat in zip(chunk, imgs, inputs, feats):
-                emb = ImageEmbedding(feat[None].to("cpu", torch.float16), tuple(im.shape[:2]), input_size)
+                emb = ImageEmbedding(
+                    feat[None].to("cpu", torch.float16), tuple(im.shape[:2]), input_size
+                )
                 self._write(self.path(im), emb)
                 results[i] = emb
             bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
-

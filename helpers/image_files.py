@@ -102,6 +102,5 @@ def check_same_size(path: str | Path, mask: np.ndarray, image_hw: tuple[int, int
         h, w = mask.shape[:2]
         raise DataError(
             path,
-            f"mask is {w}x{h} (width x height) but its image is "
-            f"{image_hw[1]}x{image_hw[0]}",
+            f"mask is {w}x{h} (width x height) but its image is {image_hw[1]}x{image_hw[0]}",
         )

@@ -82,9 +82,11 @@ class LabPicsDataset:
         if self.skipped:
             log.warning(
                 "LabPics %s: skipped %d of %d samples without a Vessels/ folder (first: %s)",
-                split, len(self.skipped), len(self.skipped) + len(self.samples),
+                split,
+                len(self.skipped),
+                len(self.skipped) + len(self.samples),
                 self.skipped[0],
-            )  # fmt: skip
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -159,23 +161,35 @@ def download_labpics(folder: str | Path | None = None, url: str = LABPICS_URL) -
     if (target / ".complete").is_file():
         return target
     try:
-        archive = fetch(url, folder / "LabPicsMedical.zip", md5=None, what="LabPics Medical archive")
+        archive = fetch(
+            url, folder / "LabPicsMedical.zip", md5=None, what="LabPics Medical archive"
+        )
     except DownloadError as err:
-        raise DownloadError(f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example.") from err.__cause__
+        raise DownloadError(
+            f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
+        ) from err.__cause__
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
                 bad = zf.testzip()
                 if bad is not None:
-                    raise DataError(archive, f"corrupt member {bad!r}; delete the file to download again")
+                    raise DataError(
+                        archive, f"corrupt member {bad!r}; delete the file to download again"
+                    )
                 zf.extractall(tmp)
         except zipfile.BadZipFile as err:
-            raise DataError(archive, f"not a readable zip archive ({err}); delete it to download again") from None
+            raise DataError(
+                archive, f"not a readable zip archive ({err}); delete it to download again"
+            ) from None
         root = find_labpics(tmp)  # the archive's top folder, whatever its name
-        counts = {s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS}
+        counts = {
+            s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS
+        }
         if not all(counts.values()):
-            raise DataError(archive, f"expected samples with Image.jpg in Train/ and Test/, found {counts}")
+            raise DataError(
+                archive, f"expected samples with Image.jpg in Train/ and Test/, found {counts}"
+            )
         log.info("LabPics Medical: %s samples", counts)
         if target.exists():
             shutil.rmtree(target)

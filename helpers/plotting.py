@@ -10,12 +10,24 @@ import numpy as np
 #: Distinct colours for instances (RGB 0..255), cycled.
 INSTANCE_COLOURS = np.array(
     [
-        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-        [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [220, 190, 255],
+        [170, 110, 40],
+        [255, 250, 200],
+        [128, 0, 0],
     ],
     dtype=np.float32,
-)  # fmt: skip
+)
 
 
 def overlay_masks(
@@ -41,7 +53,9 @@ def overlay_masks(
         ``H x W x 3`` uint8 RGB.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
-    palette = INSTANCE_COLOURS if colours is None else np.asarray(colours, np.float32).reshape(-1, 3)
+    palette = (
+        INSTANCE_COLOURS if colours is None else np.asarray(colours, np.float32).reshape(-1, 3)
+    )
     for k, mask in enumerate(np.asarray(masks, dtype=bool)):
         colour = palette[k % len(palette)]
         # blend only the mask's pixels (the widget redraws on every click)
@@ -68,7 +82,9 @@ def draw_boxes(ax, boxes, labels=None, colour="yellow") -> None:
             ax.text(x0 - 0.5, y0 - 2, str(labels[k]), color=colour, fontsize=8, va="bottom")
 
 
-def show_sample(ax, sample: dict, names=None, title: str | None = None, labels: bool = True) -> None:
+def show_sample(
+    ax, sample: dict, names=None, title: str | None = None, labels: bool = True
+) -> None:
     """One reader sample on ``ax``: image, instance overlay, void/ignore in white, and
     (with ``labels``) each instance's label at its centre of mass.
 
@@ -84,13 +100,30 @@ def show_sample(ax, sample: dict, names=None, title: str | None = None, labels: 
         ys, xs = np.nonzero(mask)
         if len(xs):
             text = names[label - 1] if names is not None else str(label)
-            ax.text(xs.mean(), ys.mean(), text, color="white", fontsize=8, ha="center",
-                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})  # fmt: skip
+            ax.text(
+                xs.mean(),
+                ys.mean(),
+                text,
+                color="white",
+                fontsize=8,
+                ha="center",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0},
+            )
     ax.set_title(title or sample["image_id"], fontsize=9)
     ax.axis("off")
 
 
-def draw_roi_sampling(ax, feature_hw, box, output_size=2, sampling_ratio=2, spatial_scale=1.0, aligned=False, colour="tab:red", label=None) -> None:
+def draw_roi_sampling(
+    ax,
+    feature_hw,
+    box,
+    output_size=2,
+    sampling_ratio=2,
+    spatial_scale=1.0,
+    aligned=False,
+    colour="tab:red",
+    label=None,
+) -> None:
     """RoI Align's picture on a feature grid: cells, the RoI, its bins and sample points.
 
     Cell ``(r, c)`` is drawn as the unit square centred on ``(c, r)`` (the convention of
@@ -152,11 +185,28 @@ def draw_prompts(ax, points=None, labels=None, box=None, colour=None) -> None:
         for value, marker, default in ((1, "o", "lime"), (0, "X", "red")):
             sel = pts[lab == value]
             if len(sel):
-                ax.scatter(sel[:, 0], sel[:, 1], marker=marker, s=90, c=[colour or default],
-                           edgecolors="white", linewidths=1.5, zorder=3)  # fmt: skip
+                ax.scatter(
+                    sel[:, 0],
+                    sel[:, 1],
+                    marker=marker,
+                    s=90,
+                    c=[colour or default],
+                    edgecolors="white",
+                    linewidths=1.5,
+                    zorder=3,
+                )
     if box is not None:
         x0, y0, x1, y1 = np.asarray(box, float)
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec=colour or "yellow", lw=2))
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                x1 - x0 + 1,
+                y1 - y0 + 1,
+                fill=False,
+                ec=colour or "yellow",
+                lw=2,
+            )
+        )
 
 
 def instance_colour(k: int) -> tuple:
@@ -164,7 +214,9 @@ def instance_colour(k: int) -> tuple:
     return tuple(INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)] / 255)
 
 
-def show_prediction(ax, image, mask, gt=None, points=None, labels=None, box=None, title: str = "") -> None:
+def show_prediction(
+    ax, image, mask, gt=None, points=None, labels=None, box=None, title: str = ""
+) -> None:
     """A predicted mask on ``image`` (cyan), the ground-truth instance's outline (white,
     dashed) and the prompts.
 
@@ -174,13 +226,17 @@ def show_prediction(ax, image, mask, gt=None, points=None, labels=None, box=None
     shown = overlay_masks(image, np.asarray(mask, bool)[None], alpha=0.55, colours=[(0, 255, 255)])
     ax.imshow(shown)
     if gt is not None and np.asarray(gt).any():
-        ax.contour(np.asarray(gt, float), levels=[0.5], colors="white", linewidths=1.5, linestyles="--")
+        ax.contour(
+            np.asarray(gt, float), levels=[0.5], colors="white", linewidths=1.5, linestyles="--"
+        )
     draw_prompts(ax, points, labels, box)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
 
-def plot_decoder_changes(ax, changes: dict[str, dict[str, float]], reference: float | None = None) -> None:
+def plot_decoder_changes(
+    ax, changes: dict[str, dict[str, float]], reference: float | None = None
+) -> None:
     """Horizontal bars of relative parameter change per decoder group, one bar per run.
 
     Args:
@@ -202,12 +258,16 @@ def plot_decoder_changes(ax, changes: dict[str, dict[str, float]], reference: fl
     ax.set_xlim(left=floor)
     ax.set_yticks(y, groups, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("relative change ||after - before|| / ||before|| (log scale; unchanged at the left edge)")
+    ax.set_xlabel(
+        "relative change ||after - before|| / ||before|| (log scale; unchanged at the left edge)"
+    )
     ax.set_ylabel("mask decoder parameters")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def show_masks(axes, image, masks, scores=None, points=None, labels=None, box=None, title="mask") -> None:
+def show_masks(
+    axes, image, masks, scores=None, points=None, labels=None, box=None, title="mask"
+) -> None:
     """One panel per mask: the image, the mask overlaid, the prompts, the score.
 
     Args:
@@ -248,8 +308,16 @@ def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: 
         x0, y0, x1, y1 = np.asarray(prediction["boxes"][k], float)
         colour = instance_colour(rank)
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
-        text = ax.text(x0 + 1, y0 + 1, f"{scores[k]:.2f}", fontsize=8, color="black", va="top", ha="left",
-                       bbox={"facecolor": colour, "alpha": 0.9, "pad": 1.0, "lw": 0})  # fmt: skip
+        text = ax.text(
+            x0 + 1,
+            y0 + 1,
+            f"{scores[k]:.2f}",
+            fontsize=8,
+            color="black",
+            va="top",
+            ha="left",
+            bbox={"facecolor": colour, "alpha": 0.9, "pad": 1.0, "lw": 0},
+        )
         for _ in range(50):  # move down by one label height until it overlaps nothing
             extent = text.get_window_extent(renderer)
             if not any(extent.overlaps(other) for other in placed):

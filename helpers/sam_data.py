@@ -80,9 +80,7 @@ def lowres_targets(
     return targets, (void_low < 0.5) & (inside > 0.5)
 
 
-def lowres_cell_to_pixel(
-    rows: np.ndarray, cols: np.ndarray, emb: ImageEmbedding
-) -> np.ndarray:
+def lowres_cell_to_pixel(rows: np.ndarray, cols: np.ndarray, emb: ImageEmbedding) -> np.ndarray:
     """Low-res cells ``(row, col)`` -> the original-image pixel index ``(x, y)`` that SAM
     encodes at the cell's centre.
 
@@ -123,5 +121,7 @@ def prepare_items(
             cands = [instance_candidates(m, void) for m in masks]
             items.append(SamItem(s["image_id"], emb, masks, labels, void, cands, targets, valid))
     if skipped:
-        log.warning("prepare_items: skipped %d of %d images without instances", skipped, len(dataset))
+        log.warning(
+            "prepare_items: skipped %d of %d images without instances", skipped, len(dataset)
+        )
     return items, skipped

@@ -34,7 +34,9 @@ from .voc import VOC_CLASSES
 
 
 @torch.no_grad()
-def click_ious(sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | None = None, min_clicks: int = 5) -> np.ndarray:
+def click_ious(
+    sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | None = None, min_clicks: int = 5
+) -> np.ndarray:
     """IoU after each simulated click, ``N x max_clicks`` for the ``N`` instances of
     ``item``. With ``stop_at``, clicking stops once every instance has reached that IoU
     and ``min_clicks`` were made; the remaining columns repeat the last IoU (they do not
@@ -64,7 +66,11 @@ def click_ious(sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | N
         low = out["chosen_low_res"]
         pred = out["chosen_masks"].cpu().numpy()
         ious[:, k] = [mask_iou(pred[i], item.masks[i], item.void) for i in range(n)]
-        if stop_at is not None and k + 1 >= min_clicks and (ious[:, : k + 1].max(axis=1) >= stop_at).all():
+        if (
+            stop_at is not None
+            and k + 1 >= min_clicks
+            and (ious[:, : k + 1].max(axis=1) >= stop_at).all()
+        ):
             ious[:, k + 1 :] = ious[:, k : k + 1]
             break
     return ious
@@ -78,8 +84,15 @@ def box_ious(sam: Sam, item: SamItem) -> np.ndarray:
     return np.array([mask_iou(masks[i], item.masks[i], item.void) for i in range(len(masks))])
 
 
-def evaluate(sam: Sam, items: list[SamItem], max_clicks: int = 20, ks=(1, 3, 5), thresholds=(0.85, 0.90),
-             class_names=VOC_CLASSES, show_progress: bool = True) -> dict:  # fmt: skip
+def evaluate(
+    sam: Sam,
+    items: list[SamItem],
+    max_clicks: int = 20,
+    ks=(1, 3, 5),
+    thresholds=(0.85, 0.90),
+    class_names=VOC_CLASSES,
+    show_progress: bool = True,
+) -> dict:
     """The before/after numbers for one model on ``items``.
 
     Returns:
@@ -90,7 +103,9 @@ def evaluate(sam: Sam, items: list[SamItem], max_clicks: int = 20, ks=(1, 3, 5),
     sam.eval()
     curves, boxes, labels = [], [], []
     for item in progress(items, show=show_progress, desc="evaluating", leave=False):
-        curves.append(click_ious(sam, item, max_clicks, stop_at=max(thresholds), min_clicks=max(ks)))
+        curves.append(
+            click_ious(sam, item, max_clicks, stop_at=max(thresholds), min_clicks=max(ks))
+        )
         boxes.append(box_ious(sam, item))
         labels.append(item.labels)
     curves, boxes, labels = np.concatenate(curves), np.concatenate(boxes), np.concatenate(labels)
@@ -100,7 +115,11 @@ def evaluate(sam: Sam, items: list[SamItem], max_clicks: int = 20, ks=(1, 3, 5),
     result["box_miou"] = float(boxes.mean())
     result["instances"] = len(curves)
     result["per_class"] = {
-        class_names[c - 1]: {"iou@1": float(curves[labels == c, 0].mean()), "box_iou": float(boxes[labels == c].mean()), "n": int((labels == c).sum())}
+        class_names[c - 1]: {
+            "iou@1": float(curves[labels == c, 0].mean()),
+            "box_iou": float(boxes[labels == c].mean()),
+            "n": int((labels == c).sum()),
+        }
         for c in np.unique(labels)
     }
     result["click_ious"], result["box_ious"] = curves, boxes
@@ -119,7 +138,11 @@ def comparison_table(results: dict[str, dict]) -> str:
         lines.append(f"{k:20s}" + "".join(f"{results[n][k]:{width}.3f}" for n in names))
     classes = sorted(set().union(*(r["per_class"] for r in results.values())))
     for key, title in (("iou@1", "per class, IoU at 1 click"), ("box_iou", "per class, box IoU")):
-        lines += ["", title, f"{'class (instances)':20s}" + "".join(f"{n:>{width}s}" for n in names)]
+        lines += [
+            "",
+            title,
+            f"{'class (instances)':20s}" + "".join(f"{n:>{width}s}" for n in names),
+        ]
         for c in classes:
             n_inst = next(r["per_class"][c]["n"] for r in results.values() if c in r["per_class"])
             row = f"{c + f' ({n_inst})':20s}"

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import torch
 from segment_anything import sam_model_registry
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
 
 from .checkpoints import atomic_save
 from .downloads import fetch
@@ -49,7 +55,9 @@ def checkpoint_path(variant: str, folder: str | Path | None = None) -> Path:
     return (Path(folder) if folder is not None else cache_dir() / "sam") / name
 
 
-def download_checkpoint(variant: str, dest: str | Path | None = None, url: str | None = None) -> Path:
+def download_checkpoint(
+    variant: str, dest: str | Path | None = None, url: str | None = None
+) -> Path:
     """The official checkpoint of ``variant``, downloaded (progress bar, MD5 check) into
     the cache folder on first use and reused after.
 
@@ -87,24 +95,39 @@ def build_tiny_sam(seed: int = 0) -> Sam:
 def _build_tiny_sam() -> Sam:
     prompt_dim, image_size, patch = 256, 1024, 16
     encoder = ImageEncoderViT(
-        img_size=image_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
-        out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True, window_size=14, global_attn_indexes=(1,),
-    )  # fmt: skip
+        img_size=image_size,
+        patch_size=patch,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2,
+        out_chans=prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=(1,),
+    )
     sam = Sam(
         image_encoder=encoder,
         prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim, image_embedding_size=(image_size // patch, image_size // patch),
-            input_image_size=(image_size, image_size), mask_in_chans=16,
+            embed_dim=prompt_dim,
+            image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8),
-            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=256,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
-    )  # fmt: skip
+    )
     return sam.eval()
 
 
@@ -145,7 +168,9 @@ def _read_state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, not a torch file, pickled code ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict (names -> tensors)")
     return state
@@ -175,7 +200,12 @@ def check_state_dict(path: Path, state: dict, expected: dict, what: str) -> None
         )
 
 
-def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", download: bool = True) -> Sam:
+def load_sam(
+    variant: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+) -> Sam:
     """SAM of ``variant`` with its weights, in eval mode on ``device``.
 
     Args:
@@ -208,7 +238,9 @@ def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
         extra: optional metadata stored beside the weights under ``"meta"`` (variant,
             epoch, metrics ...); plain Python values only.
     """
-    state = {k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
+    state = {
+        k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")
+    }
     return atomic_save({"mask_decoder": state, "meta": dict(extra or {})}, path)
 
 
@@ -225,9 +257,14 @@ def load_decoder(sam: Sam, path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable decoder checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: not a readable decoder checkpoint ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(payload, dict) or "mask_decoder" not in payload:
-        raise CheckpointError(f"{path}: not a decoder checkpoint (no 'mask_decoder' entry); was it written by save_decoder?")
+        raise CheckpointError(
+            f"{path}: not a decoder checkpoint (no 'mask_decoder' entry); "
+            "was it written by save_decoder?"
+        )
     expected = {k: v for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
     check_state_dict(path, payload["mask_decoder"], expected, "this model's mask decoder")
     sam.load_state_dict(payload["mask_decoder"], strict=False)

@@ -101,7 +101,11 @@ def predict(
     if points is not None:
         if labels is None:
             raise ValueError("points need labels (1 foreground, 0 background)")
-        pts = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points, dtype=torch.float32, device=device)
+        pts = torch.as_tensor(
+            np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points,
+            dtype=torch.float32,
+            device=device,
+        )
         if pts.ndim != 3 or pts.shape[-1] != 2:
             raise ValueError(f"points must be B x P x 2 (x, y), got {tuple(pts.shape)}")
         pts = transform.apply_coords_torch(pts, emb.original_size)
@@ -109,7 +113,11 @@ def predict(
         point_arg = (pts, lab)
     box_arg = None
     if boxes is not None:
-        bx = torch.as_tensor(np.asarray(boxes, dtype=np.float32) if not torch.is_tensor(boxes) else boxes, dtype=torch.float32, device=device)
+        bx = torch.as_tensor(
+            np.asarray(boxes, dtype=np.float32) if not torch.is_tensor(boxes) else boxes,
+            dtype=torch.float32,
+            device=device,
+        )
         if bx.ndim != 2 or bx.shape[-1] != 4:
             raise ValueError(f"boxes must be B x 4 (x0, y0, x1, y1), got {tuple(bx.shape)}")
         box_arg = transform.apply_boxes_torch(bx, emb.original_size)
@@ -162,11 +170,17 @@ def predict_round(
     out = predict(sam, emb, points, labels, boxes, mask_input, multimask=multimask, full_size=False)
     n = out["iou"].shape[0]
     rows = torch.arange(n, device=out["iou"].device)
-    pick = out["iou"].argmax(dim=1) if multimask else torch.zeros(n, dtype=torch.int64, device=rows.device)
+    pick = (
+        out["iou"].argmax(dim=1)
+        if multimask
+        else torch.zeros(n, dtype=torch.int64, device=rows.device)
+    )
     out.update(multimask=multimask, pick=pick, chosen_iou=out["iou"][rows, pick])
     out["chosen_low_res"] = out["low_res"][rows, pick][:, None]
     if full_size:
-        logits = sam.postprocess_masks(out["chosen_low_res"].float(), emb.input_size, emb.original_size)
+        logits = sam.postprocess_masks(
+            out["chosen_low_res"].float(), emb.input_size, emb.original_size
+        )
         out["chosen_logits"] = logits[:, 0]
         out["chosen_masks"] = out["chosen_logits"] > sam.mask_threshold
     return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total: int, warmup_frac: float = 0.05, min_lr_frac: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total: int, warmup_frac: float = 0.05, min_lr_frac: float = 0.0
+) -> float:
     """The learning-rate multiplier at ``step`` (0-based) of ``total``: linear warm-up from
     ``1 / warm`` to 1 over ``warm = max(1, round(warmup_frac * total))`` steps, then cosine
     decay from 1 to ``min_lr_frac`` at the last step. Use with ``LambdaLR``, stepped once

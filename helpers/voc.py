@@ -27,10 +27,27 @@ log = logging.getLogger(__name__)
 
 #: VOC class names; the class index of ``VOC_CLASSES[i]`` is ``i + 1`` (0 is background).
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 VOID_INDEX = 255
 IMAGE_SETS = ("train", "val", "trainval", "test")
 
@@ -105,9 +122,7 @@ class VOCInstanceDataset:
         if not self.split_file.is_file():
             raise DataError(self.split_file, f"split file for image_set={image_set!r} not found")
         self.ids = [
-            line.split()[0]
-            for line in self.split_file.read_text().splitlines()
-            if line.strip()
+            line.split()[0] for line in self.split_file.read_text().splitlines() if line.strip()
         ]
         for image_id in self.ids:
             for path in self._paths(image_id):
@@ -182,8 +197,11 @@ def voc2007_sources() -> list[dict]:
     return [DATASET_YEAR_DICT["2007"], DATASET_YEAR_DICT["2007-test"]]
 
 
-def download_voc2007(folder: str | Path | None = None, sources: list[dict] | None = None,
-                     expected_counts: dict | None = None) -> Path:  # fmt: skip
+def download_voc2007(
+    folder: str | Path | None = None,
+    sources: list[dict] | None = None,
+    expected_counts: dict | None = None,
+) -> Path:
     """VOC2007 (trainval and test) in ``folder`` (default ``<cache>/voc2007``), downloaded
     and extracted on first use (about 900 MB of archives); returns the ``VOCdevkit`` folder
     to pass to :class:`VOCInstanceDataset`.
@@ -217,15 +235,24 @@ def download_voc2007(folder: str | Path | None = None, sources: list[dict] | Non
     try:
         for src in sources:
             try:
-                archive = fetch(src["url"], folder / "archives" / src["filename"], src["md5"], what=src["filename"])
+                archive = fetch(
+                    src["url"],
+                    folder / "archives" / src["filename"],
+                    src["md5"],
+                    what=src["filename"],
+                )
             except DownloadError as err:
-                raise DownloadError(f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example.") from err.__cause__
+                raise DownloadError(
+                    f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
+                ) from err.__cause__
             log.info("extracting %s", archive)
             extract_archive(str(archive), str(tmp))
         for image_set, n in expected.items():
             found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # checks every file
             if found != n:
-                raise DataError(tmp / "VOCdevkit", f"{image_set} lists {found} images, expected {n}")
+                raise DataError(
+                    tmp / "VOCdevkit", f"{image_set} lists {found} images, expected {n}"
+                )
         if devkit.exists():
             shutil.rmtree(devkit)
         (tmp / "VOCdevkit").replace(devkit)

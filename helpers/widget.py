@@ -56,15 +56,24 @@ function render({ model, el }) {
   model.on("change:src", show);
   const at = (e) => {
     const r = img.getBoundingClientRect();
-    return [(e.clientX - r.left) * img.naturalWidth / r.width, (e.clientY - r.top) * img.naturalHeight / r.height];
+    return [
+      (e.clientX - r.left) * img.naturalWidth / r.width,
+      (e.clientY - r.top) * img.naturalHeight / r.height,
+    ];
   };
   let down = null;
   img.addEventListener("contextmenu", (e) => { e.preventDefault(); e.stopPropagation(); });
-  img.addEventListener("mousedown", (e) => { e.preventDefault(); down = { p: at(e), button: e.button, shift: e.shiftKey }; });
+  img.addEventListener("mousedown", (e) => {
+    e.preventDefault();
+    down = { p: at(e), button: e.button, shift: e.shiftKey };
+  });
   img.addEventListener("mouseup", (e) => {
     if (!down) return;
     const p = at(e);
-    model.send({ kind: "pointer", x0: down.p[0], y0: down.p[1], x1: p[0], y1: p[1], button: down.button, shift: down.shift || e.shiftKey });
+    model.send({
+      kind: "pointer", x0: down.p[0], y0: down.p[1], x1: p[0], y1: p[1],
+      button: down.button, shift: down.shift || e.shiftKey,
+    });
     down = null;
   });
   el.appendChild(img);
@@ -133,7 +142,9 @@ class PromptState:
 
     def as_prompts(self) -> dict:
         """Arguments for :func:`helpers.sam_predict.predict` (a batch of one)."""
-        pts = np.array([[p[0], p[1]] for p in self.points], np.float32)[None] if self.points else None
+        pts = (
+            np.array([[p[0], p[1]] for p in self.points], np.float32)[None] if self.points else None
+        )
         labs = np.array([[p[2] for p in self.points]], np.int64) if self.points else None
         box = np.array([self.box], np.float32) if self.box is not None else None
         return {"points": pts, "labels": labs, "boxes": box}
@@ -220,8 +231,17 @@ class SamCompare:
 
     def _show(self) -> None:
         h, w = self.sample["image"].shape[:2]
-        empty = {"mask": np.zeros((h, w), bool), "score": None, "gt_iou": None, "area": 0, "ms": 0.0, "low_res": None}
-        self.results = dict(self._rounds[-1]) if self._rounds else {name: empty for name in self.models}
+        empty = {
+            "mask": np.zeros((h, w), bool),
+            "score": None,
+            "gt_iou": None,
+            "area": 0,
+            "ms": 0.0,
+            "low_res": None,
+        }
+        self.results = (
+            dict(self._rounds[-1]) if self._rounds else {name: empty for name in self.models}
+        )
 
     def _gt_instance(self):
         masks = self.sample.get("masks")
@@ -250,10 +270,13 @@ class SamCompare:
                 out = predict_round(model, emb, **self.state.as_prompts(), mask_input=prev)
             mask = out["chosen_masks"][0].cpu().numpy()
             results[name] = {
-                "mask": mask, "score": float(out["chosen_iou"][0]), "area": int(mask.sum()),
+                "mask": mask,
+                "score": float(out["chosen_iou"][0]),
+                "area": int(mask.sum()),
                 "gt_iou": None if gt is None else mask_iou(mask, gt, self.sample.get("void")),
-                "ms": (time.perf_counter() - t0) * 1000, "low_res": out["chosen_low_res"].float(),
-            }  # fmt: skip
+                "ms": (time.perf_counter() - t0) * 1000,
+                "low_res": out["chosen_low_res"].float(),
+            }
         return results
 
     def _autocast(self, model):
@@ -277,7 +300,9 @@ class SamCompare:
         if r["score"] is None:
             return f"{name}: no prompt yet"
         gt = "" if r["gt_iou"] is None else f" | IoU vs ground truth {r['gt_iou']:.3f}"
-        return f"{name}: mask area {r['area']} px | SAM score {r['score']:.3f}{gt} | {r['ms']:.0f} ms"
+        return (
+            f"{name}: mask area {r['area']} px | SAM score {r['score']:.3f}{gt} | {r['ms']:.0f} ms"
+        )
 
 
 class DetectionCompare:
@@ -291,7 +316,14 @@ class DetectionCompare:
         class_names: label -> name, e.g. ``("background", "vessel")``.
     """
 
-    def __init__(self, models: dict, samples, class_names=("background", "vessel"), threshold: float = 0.5, device="cpu"):
+    def __init__(
+        self,
+        models: dict,
+        samples,
+        class_names=("background", "vessel"),
+        threshold: float = 0.5,
+        device="cpu",
+    ):
         self.models, self.samples, self.class_names = models, samples, class_names
         self.threshold, self.device = threshold, device
         self.clicked: tuple[float, float] | None = None
@@ -331,8 +363,15 @@ class DetectionCompare:
         if not (0 <= y < masks.shape[-2] and 0 <= x < masks.shape[-1]):
             return []
         hits = torch.nonzero(masks[:, y, x]).flatten().tolist()
-        found = [(self.class_names[int(p["labels"][i])] if int(p["labels"][i]) < len(self.class_names) else str(int(p["labels"][i])),
-                  float(p["scores"][i])) for i in hits]  # fmt: skip
+        found = [
+            (
+                self.class_names[int(p["labels"][i])]
+                if int(p["labels"][i]) < len(self.class_names)
+                else str(int(p["labels"][i])),
+                float(p["scores"][i]),
+            )
+            for i in hits
+        ]
         return sorted(found, key=lambda t: -t[1])
 
     def render(self, name: str) -> np.ndarray:
@@ -352,7 +391,14 @@ class DetectionCompare:
     def describe(self, name: str) -> str:
         n = int((self.predictions[name]["scores"] >= self.threshold).sum())
         hits = self.under_click(name)
-        at = "" if self.clicked is None else (" | under the click: " + (", ".join(f"{c} {s:.2f}" for c, s in hits) if hits else "nothing"))
+        at = (
+            ""
+            if self.clicked is None
+            else (
+                " | under the click: "
+                + (", ".join(f"{c} {s:.2f}" for c, s in hits) if hits else "nothing")
+            )
+        )
         return f"{name}: {n} detections with score >= {self.threshold:.2f}{at}"
 
 
@@ -387,7 +433,15 @@ def _panels(controller, names, title_class: str):
             labels[name].value = controller.describe(name)
 
     refresh()
-    row = W.HBox([W.VBox([W.HTML(f"<b>{name}</b>"), canvases[name], labels[name]], layout=W.Layout(width=f"{96 // len(names)}%")) for name in names])
+    row = W.HBox(
+        [
+            W.VBox(
+                [W.HTML(f"<b>{name}</b>"), canvases[name], labels[name]],
+                layout=W.Layout(width=f"{96 // len(names)}%"),
+            )
+            for name in names
+        ]
+    )
     return row, refresh
 
 
@@ -406,18 +460,26 @@ def sam_compare_widget(models: dict, samples, image_names=None):
     mode.observe(lambda ch: setattr(controller, "box_mode", ch["new"] == "box"), names="value")
     undo.on_click(lambda _b: (controller.undo(), refresh()))
     reset.on_click(lambda _b: (controller.reset(), refresh()))
-    help_text = W.HTML("left click: object · right click or shift+click: not object · box mode: drag")
+    help_text = W.HTML(
+        "left click: object · right click or shift+click: not object · box mode: drag"
+    )
     return W.VBox([W.HBox([picker, mode, undo, reset]), help_text, row]), controller
 
 
-def detection_compare_widget(models: dict, samples, class_names=("background", "vessel"), device="cpu"):
+def detection_compare_widget(
+    models: dict, samples, class_names=("background", "vessel"), device="cpu"
+):
     """The Mask R-CNN before/after widget: detections above a score threshold (slider),
     an image picker, and the class and score of what lies under a click.
     Returns ``(widget, controller)``."""
     controller = DetectionCompare(models, samples, class_names, device=device)
     row, refresh = _panels(controller, list(models), "segcourse-det")
-    picker = W.Dropdown(options=[(str(i), i) for i in range(len(samples))], value=0, description="image")
-    slider = W.FloatSlider(value=controller.threshold, min=0.0, max=1.0, step=0.05, description="score ≥")
+    picker = W.Dropdown(
+        options=[(str(i), i) for i in range(len(samples))], value=0, description="image"
+    )
+    slider = W.FloatSlider(
+        value=controller.threshold, min=0.0, max=1.0, step=0.05, description="score ≥"
+    )
     picker.observe(lambda ch: (controller.select_image(ch["new"]), refresh()), names="value")
     slider.observe(lambda ch: (controller.set_threshold(ch["new"]), refresh()), names="value")
     return W.VBox([W.HBox([picker, slider]), row]), controller

@@ -33,8 +33,13 @@ if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
+    )
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
 
 # %%

@@ -43,8 +43,13 @@ if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
+    )
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
 
 # %%
@@ -53,7 +58,6 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-
 from segment_anything.utils.transforms import ResizeLongestSide
 
 import helpers
@@ -82,10 +86,16 @@ for variant in ("vit_b", "vit_l", "vit_h"):
     sizes[variant] = helpers.module_sizes(variant)
     total = sum(s["state_bytes"] for s in sizes[variant].values())
     for module, s in sizes[variant].items():
-        print(f"{variant:8s} {module:15s} {s['parameters']:13,d} {s['state_bytes'] / 1e6:9.2f} {s['state_bytes'] / total:7.2%}")
+        print(
+            f"{variant:8s} {module:15s} {s['parameters']:13,d} {s['state_bytes'] / 1e6:9.2f} {s['state_bytes'] / total:7.2%}"
+        )
 
 vit_b = sizes["vit_b"]
-assert [vit_b[m]["parameters"] for m in ("image_encoder", "prompt_encoder", "mask_decoder")] == [89_670_912, 6_220, 4_058_340]
+assert [vit_b[m]["parameters"] for m in ("image_encoder", "prompt_encoder", "mask_decoder")] == [
+    89_670_912,
+    6_220,
+    4_058_340,
+]
 assert vit_b["mask_decoder"]["state_bytes"] == 16_233_360
 
 # %% [markdown]
@@ -114,10 +124,25 @@ print(f"{VARIANT} loaded in {time.perf_counter() - t0:.1f} s on {DEVICE}")
 sample = helpers.VOCInstanceDataset(helpers.DATA_EXAMPLE / "VOCdevkit", "train")[IMAGE_INDEX]
 image = sample["image"]
 x, input_size = preprocess(sam, image)
-print("original (H, W):", image.shape[:2], "-> resized (h, w):", input_size, "-> encoder input:", tuple(x.shape))
+print(
+    "original (H, W):",
+    image.shape[:2],
+    "-> resized (h, w):",
+    input_size,
+    "-> encoder input:",
+    tuple(x.shape),
+)
 assert tuple(x.shape) == (1, 3, 1024, 1024) and max(input_size) == 1024
 
-shown = (x[0].permute(1, 2, 0).cpu() * sam.pixel_std.cpu().view(1, 1, 3) + sam.pixel_mean.cpu().view(1, 1, 3)).clamp(0, 255).byte().numpy()
+shown = (
+    (
+        x[0].permute(1, 2, 0).cpu() * sam.pixel_std.cpu().view(1, 1, 3)
+        + sam.pixel_mean.cpu().view(1, 1, 3)
+    )
+    .clamp(0, 255)
+    .byte()
+    .numpy()
+)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
 axes[0].imshow(image)
 axes[0].set_title(f"original, {image.shape[1]} x {image.shape[0]} (W x H)", fontsize=10)
@@ -140,7 +165,11 @@ plt.show()
 t0 = time.perf_counter()
 emb = embed_image(sam, image)
 encode_s = time.perf_counter() - t0
-print("embedding:", tuple(emb.embedding.shape), f"in {encode_s:.2f} s" + (" (smoke: the tiny encoder)" if helpers.is_smoke() else ""))
+print(
+    "embedding:",
+    tuple(emb.embedding.shape),
+    f"in {encode_s:.2f} s" + (" (smoke: the tiny encoder)" if helpers.is_smoke() else ""),
+)
 assert tuple(emb.embedding.shape) == (1, 256, 64, 64)
 
 # %% [markdown]
@@ -157,7 +186,9 @@ h, w = image.shape[:2]
 point = np.array([[w * 0.5, h * 0.5]])
 box = np.array([w * 0.2, h * 0.2, w * 0.8, h * 0.8])
 transform = ResizeLongestSide(1024)
-pts = torch.as_tensor(transform.apply_coords(point, (h, w)), dtype=torch.float32, device=DEVICE)[None]
+pts = torch.as_tensor(transform.apply_coords(point, (h, w)), dtype=torch.float32, device=DEVICE)[
+    None
+]
 lab = torch.ones(1, 1, dtype=torch.int64, device=DEVICE)
 bx = torch.as_tensor(transform.apply_boxes(box, (h, w)), dtype=torch.float32, device=DEVICE)
 with torch.no_grad():
@@ -205,10 +236,14 @@ def pe_by_hand(p: torch.Tensor) -> torch.Tensor:
 
 with torch.no_grad():
     xy = pts[0, 0]  # the centre point above, as a pixel index in the 1024 frame
-    fg_embedding = sam.prompt_encoder.point_embeddings[1].weight[0]  # "foreground" is added to the PE
+    fg_embedding = sam.prompt_encoder.point_embeddings[1].weight[
+        0
+    ]  # "foreground" is added to the PE
     sparse_point = sam.prompt_encoder(points=(pts, lab), boxes=None, masks=None)[0][0, 0]
     by_hand = pe_by_hand(((xy + 0.5) / 1024)[None])[0]
-    cell = torch.tensor([[(20 + 0.5) / 64, (7 + 0.5) / 64]], device=gauss.device)  # grid row 7, column 20
+    cell = torch.tensor(
+        [[(20 + 0.5) / 64, (7 + 0.5) / 64]], device=gauss.device
+    )  # grid row 7, column 20
     point_error = float((by_hand + fg_embedding - sparse_point).abs().max())
     grid_error = float((pe_by_hand(cell)[0] - dense_pe[0, :, 7, 20]).abs().max())
 print(f"max |by hand - SAM|: point prompt {point_error:.1e}, grid cell {grid_error:.1e}")
@@ -220,7 +255,9 @@ for ax, ch in zip(axes, (0, 5, 40, 128, 133, 168)):
     ax.set_xlabel("grid column", fontsize=8)
     ax.tick_params(labelsize=7)
 axes[0].set_ylabel("grid row", fontsize=8)
-fig.suptitle("get_dense_pe(): six of its 256 channels on the 64 x 64 grid (blue -1, red +1)", fontsize=9)
+fig.suptitle(
+    "get_dense_pe(): six of its 256 channels on the 64 x 64 grid (blue -1, red +1)", fontsize=9
+)
 plt.show()
 
 # %% [markdown]
@@ -236,15 +273,21 @@ plt.show()
 # %%
 shapes = {}
 hook = sam.mask_decoder.transformer.register_forward_hook(
-    lambda mod, inp, out: shapes.update(image_tokens_in=tuple(inp[0].shape), prompt_tokens_in=tuple(inp[2].shape),
-                                        tokens_out=tuple(out[0].shape), image_tokens_out=tuple(out[1].shape))
-)  # fmt: skip
+    lambda mod, inp, out: shapes.update(
+        image_tokens_in=tuple(inp[0].shape),
+        prompt_tokens_in=tuple(inp[2].shape),
+        tokens_out=tuple(out[0].shape),
+        image_tokens_out=tuple(out[1].shape),
+    )
+)
 with torch.no_grad():
     out = predict(sam, emb, points=point[None], labels=np.array([[1]]), multimask=True)
 hook.remove()
 for k, v in shapes.items():
     print(f"{k:17s} {v}")
-print("low-res masks    ", tuple(out["low_res"].shape), "\nIoU predictions  ", tuple(out["iou"].shape))
+print(
+    "low-res masks    ", tuple(out["low_res"].shape), "\nIoU predictions  ", tuple(out["iou"].shape)
+)
 print("masks at original", tuple(out["masks"].shape))
 assert shapes["prompt_tokens_in"] == (1, 5 + 2, 256)  # IoU + 4 mask tokens + point + padding
 assert shapes["image_tokens_out"] == (1, 64 * 64, 256)
@@ -281,16 +324,49 @@ print("best by predicted IoU: mask", best)
 
 # %%
 with torch.no_grad():
-    refined = predict(sam, emb, points=point[None], labels=np.array([[1]]),
-                      mask_input=out["low_res"][:, best : best + 1], multimask=False)  # fmt: skip
-    _, dense_with_mask = sam.prompt_encoder(points=None, boxes=None, masks=out["low_res"][:, best : best + 1])
-print("mask prompt", tuple(out["low_res"][:, best : best + 1].shape), "-> dense embedding", tuple(dense_with_mask.shape))
-print("refined masks", tuple(refined["masks"].shape), "predicted IoU", f"{float(refined['iou'][0, 0]):.3f}"
-      + (" (smoke: random decoder weights)" if helpers.is_smoke() else ""))  # fmt: skip
-assert tuple(dense_with_mask.shape) == (1, 256, 64, 64) and tuple(refined["masks"].shape) == (1, 1, h, w)
+    refined = predict(
+        sam,
+        emb,
+        points=point[None],
+        labels=np.array([[1]]),
+        mask_input=out["low_res"][:, best : best + 1],
+        multimask=False,
+    )
+    _, dense_with_mask = sam.prompt_encoder(
+        points=None, boxes=None, masks=out["low_res"][:, best : best + 1]
+    )
+print(
+    "mask prompt",
+    tuple(out["low_res"][:, best : best + 1].shape),
+    "-> dense embedding",
+    tuple(dense_with_mask.shape),
+)
+print(
+    "refined masks",
+    tuple(refined["masks"].shape),
+    "predicted IoU",
+    f"{float(refined['iou'][0, 0]):.3f}"
+    + (" (smoke: random decoder weights)" if helpers.is_smoke() else ""),
+)
+assert tuple(dense_with_mask.shape) == (1, 256, 64, 64) and tuple(refined["masks"].shape) == (
+    1,
+    1,
+    h,
+    w,
+)
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-plotting.show_masks(axes[:1], image, out["masks"][0, best : best + 1].cpu(), out["iou"][0, best : best + 1].cpu(), point, [1], title="first pass")
-plotting.show_masks(axes[1:], image, refined["masks"][0].cpu(), refined["iou"][0].cpu(), point, [1], title="refined")
+plotting.show_masks(
+    axes[:1],
+    image,
+    out["masks"][0, best : best + 1].cpu(),
+    out["iou"][0, best : best + 1].cpu(),
+    point,
+    [1],
+    title="first pass",
+)
+plotting.show_masks(
+    axes[1:], image, refined["masks"][0].cpu(), refined["iou"][0].cpu(), point, [1], title="refined"
+)
 plt.show()
 
 # %% [markdown]
@@ -304,7 +380,9 @@ with torch.no_grad():
     for _ in range(5):
         predict(sam, emb, points=point[None], labels=np.array([[1]]))
     decode_s = (time.perf_counter() - t0) / 5
-print(f"image encoder ({VARIANT}): {encode_s * 1000:.0f} ms per image; prompt encoder + mask decoder: {decode_s * 1000:.0f} ms per prompt")
+print(
+    f"image encoder ({VARIANT}): {encode_s * 1000:.0f} ms per image; prompt encoder + mask decoder: {decode_s * 1000:.0f} ms per prompt"
+)
 if helpers.is_smoke():
     print("(smoke mode: the tiny encoder is far cheaper than vit_b's; numbers mean nothing)")
 

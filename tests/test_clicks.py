@@ -1,7 +1,6 @@
 """The click simulators on masks whose answer is known."""
 
 import numpy as np
-import pytest
 import torch
 
 from helpers.clicks import error_clicks, next_click, noc

@@ -48,8 +48,14 @@ def test_no_colour_threshold_solves_data_example():
 
     voc = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "trainval")
     lab = LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train")
-    voc_iou = [threshold_baseline_iou(s["image"], s["masks"].any(0), s["void"]) for s in map(voc.__getitem__, range(len(voc)))]
-    lab_iou = [threshold_baseline_iou(s["image"], s["masks"].any(0), s["ignore"]) for s in map(lab.__getitem__, range(len(lab)))]
+    voc_iou = [
+        threshold_baseline_iou(s["image"], s["masks"].any(0), s["void"])
+        for s in map(voc.__getitem__, range(len(voc)))
+    ]
+    lab_iou = [
+        threshold_baseline_iou(s["image"], s["masks"].any(0), s["ignore"])
+        for s in map(lab.__getitem__, range(len(lab)))
+    ]
     assert np.mean(voc_iou) < 0.65 and np.mean(lab_iou) < 0.65
 
 

@@ -28,9 +28,16 @@ def test_cache_computes_once_and_then_hits(tmp_path, images, sam):
     assert all(torch.equal(a.embedding, b.embedding) for a, b in zip(first, again))
     assert len(list(tmp_path.glob("*.pt"))) == 3
     direct = embed_image(sam, images[0])
-    assert first[0].embedding.dtype == torch.float16 and first[0].embedding.shape == (1, 256, 64, 64)
+    assert first[0].embedding.dtype == torch.float16 and first[0].embedding.shape == (
+        1,
+        256,
+        64,
+        64,
+    )
     torch.testing.assert_close(first[0].embedding.float(), direct.embedding, atol=2e-2, rtol=2e-3)
-    assert first[0].original_size == direct.original_size and first[0].input_size == direct.input_size
+    assert (
+        first[0].original_size == direct.original_size and first[0].input_size == direct.input_size
+    )
 
 
 def test_a_changed_image_or_encoder_is_a_miss(tmp_path, images, sam):

@@ -29,7 +29,9 @@ def test_truncated_image_error_names_the_file(tmp_path, suffix):
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="cut" + suffix.replace(".", r"\.") + ".*(truncated|corrupt)"):
+    with pytest.raises(
+        DataError, match="cut" + suffix.replace(".", r"\.") + ".*(truncated|corrupt)"
+    ):
         read_rgb(path)
 
 

@@ -28,7 +28,9 @@ def test_labpics_sample_contract_on_every_data_example_sample():
             assert s["masks"].reshape(len(s["masks"]), -1).any(1).all()
             assert s["ignore"].shape == (h, w) and s["ignore"].dtype == bool
             overlapping += int(s["masks"].sum(0).max() > 1)
-            semantic = np.asarray(Image.open(ds.samples[i] / "SemanticMaps/FullImage/Vessel.png")) > 0
+            semantic = (
+                np.asarray(Image.open(ds.samples[i] / "SemanticMaps/FullImage/Vessel.png")) > 0
+            )
             assert np.array_equal(semantic, s["masks"].any(0))
     assert overlapping >= 2  # glass in front of glass keeps both outlines
 
@@ -122,6 +124,10 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
             root = download_labpics(tmp_path / "cache", f"{base}/LabPicsMedical.zip")
     finally:
         httpd.shutdown()
-    assert hashlib.md5(archive.read_bytes()).hexdigest() in caplog.text  # printed so it can be pinned
+    assert (
+        hashlib.md5(archive.read_bytes()).hexdigest() in caplog.text
+    )  # printed so it can be pinned
     assert len(LabPicsDataset(root, "Train")) == 8 and len(LabPicsDataset(root, "Test")) == 4
-    assert download_labpics(tmp_path / "cache", "http://127.0.0.1:9/unused") == root  # no network needed now
+    assert (
+        download_labpics(tmp_path / "cache", "http://127.0.0.1:9/unused") == root
+    )  # no network needed now

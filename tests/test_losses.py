@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from helpers.losses import bce_dice_loss, bce_dice_per_mask, iou_of_logits
@@ -53,7 +52,9 @@ def test_per_mask_losses_keep_the_mask_dimensions_and_agree_with_the_mean():
     assert bce.shape == dice.shape == (4, 3)
     for i in range(4):
         for k in range(3):  # each entry is the loss of that mask alone
-            one, parts = bce_dice_loss(logits[i, k][None], targets[i, 0][None], valid, dice_weight=2.0)
+            one, parts = bce_dice_loss(
+                logits[i, k][None], targets[i, 0][None], valid, dice_weight=2.0
+            )
             assert parts["bce"] == pytest.approx(float(bce[i, k]), rel=1e-5)
             assert parts["dice"] == pytest.approx(float(dice[i, k]), rel=1e-5)
 

@@ -11,8 +11,20 @@ from pycocotools.cocoeval import COCOeval
 
 from helpers import DATA_EXAMPLE, LabPicsDataset
 from helpers.coco_eval import coco_ap, coco_detections, coco_ground_truth, encode_mask
-from helpers.detection_data import LabPicsDetection, collate, eval_transforms, ignored_instances, train_transforms
-from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_maskrcnn, check_input_contract, coco_category_ids, map_to_vessel
+from helpers.detection_data import (
+    LabPicsDetection,
+    collate,
+    eval_transforms,
+    ignored_instances,
+    train_transforms,
+)
+from helpers.maskrcnn import (
+    SMOKE_MODEL_KWARGS,
+    build_maskrcnn,
+    check_input_contract,
+    coco_category_ids,
+    map_to_vessel,
+)
 from helpers.maskrcnn_training import DetTrainConfig, train_maskrcnn
 
 LABPICS = DATA_EXAMPLE / "LabPicsMedical"
@@ -30,17 +42,25 @@ def test_vessel_like_coco_ids_come_from_torchvisions_category_list():
 
     cats = MaskRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"]
     assert [cats[i] for i in coco_category_ids()] == ["bottle", "wine glass", "cup", "bowl", "vase"]
-    pred = {"labels": torch.tensor([44, 1, 86]), "scores": torch.tensor([0.9, 0.8, 0.7]),
-            "boxes": torch.zeros(3, 4), "masks": torch.zeros(3, 1, 4, 4)}  # fmt: skip
+    pred = {
+        "labels": torch.tensor([44, 1, 86]),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "boxes": torch.zeros(3, 4),
+        "masks": torch.zeros(3, 1, 4, 4),
+    }
     mapped = map_to_vessel(pred)
-    assert mapped["labels"].tolist() == [1, 1] and mapped["scores"].tolist() == pytest.approx([0.9, 0.7])
+    assert mapped["labels"].tolist() == [1, 1] and mapped["scores"].tolist() == pytest.approx(
+        [0.9, 0.7]
+    )
 
 
 def test_input_contract_rejects_0_255_and_integer_images():
     check_input_contract([torch.rand(3, 8, 8)])
     bgr_0_255 = torch.full((3, 8, 8), 255.0)
     bgr_0_255[:, 0, 0] = 0.0
-    with pytest.raises(ValueError, match=r"values in \[0.0, 255.0\]; Mask R-CNN expects RGB in \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"values in \[0.0, 255.0\]; Mask R-CNN expects RGB in \[0, 1\]"
+    ):
         check_input_contract([bgr_0_255])
     with pytest.raises(ValueError, match="float tensor"):
         check_input_contract([torch.zeros(3, 8, 8, dtype=torch.uint8)])
@@ -67,7 +87,9 @@ def test_dataset_gives_rgb_floats_in_0_1_matching_the_reader_and_reads_lazily():
     torch.testing.assert_close(image.as_subclass(torch.Tensor), expected)
     check_input_contract([image])
     assert target["masks"].dtype == torch.uint8 and target["boxes"].dtype == torch.float32
-    assert len(target["labels"]) == len(target["masks"]) == len(target["boxes"]) == len(target["area"])
+    assert (
+        len(target["labels"]) == len(target["masks"]) == len(target["boxes"]) == len(target["area"])
+    )
 
 
 def test_training_transforms_keep_boxes_masks_and_labels_together():
@@ -99,10 +121,17 @@ def test_instances_mostly_inside_ignore_are_left_out_of_training_targets():
             return 1
 
         def __getitem__(self, i):
-            return {"image": np.zeros((10, 10, 3), np.uint8), "masks": masks, "labels": np.ones(2, np.int64), "ignore": ignore}
+            return {
+                "image": np.zeros((10, 10, 3), np.uint8),
+                "masks": masks,
+                "labels": np.ones(2, np.int64),
+                "ignore": ignore,
+            }
 
     _, target = LabPicsDetection(One(), eval_transforms())[0]
-    assert len(target["labels"]) == 1 and target["masks"][0].bool().equal(torch.from_numpy(masks[1]))
+    assert len(target["labels"]) == 1 and target["masks"][0].bool().equal(
+        torch.from_numpy(masks[1])
+    )
 
 
 def _pred(masks, scores):
@@ -111,14 +140,23 @@ def _pred(masks, scores):
     for mask in masks:
         ys, xs = np.nonzero(mask)
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return {"masks": m, "scores": torch.tensor(scores), "labels": torch.ones(len(masks), dtype=torch.int64), "boxes": torch.tensor(boxes, dtype=torch.float32)}
+    return {
+        "masks": m,
+        "scores": torch.tensor(scores),
+        "labels": torch.ones(len(masks), dtype=torch.int64),
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+    }
 
 
 def test_coco_ap_matches_the_hand_computed_value_and_pycocotools_from_files(tmp_path):
     gt_masks = np.zeros((2, 40, 40), bool)
     gt_masks[0, 2:12, 2:12] = True
     gt_masks[1, 20:35, 20:35] = True
-    sample = {"image": np.zeros((40, 40, 3), np.uint8), "masks": gt_masks, "labels": np.ones(2, np.int64)}
+    sample = {
+        "image": np.zeros((40, 40, 3), np.uint8),
+        "masks": gt_masks,
+        "labels": np.ones(2, np.int64),
+    }
     fp = np.zeros((40, 40), bool)
     fp[25:30, 0:8] = True
     dets = coco_detections(0, _pred([gt_masks[0], fp], [0.9, 0.8]))
@@ -127,17 +165,30 @@ def test_coco_ap_matches_the_hand_computed_value_and_pycocotools_from_files(tmp_
     # one of two objects found first, at every IoU threshold: precision 1 up to recall 0.5,
     # then nothing: 51 of COCO's 101 recall points
     assert ours["AP"] == pytest.approx(51 / 101) and ours["AP50"] == pytest.approx(51 / 101)
+
     # the same through pycocotools' own file-based path
     def jsonable(rle):
         return {"size": rle["size"], "counts": rle["counts"].decode()}
 
     gt_file = tmp_path / "gt.json"
-    gt_file.write_text(json.dumps({
-        "images": [{"id": 0, "height": 40, "width": 40}], "categories": [{"id": 1}],
-        "annotations": [dict(a, segmentation=jsonable(a["segmentation"])) for a in gt.dataset["annotations"]],
-    }))  # fmt: skip
+    gt_file.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 0, "height": 40, "width": 40}],
+                "categories": [{"id": 1}],
+                "annotations": [
+                    dict(a, segmentation=jsonable(a["segmentation"]))
+                    for a in gt.dataset["annotations"]
+                ],
+            }
+        )
+    )
     coco = COCO(str(gt_file))
-    ev = COCOeval(coco, coco.loadRes([dict(d, segmentation=jsonable(d["segmentation"])) for d in dets]), "segm")
+    ev = COCOeval(
+        coco,
+        coco.loadRes([dict(d, segmentation=jsonable(d["segmentation"])) for d in dets]),
+        "segm",
+    )
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
@@ -147,7 +198,15 @@ def test_coco_ap_matches_the_hand_computed_value_and_pycocotools_from_files(tmp_
 def test_perfect_detections_score_one_and_none_score_zero():
     gt_masks = np.zeros((1, 30, 30), bool)
     gt_masks[0, 5:20, 8:25] = True
-    gt = coco_ground_truth([{"image": np.zeros((30, 30, 3), np.uint8), "masks": gt_masks, "labels": np.ones(1, np.int64)}])
+    gt = coco_ground_truth(
+        [
+            {
+                "image": np.zeros((30, 30, 3), np.uint8),
+                "masks": gt_masks,
+                "labels": np.ones(1, np.int64),
+            }
+        ]
+    )
     perfect = coco_detections(0, _pred([gt_masks[0]], [0.99]))
     assert coco_ap(gt, perfect, "segm")["AP"] == pytest.approx(1.0)
     assert coco_ap(gt, perfect, "bbox")["AP"] == pytest.approx(1.0)
@@ -159,7 +218,12 @@ def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
     masks[0, 2:8, 2:8] = True
     ignore = np.zeros((20, 20), bool)
     ignore[:10, :10] = True
-    sample = {"image": np.zeros((20, 20, 3), np.uint8), "masks": masks, "labels": np.ones(1, np.int64), "ignore": ignore}
+    sample = {
+        "image": np.zeros((20, 20, 3), np.uint8),
+        "masks": masks,
+        "labels": np.ones(1, np.int64),
+        "ignore": ignore,
+    }
     gt = coco_ground_truth([sample])
     assert gt.dataset["annotations"][0]["iscrowd"] == 1
     assert coco_detections(0, _pred([masks[0]], [0.9]), ignore) == []
@@ -174,7 +238,15 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     def run(out, **kw):
         torch.manual_seed(0)
         model = build_maskrcnn(pretrained=False, **kwargs)
-        train_maskrcnn(model, LabPicsDetection(two, train_transforms()), None, cfg, out, show_progress=False, **kw)
+        train_maskrcnn(
+            model,
+            LabPicsDetection(two, train_transforms()),
+            None,
+            cfg,
+            out,
+            show_progress=False,
+            **kw,
+        )
         return model
 
     straight = run(tmp_path / "a")
@@ -183,7 +255,13 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "lr_scheduler", "scaler", "settings"}
+    assert state["epoch"] == 2 and set(state) >= {
+        "model",
+        "optimizer",
+        "lr_scheduler",
+        "scaler",
+        "settings",
+    }
 
 
 def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_breaks_loading():
@@ -196,13 +274,21 @@ def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_b
 
     torch.manual_seed(0)
     seed_style = build_coco_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS)
-    seed_style.roi_heads.box_predictor = FastRCNNPredictor(seed_style.roi_heads.box_predictor.cls_score.in_features, 2)
-    ds = LabPicsDetection(LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), eval_transforms())
+    seed_style.roi_heads.box_predictor = FastRCNNPredictor(
+        seed_style.roi_heads.box_predictor.cls_score.in_features, 2
+    )
+    ds = LabPicsDetection(
+        LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), eval_transforms()
+    )
     images, targets = collate([ds[0], ds[1]])
     seed_style.train()
     seed_style(list(images), list(targets))["loss_mask"].backward()
     grad = seed_style.roi_heads.mask_predictor.mask_fcn_logits.weight.grad[:, :, 0, 0]
     assert grad.shape[0] == 91
     assert grad[1].abs().sum() > 0 and grad[[0, *range(2, 91)]].abs().sum() == 0
-    with pytest.raises(RuntimeError, match="size mismatch for roi_heads.mask_predictor.mask_fcn_logits"):
-        build_maskrcnn(num_classes=2, pretrained=False, **SMOKE_MODEL_KWARGS).load_state_dict(seed_style.state_dict())
+    with pytest.raises(
+        RuntimeError, match="size mismatch for roi_heads.mask_predictor.mask_fcn_logits"
+    ):
+        build_maskrcnn(num_classes=2, pretrained=False, **SMOKE_MODEL_KWARGS).load_state_dict(
+            seed_style.state_dict()
+        )

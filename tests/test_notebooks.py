@@ -43,11 +43,19 @@ def test_colab_setup_cells_and_readme_badges_point_at_one_repository_and_real_pa
         m = re.search(r'REPO, BRANCH = "([^"]+)", "([^"]+)"', text)
         assert m, f"{py.name} has no Colab setup cell"
         repos.add(m.groups())
-        badge = re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)", text)
-        assert badge and badge.group(3) == f"notebooks/{py.stem}.ipynb", f"{py.name}: badge points elsewhere"
+        badge = re.search(
+            r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)",
+            text,
+        )
+        assert badge and badge.group(3) == f"notebooks/{py.stem}.ipynb", (
+            f"{py.name}: badge points elsewhere"
+        )
         assert "https://github.com/" + badge.group(1) == m.group(1) and badge.group(2) == m.group(2)
     assert len(repos) == 1
     readme = (root / "README.md").read_text()
-    for repo_path, branch, nb in re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)", readme):
+    for repo_path, branch, nb in re.findall(
+        r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)",
+        readme,
+    ):
         assert (root / nb).is_file(), nb
         assert ("https://github.com/" + repo_path, branch) in repos

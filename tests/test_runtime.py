@@ -3,7 +3,9 @@ import pytest
 from helpers import runtime
 
 
-@pytest.mark.parametrize("value,smoke", [("1", True), ("true", True), ("ON", True), ("0", False), ("", False)])
+@pytest.mark.parametrize(
+    "value,smoke", [("1", True), ("true", True), ("ON", True), ("0", False), ("", False)]
+)
 def test_smoke_switch_reads_the_one_variable(monkeypatch, value, smoke):
     monkeypatch.setenv(runtime.SMOKE_ENV, value)
     assert runtime.is_smoke() is smoke

@@ -23,7 +23,9 @@ def setup(tmp_path_factory):
         for mlp in sam.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(30)
     ds = Subset(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train"), range(1))
-    items, _ = prepare_items(ds, EmbeddingCache(tmp_path_factory.mktemp("emb"), sam), show_progress=False)
+    items, _ = prepare_items(
+        ds, EmbeddingCache(tmp_path_factory.mktemp("emb"), sam), show_progress=False
+    )
     return sam, ds, items[0]
 
 
@@ -40,7 +42,15 @@ def test_evaluation_and_the_widget_give_the_same_iou_click_by_click(setup):
         for k in range(3):
             x, y, positive = next_click(pred, item.masks[i], item.void, clicked)
             clicked[int(y), int(x)] = True
-            ctl.on_pointer({"x0": x + 0.5, "y0": y + 0.5, "x1": x + 0.5, "y1": y + 0.5, "button": 0 if positive else 2})
+            ctl.on_pointer(
+                {
+                    "x0": x + 0.5,
+                    "y0": y + 0.5,
+                    "x1": x + 0.5,
+                    "y1": y + 0.5,
+                    "button": 0 if positive else 2,
+                }
+            )
             pred = ctl.results["model"]["mask"]
             assert ctl.results["model"]["gt_iou"] == pytest.approx(curves[i, k], abs=0.005), (i, k)
     assert len(set(np.round(curves.ravel(), 3))) > 3  # the IoUs differ: not a trivial match
@@ -55,7 +65,16 @@ def _oracle_item(setup):
     gt[20:30, 40:60] = True
     void = np.zeros((h, w), bool)
     void[0:5, :] = True
-    return ev.SamItem("oracle", item.emb, gt[None], np.array([3]), void, item.cands[:1], item.targets[:1], item.valid)
+    return ev.SamItem(
+        "oracle",
+        item.emb,
+        gt[None],
+        np.array([3]),
+        void,
+        item.cands[:1],
+        item.targets[:1],
+        item.valid,
+    )
 
 
 def test_evaluation_reads_each_click_and_leaves_void_out(setup, monkeypatch):
@@ -73,20 +92,32 @@ def test_evaluation_reads_each_click_and_leaves_void_out(setup, monkeypatch):
             pred[20 : 20 + min(2 * k, 10), 40:60] = True  # click k: IoU k / 5, then 1
             pred[0:5, :] = True  # spurious, but void: never counted
         out = torch.from_numpy(pred)[None]
-        return {"chosen_masks": out, "chosen_low_res": torch.zeros(1, 1, 256, 256), "chosen_iou": torch.ones(1)}
+        return {
+            "chosen_masks": out,
+            "chosen_low_res": torch.zeros(1, 1, 256, 256),
+            "chosen_iou": torch.ones(1),
+        }
 
     monkeypatch.setattr(ev, "predict_round", oracle)
     curve = click_ious(None, item, max_clicks=6)
     assert curve[0].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
     assert calls == [1, 2, 3, 4, 5, 6]  # one more click per round: every click is sent
-    result = evaluate(type("M", (), {"eval": lambda self: None})(), [item], max_clicks=6, show_progress=False)
+    result = evaluate(
+        type("M", (), {"eval": lambda self: None})(), [item], max_clicks=6, show_progress=False
+    )
     assert result["miou@1"] == pytest.approx(0.2) and result["miou@3"] == pytest.approx(0.6)
     assert result["miou@5"] == pytest.approx(1.0)
-    assert result["noc@85"] == 5 and result["noc@90"] == 5 and result["box_miou"] == pytest.approx(0.5)
+    assert (
+        result["noc@85"] == 5 and result["noc@90"] == 5 and result["box_miou"] == pytest.approx(0.5)
+    )
     assert result["per_class"]["bird"]["iou@1"] == pytest.approx(0.2) and result["instances"] == 1
     table = comparison_table({"before": result, "a long run name": result})
     lines = table.splitlines()
     assert lines[0].endswith("  a long run name")  # columns widen to fit the names
-    assert any(line.startswith("miou@3") and line.split()[1:] == ["0.600", "0.600"] for line in lines)
+    assert any(
+        line.startswith("miou@3") and line.split()[1:] == ["0.600", "0.600"] for line in lines
+    )
     assert any(line.startswith("bird (1)") and "0.200" in line for line in lines)
-    assert any(line.startswith("noc@85") and line.split()[1:] == ["5.000", "5.000"] for line in lines)
+    assert any(
+        line.startswith("noc@85") and line.split()[1:] == ["5.000", "5.000"] for line in lines
+    )

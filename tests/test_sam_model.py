@@ -5,7 +5,14 @@ import torch
 
 from helpers import sam_model
 from helpers.downloads import DownloadError
-from helpers.sam_model import CheckpointError, build_sam, load_decoder, load_sam, module_sizes, save_decoder
+from helpers.sam_model import (
+    CheckpointError,
+    build_sam,
+    load_decoder,
+    load_sam,
+    module_sizes,
+    save_decoder,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +27,9 @@ def vit_b_file(tmp_path_factory):
 
 def test_module_sizes_are_the_published_vit_b_counts():
     sizes = module_sizes("vit_b")
-    assert [sizes[m]["parameters"] for m in ("image_encoder", "prompt_encoder", "mask_decoder")] == [89_670_912, 6_220, 4_058_340]
+    assert [
+        sizes[m]["parameters"] for m in ("image_encoder", "prompt_encoder", "mask_decoder")
+    ] == [89_670_912, 6_220, 4_058_340]
     # the often-quoted "decoder 16.3M, 4.35%" is bytes: 4,058,340 fp32 parameters = 16.2 MB
     total = sum(s["state_bytes"] for s in sizes.values())
     assert sizes["mask_decoder"]["state_bytes"] == 4 * 4_058_340
@@ -30,7 +39,11 @@ def test_module_sizes_are_the_published_vit_b_counts():
 def test_all_variants_share_prompt_encoder_and_decoder():
     sizes = {v: module_sizes(v) for v in ("vit_b", "vit_l", "vit_h", "tiny")}
     assert len({s["mask_decoder"]["parameters"] for s in sizes.values()}) == 1
-    assert sizes["vit_b"]["image_encoder"]["parameters"] < sizes["vit_l"]["image_encoder"]["parameters"] < sizes["vit_h"]["image_encoder"]["parameters"]
+    assert (
+        sizes["vit_b"]["image_encoder"]["parameters"]
+        < sizes["vit_l"]["image_encoder"]["parameters"]
+        < sizes["vit_h"]["image_encoder"]["parameters"]
+    )
 
 
 def test_tiny_sam_keeps_the_1024_frame_and_the_256x64x64_embedding():
@@ -60,14 +73,20 @@ def test_truncated_checkpoint_is_a_clear_error(vit_b_file, tmp_path):
 
 def test_checkpoint_of_another_variant_is_refused_naming_the_mismatch(vit_b_file):
     path, _ = vit_b_file
-    with pytest.raises(CheckpointError, match=r"does not fit SAM vit_l: .*shape mismatches .*another variant"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit SAM vit_l: .*shape mismatches .*another variant"
+    ):
         load_sam("vit_l", path)
 
 
-def test_missing_official_checkpoint_offline_says_where_and_how_to_use_smoke_mode(monkeypatch, tmp_path):
+def test_missing_official_checkpoint_offline_says_where_and_how_to_use_smoke_mode(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv("SEGCOURSE_CACHE", str(tmp_path))
     monkeypatch.setattr(sam_model, "SAM_URL", "http://127.0.0.1:9/{name}")
-    with pytest.raises(DownloadError, match=r"(?s)expected at .*sam_vit_b_01ec64\.pth.*SEGCOURSE_SMOKE=1"):
+    with pytest.raises(
+        DownloadError, match=r"(?s)expected at .*sam_vit_b_01ec64\.pth.*SEGCOURSE_SMOKE=1"
+    ):
         load_sam("vit_b")
     assert list((tmp_path / "sam").iterdir()) == []
 
@@ -100,7 +119,10 @@ def test_decoder_checkpoint_with_a_missing_key_is_refused_before_touching_the_mo
     torch.save(payload, path)
     target = build_sam("tiny")
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"decoder\.pth: does not fit this model's mask decoder: 1 missing keys"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"decoder\.pth: does not fit this model's mask decoder: 1 missing keys",
+    ):
         load_decoder(target, path)
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
 

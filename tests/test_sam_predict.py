@@ -17,7 +17,9 @@ def setup():
     # random decoder weights give near-zero logits; widen them so masks are not empty
     with torch.no_grad():
         sam.mask_decoder.output_hypernetworks_mlps[0].layers[-1].weight.mul_(30)
-    image = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[1]["image"]  # portrait or landscape
+    image = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[1][
+        "image"
+    ]  # portrait or landscape
     predictor = SamPredictor(sam)
     predictor.set_image(image)
     return sam, image, predictor, embed_image(sam, image)
@@ -31,9 +33,15 @@ def test_embedding_equals_sam_predictor_set_image(setup):
 
 CASES = {
     "point": dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1])),
-    "points": dict(point_coords=np.array([[120.0, 90.0], [30.5, 200.25]]), point_labels=np.array([1, 0])),
+    "points": dict(
+        point_coords=np.array([[120.0, 90.0], [30.5, 200.25]]), point_labels=np.array([1, 0])
+    ),
     "box": dict(box=np.array([40.0, 30.0, 250.0, 300.0])),
-    "points+box": dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([0]), box=np.array([40.0, 30.0, 250.0, 300.0])),
+    "points+box": dict(
+        point_coords=np.array([[120.0, 90.0]]),
+        point_labels=np.array([0]),
+        box=np.array([40.0, 30.0, 250.0, 300.0]),
+    ),
 }
 
 
@@ -47,16 +55,19 @@ def test_predict_equals_sam_predictor(setup, case, multimask, with_mask_input):
     if with_mask_input:  # the refinement step: the best low-res mask of a first pass
         _, scores, low = predictor.predict(**kw, multimask_output=True)
         mask_input = low[np.argmax(scores)][None]
-    masks, scores, low_res = predictor.predict(**kw, mask_input=mask_input, multimask_output=multimask, return_logits=True)
+    masks, scores, low_res = predictor.predict(
+        **kw, mask_input=mask_input, multimask_output=multimask, return_logits=True
+    )
     with torch.no_grad():
         out = predict(
-            sam, emb,
+            sam,
+            emb,
             points=kw["point_coords"][None] if "point_coords" in kw else None,
             labels=kw["point_labels"][None] if "point_labels" in kw else None,
             boxes=kw["box"][None] if "box" in kw else None,
             mask_input=torch.as_tensor(mask_input)[None] if mask_input is not None else None,
             multimask=multimask,
-        )  # fmt: skip
+        )
     assert out["logits"].shape == (1, len(scores), *image.shape[:2])
     torch.testing.assert_close(out["logits"][0], torch.as_tensor(masks), rtol=0, atol=1e-4)
     torch.testing.assert_close(out["iou"][0], torch.as_tensor(scores), rtol=0, atol=1e-6)
@@ -67,7 +78,9 @@ def test_predict_equals_sam_predictor(setup, case, multimask, with_mask_input):
 
 def test_a_batch_of_prompts_equals_one_call_per_prompt(setup):
     sam, image, _, emb = setup
-    boxes = np.array([[40.0, 30.0, 250.0, 300.0], [10.0, 10.0, 100.0, 80.0], [0.0, 0.0, 300.0, 300.0]])
+    boxes = np.array(
+        [[40.0, 30.0, 250.0, 300.0], [10.0, 10.0, 100.0, 80.0], [0.0, 0.0, 300.0, 300.0]]
+    )
     with torch.no_grad():
         batch = predict(sam, emb, boxes=boxes)
         single = [predict(sam, emb, boxes=b[None]) for b in boxes]
@@ -84,7 +97,10 @@ def test_bad_prompt_shapes_are_clear_errors(setup):
 
 
 ROUND_CASES = {  # prompt -> what SamPredictor is asked for (the protocol's rule)
-    "one point: three masks, the best by score": (dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1])), True),
+    "one point: three masks, the best by score": (
+        dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1])),
+        True,
+    ),
     "a box: the single mask": (dict(box=np.array([40.0, 30.0, 250.0, 300.0])), False),
     "two points: the single mask": (CASES["points"], False),
     "points + box: the single mask": (CASES["points+box"], False),
@@ -106,21 +122,28 @@ def test_predict_round_follows_the_protocol_and_equals_sam_predictor(setup, case
         _, scores, low = predictor.predict(**kw, multimask_output=True)
         mask_input = low[np.argmax(scores)][None]
         multimask = False  # a mask prompt is never ambiguous
-    masks, scores, low_res = predictor.predict(**kw, mask_input=mask_input, multimask_output=multimask, return_logits=True)
+    masks, scores, low_res = predictor.predict(
+        **kw, mask_input=mask_input, multimask_output=multimask, return_logits=True
+    )
     best = int(np.argmax(scores))
     with torch.no_grad():
         out = predict_round(
-            sam, emb,
+            sam,
+            emb,
             points=kw["point_coords"][None] if "point_coords" in kw else None,
             labels=kw["point_labels"][None] if "point_labels" in kw else None,
             boxes=kw["box"][None] if "box" in kw else None,
             mask_input=torch.as_tensor(mask_input)[None] if mask_input is not None else None,
-        )  # fmt: skip
+        )
     assert out["multimask"] == multimask and out["low_res"].shape[1] == len(scores)
     assert int(out["pick"][0]) == best
     torch.testing.assert_close(out["chosen_iou"][0], torch.tensor(scores[best]), rtol=0, atol=1e-6)
-    torch.testing.assert_close(out["chosen_low_res"][0, 0], torch.as_tensor(low_res[best]), rtol=0, atol=1e-5)
-    torch.testing.assert_close(out["chosen_logits"][0], torch.as_tensor(masks[best]), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        out["chosen_low_res"][0, 0], torch.as_tensor(low_res[best]), rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        out["chosen_logits"][0], torch.as_tensor(masks[best]), rtol=0, atol=1e-4
+    )
     assert torch.equal(out["chosen_masks"][0], torch.as_tensor(masks[best]) > sam.mask_threshold)
     if multimask:  # the choice mattered: the three answers differ
         assert len(set(np.round(scores, 6))) == 3
@@ -150,6 +173,9 @@ def test_course_prompts_use_sam_predictors_pixel_index_convention():
     pe = sam.prompt_encoder
     point = torch.tensor([[[100.0, 40.0]]])
     with torch.no_grad():
-        encoded = pe._embed_points(point, torch.ones(1, 1), pad=False)[0, 0] - pe.point_embeddings[1].weight[0]
+        encoded = (
+            pe._embed_points(point, torch.ones(1, 1), pad=False)[0, 0]
+            - pe.point_embeddings[1].weight[0]
+        )
         centre = pe.pe_layer.forward_with_coords(point + 0.5, pe.input_image_size)[0, 0]
     torch.testing.assert_close(encoded, centre)

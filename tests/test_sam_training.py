@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers import sam_training
+from helpers import DATA_EXAMPLE, VOCInstanceDataset, sam_training
 from helpers.embeddings import EmbeddingCache
 from helpers.losses import bce_dice_per_mask
 from helpers.prompts import PromptConfig
@@ -104,9 +103,13 @@ def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(item
     p = sample_prompts(item.cands, cfg.prompts, np.random.default_rng(0))
     with torch.no_grad():
         out = predict(sam, item.emb, p["points"], p["labels"], multimask=True, full_size=False)
-        bce, dice = bce_dice_per_mask(out["low_res"], item.targets[:, None], item.valid, cfg.dice_weight)
+        bce, dice = bce_dice_per_mask(
+            out["low_res"], item.targets[:, None], item.valid, cfg.dice_weight
+        )
     winners = set((bce + cfg.dice_weight * dice).argmin(dim=1).add(1).tolist())  # outputs 1..3
-    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    trained = {
+        k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
+    }
     assert trained == winners
     # the IoU head learns every mask it scores (rows 1-3), and not the unused row 0
     iou_rows = grads["iou_prediction_head.layers.2.weight"]
@@ -118,7 +121,9 @@ def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
     sam = build_tiny_sam()
     cfg = TrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=0, p_box=1))
     grads = _decoder_grads(sam, sam_step, train[0], cfg)
-    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    trained = {
+        k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
+    }
     assert trained == {0}
     iou_rows = grads["iou_prediction_head.layers.2.weight"]
     assert [bool(iou_rows[k].abs().sum() > 0) for k in range(4)] == [True, False, False, False]
@@ -128,7 +133,9 @@ def test_the_seed_recipe_trains_only_the_single_mask_and_never_the_iou_head(item
     train, _ = items
     sam = build_tiny_sam()
     grads = _decoder_grads(sam, seed_step, train[0], TrainConfig(recipe="seed"))
-    trained = {k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])}
+    trained = {
+        k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
+    }
     assert trained == {0}
     assert all(g is None for n, g in grads.items() if n.startswith("iou_prediction_head."))
 
@@ -144,8 +151,15 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
 
     def spy(sam, emb, points=None, labels=None, boxes=None, mask_input=None, full_size=True):
         out = real(sam, emb, points, labels, boxes, mask_input, full_size)
-        calls.append({"points": None if points is None else np.array(points), "labels": None if labels is None else np.array(labels),
-                      "boxes": boxes, "mask_input": mask_input, "out": out})  # fmt: skip
+        calls.append(
+            {
+                "points": None if points is None else np.array(points),
+                "labels": None if labels is None else np.array(labels),
+                "boxes": boxes,
+                "mask_input": mask_input,
+                "out": out,
+            }
+        )
         return out
 
     monkeypatch.setattr(sam_training, "predict_round", spy)
@@ -156,7 +170,9 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
     assert calls[0]["mask_input"] is None
     for prev, cur in zip(calls, calls[1:]):
         assert not cur["mask_input"].requires_grad
-        torch.testing.assert_close(cur["mask_input"][:, 0], prev["out"]["chosen_low_res"][:, 0].detach().float())
+        torch.testing.assert_close(
+            cur["mask_input"][:, 0], prev["out"]["chosen_low_res"][:, 0].detach().float()
+        )
     h_in, w_in = item.emb.input_size
     h, w = item.emb.original_size
     for prev, cur in zip(calls[:2], calls[1:3]):  # the two click rounds
@@ -173,7 +189,9 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
     assert calls[3]["points"].shape == calls[2]["points"].shape  # the mask-only round adds nothing
 
 
-def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recipe_moves_them(items, tmp_path):
+def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recipe_moves_them(
+    items, tmp_path
+):
     """What each recipe trains, with an outside oracle for "untrained": a parameter whose
     gradient is zero at every AdamW step is only decayed, p * prod(1 - lr_t wd)."""
     train, val = items
@@ -188,7 +206,10 @@ def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recip
     keep = 1 - weight_decay_only_change(cfgs["seed"], steps)
     before, after = states["seed"]
     for k in (1, 2, 3):
-        for name in (f"output_hypernetworks_mlps.{k}.layers.0.weight", f"output_hypernetworks_mlps.{k}.layers.2.bias"):
+        for name in (
+            f"output_hypernetworks_mlps.{k}.layers.0.weight",
+            f"output_hypernetworks_mlps.{k}.layers.2.bias",
+        ):
             torch.testing.assert_close(after[name], before[name] * keep, rtol=1e-5, atol=1e-8)
     for name in ("iou_prediction_head.layers.0.weight", "iou_prediction_head.layers.2.weight"):
         assert torch.equal(after[name], before[name])  # not in the loss: never touched
@@ -200,13 +221,21 @@ def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recip
         assert sam_changes[f"IoU head row {k} (multimask {k})"] > 100 * decay
         assert seed_changes[f"IoU head row {k} (multimask {k})"] == 0
     assert max(sam_changes[f"mask MLP {k} (multimask {k})"] for k in (1, 2, 3)) > 100 * decay
-    assert sam_changes["mask MLP 0 (single mask)"] > 100 * decay and seed_changes["mask MLP 0 (single mask)"] > 100 * decay
+    assert (
+        sam_changes["mask MLP 0 (single mask)"] > 100 * decay
+        and seed_changes["mask MLP 0 (single mask)"] > 100 * decay
+    )
 
 
 def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(items, tmp_path):
     train, val = items
-    cfg = TrainConfig(epochs=2, lr=1e-3, click_rounds=2, refine_rounds=1,
-                      prompts=PromptConfig(p_points=0.4, p_box=0.4, p_both=0.2))  # fmt: skip
+    cfg = TrainConfig(
+        epochs=2,
+        lr=1e-3,
+        click_rounds=2,
+        refine_rounds=1,
+        prompts=PromptConfig(p_points=0.4, p_box=0.4, p_both=0.2),
+    )
     straight = build_tiny_sam()
     h1 = train_decoder(straight, train, val, cfg, tmp_path / "a", show_progress=False)
     interrupted = build_tiny_sam()
@@ -235,7 +264,9 @@ def test_resume_with_other_settings_is_refused(items, tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["sam", "seed"])
-def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(items, tmp_path, monkeypatch, recipe):
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(
+    items, tmp_path, monkeypatch, recipe
+):
     train, val = items
     cfg = TrainConfig(recipe=recipe, epochs=2, click_rounds=0, refine_rounds=0)
     real = sam_training.bce_dice_per_mask

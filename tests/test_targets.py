@@ -3,7 +3,13 @@ import pytest
 import torch
 import torchvision
 
-from helpers import DATA_EXAMPLE, LabPicsDataset, VOCInstanceDataset, detection_target, masks_to_boxes_xyxy
+from helpers import (
+    DATA_EXAMPLE,
+    LabPicsDataset,
+    VOCInstanceDataset,
+    detection_target,
+    masks_to_boxes_xyxy,
+)
 
 
 def test_boxes_sit_on_pixel_edges_one_wider_than_torchvision_centres():

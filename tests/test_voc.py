@@ -88,13 +88,20 @@ def test_data_example_annotation_xml_agrees_with_masks():
         for obj, mask, label in zip(objects, s["masks"], s["labels"]):
             assert obj.find("name").text == VOC_CLASSES[label - 1]
             ys, xs = np.nonzero(mask)
-            x0, y0, x1, y1 = (int(obj.find(f"bndbox/{t}").text) - 1 for t in ("xmin", "ymin", "xmax", "ymax"))
+            x0, y0, x1, y1 = (
+                int(obj.find(f"bndbox/{t}").text) - 1 for t in ("xmin", "ymin", "xmax", "ymax")
+            )
             # the XML box (1-based, inclusive) encloses the instance ...
             assert x0 <= xs.min() and y0 <= ys.min() and xs.max() <= x1 and ys.max() <= y1
             # ... and is tight: each of its four edges runs through the object or the void
             # band around it (a thin sliver of an occluded object can be all void)
             inside = mask | s["void"]
-            for edge in (inside[y0:y1 + 1, x0], inside[y0:y1 + 1, x1], inside[y0, x0:x1 + 1], inside[y1, x0:x1 + 1]):
+            for edge in (
+                inside[y0 : y1 + 1, x0],
+                inside[y0 : y1 + 1, x1],
+                inside[y0, x0 : x1 + 1],
+                inside[y1, x0 : x1 + 1],
+            ):
                 assert edge.any()
 
 
@@ -109,7 +116,9 @@ def test_missing_image_of_a_listed_id_is_an_error_naming_the_file(data_copy):
     ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
     jpg = ds.image_path(3)
     jpg.unlink()
-    with pytest.raises(DataError, match=rf"{jpg.name}: listed as '{ds.ids[3]}' in .*train.txt but missing"):
+    with pytest.raises(
+        DataError, match=rf"{jpg.name}: listed as '{ds.ids[3]}' in .*train.txt but missing"
+    ):
         VOCInstanceDataset(data_copy / "VOCdevkit", "train")
 
 
@@ -123,7 +132,9 @@ def test_truncated_segmentation_png_is_an_error_naming_the_file(data_copy):
     ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
     path = ds.voc_dir / "SegmentationObject" / f"{ds.ids[0]}.png"
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(DataError, match=rf"SegmentationObject/{ds.ids[0]}\.png: corrupt or truncated"):
+    with pytest.raises(
+        DataError, match=rf"SegmentationObject/{ds.ids[0]}\.png: corrupt or truncated"
+    ):
         ds[0]
 
 
@@ -194,7 +205,10 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
 
     # torchvision's table is where the real URLs and checksums come from
     real = voc2007_sources()
-    assert [s["filename"] for s in real] == ["VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar"]
+    assert [s["filename"] for s in real] == [
+        "VOCtrainval_06-Nov-2007.tar",
+        "VOCtest_06-Nov-2007.tar",
+    ]
     assert all(len(s["md5"]) == 32 for s in real)
 
     served = tmp_path / "served"
@@ -206,10 +220,20 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
         tar_path = served / f"{part}.tar"
         with tarfile.open(tar_path, "w") as tar:
             for s in sets:
-                tar.add(voc / "ImageSets/Segmentation" / f"{s}.txt", f"VOCdevkit/VOC2007/ImageSets/Segmentation/{s}.txt")
+                tar.add(
+                    voc / "ImageSets/Segmentation" / f"{s}.txt",
+                    f"VOCdevkit/VOC2007/ImageSets/Segmentation/{s}.txt",
+                )
                 for image_id in (voc / "ImageSets/Segmentation" / f"{s}.txt").read_text().split():
-                    for sub, ext in (("JPEGImages", "jpg"), ("SegmentationObject", "png"), ("SegmentationClass", "png")):
-                        tar.add(voc / sub / f"{image_id}.{ext}", f"VOCdevkit/VOC2007/{sub}/{image_id}.{ext}")
+                    for sub, ext in (
+                        ("JPEGImages", "jpg"),
+                        ("SegmentationObject", "png"),
+                        ("SegmentationClass", "png"),
+                    ):
+                        tar.add(
+                            voc / sub / f"{image_id}.{ext}",
+                            f"VOCdevkit/VOC2007/{sub}/{image_id}.{ext}",
+                        )
         md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
         sources.append({"url": None, "filename": tar_path.name, "md5": md5})
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
@@ -231,4 +255,6 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
     # the second call needs no server
     assert download_voc2007(tmp_path / "cache", sources, counts) == devkit
     with pytest.raises(DownloadError, match="SEGCOURSE_SMOKE=1"):
-        download_voc2007(tmp_path / "other", [dict(sources[0], url="http://127.0.0.1:9/x.tar")], counts)
+        download_voc2007(
+            tmp_path / "other", [dict(sources[0], url="http://127.0.0.1:9/x.tar")], counts
+        )

@@ -8,7 +8,14 @@ import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.sam_model import build_tiny_sam
-from helpers.widget import ClickCanvas, DetectionCompare, PromptState, SamCompare, interpret_pointer, sam_compare_widget
+from helpers.widget import (
+    ClickCanvas,
+    DetectionCompare,
+    PromptState,
+    SamCompare,
+    interpret_pointer,
+    sam_compare_widget,
+)
 
 
 def click(x, y, button=0, shift=False):
@@ -18,8 +25,18 @@ def click(x, y, button=0, shift=False):
 def test_pointer_events_mean_what_the_help_text_says():
     # the canvas reports the continuous position; prompts are pixel indices (minus half a pixel)
     assert interpret_pointer(click(10.5, 20.5), box_mode=False) == ("point", 10, 20, True)
-    assert interpret_pointer(click(10.5, 20.5, button=2), box_mode=False) == ("point", 10, 20, False)
-    assert interpret_pointer(click(10.5, 20.5, shift=True), box_mode=False) == ("point", 10, 20, False)
+    assert interpret_pointer(click(10.5, 20.5, button=2), box_mode=False) == (
+        "point",
+        10,
+        20,
+        False,
+    )
+    assert interpret_pointer(click(10.5, 20.5, shift=True), box_mode=False) == (
+        "point",
+        10,
+        20,
+        False,
+    )
     drag = {"x0": 5.5, "y0": 6.5, "x1": 50.5, "y1": 60.5, "button": 0, "shift": False}
     assert interpret_pointer(drag, box_mode=True) == ("box", 5, 6, 50, 60)
     assert interpret_pointer(drag, box_mode=False) == ("point", 50, 60, True)  # not in box mode
@@ -33,7 +50,11 @@ def test_prompt_state_undo_and_reset():
     s.set_box(30, 40, 10, 20)
     assert s.box == (10, 20, 30, 40)
     p = s.as_prompts()
-    assert p["points"].shape == (1, 2, 2) and p["labels"].tolist() == [[1, 0]] and p["boxes"].tolist() == [[10, 20, 30, 40]]
+    assert (
+        p["points"].shape == (1, 2, 2)
+        and p["labels"].tolist() == [[1, 0]]
+        and p["boxes"].tolist() == [[10, 20, 30, 40]]
+    )
     s.undo()
     assert s.box is None and len(s.points) == 2
     s.undo()
@@ -66,7 +87,12 @@ def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(model
     ctl.on_pointer(click(x, y))
     for name in models:
         r = ctl.results[name]
-        assert r["mask"].shape == inst.shape and r["score"] is not None and r["gt_iou"] is not None and r["ms"] > 0
+        assert (
+            r["mask"].shape == inst.shape
+            and r["score"] is not None
+            and r["gt_iou"] is not None
+            and r["ms"] > 0
+        )
         assert "IoU vs ground truth" in ctl.describe(name)
     assert ctl.results["before"]["area"] != ctl.results["after"]["area"]
     area_one_click = ctl.results["after"]["area"]
@@ -89,7 +115,9 @@ def test_the_browser_message_path_reaches_the_controller(models):
     canvases = [w for w in _walk(widget) if isinstance(w, ClickCanvas)]
     assert len(canvases) == 2 and all(c.src.startswith("data:image/jpeg;base64,") for c in canvases)
     before_src = canvases[1].src
-    canvases[0]._handle(canvases[0], click(120.5, 200.5), [])  # what anywidget delivers on model.send
+    canvases[0]._handle(
+        canvases[0], click(120.5, 200.5), []
+    )  # what anywidget delivers on model.send
     assert ctl.state.points == [(120.0, 200.0, 1)]
     assert canvases[1].src != before_src  # both panels re-rendered
 
@@ -117,8 +145,12 @@ def test_detection_compare_filters_by_score_and_reports_what_is_under_a_click():
     masks = torch.zeros(2, 1, h, w)
     masks[0, 0, 10:50, 10:50] = 1
     masks[1, 0, 30:80, 30:80] = 1
-    pred = {"boxes": torch.tensor([[10.0, 10, 50, 50], [30, 30, 80, 80]]), "scores": torch.tensor([0.9, 0.4]),
-            "labels": torch.tensor([1, 1]), "masks": masks}  # fmt: skip
+    pred = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50], [30, 30, 80, 80]]),
+        "scores": torch.tensor([0.9, 0.4]),
+        "labels": torch.tensor([1, 1]),
+        "masks": masks,
+    }
     ctl = DetectionCompare({"after": (FixedDetector(pred), None)}, ds)
     ctl.on_pointer(click(40, 40))
     assert ctl.under_click("after") == [("vessel", pytest.approx(0.9))]
@@ -140,15 +172,26 @@ def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_res
     ctl.on_pointer(click(120.5, 200.5))
     with torch.no_grad():
         first = predict_round(models["after"], emb, np.array([[[120.0, 200.0]]]), np.array([[1]]))
-    assert first["multimask"] and np.array_equal(ctl.results["after"]["mask"], first["chosen_masks"][0].numpy())
+    assert first["multimask"] and np.array_equal(
+        ctl.results["after"]["mask"], first["chosen_masks"][0].numpy()
+    )
     ctl.on_pointer(click(40.5, 60.5, button=2))
     with torch.no_grad():
-        second = predict_round(models["after"], emb, np.array([[[120.0, 200.0], [40.0, 60.0]]]), np.array([[1, 0]]),
-                               mask_input=first["chosen_low_res"])  # fmt: skip
-        no_memory = predict_round(models["after"], emb, np.array([[[120.0, 200.0], [40.0, 60.0]]]), np.array([[1, 0]]))
+        second = predict_round(
+            models["after"],
+            emb,
+            np.array([[[120.0, 200.0], [40.0, 60.0]]]),
+            np.array([[1, 0]]),
+            mask_input=first["chosen_low_res"],
+        )
+        no_memory = predict_round(
+            models["after"], emb, np.array([[[120.0, 200.0], [40.0, 60.0]]]), np.array([[1, 0]])
+        )
     assert not second["multimask"]
     torch.testing.assert_close(ctl.results["after"]["low_res"], second["chosen_low_res"].float())
-    assert not torch.allclose(second["chosen_low_res"], no_memory["chosen_low_res"])  # the mask prompt mattered
+    assert not torch.allclose(
+        second["chosen_low_res"], no_memory["chosen_low_res"]
+    )  # the mask prompt mattered
     ctl.undo()
     torch.testing.assert_close(ctl.results["after"]["low_res"], first["chosen_low_res"].float())
     ctl.reset()

@@ -22,8 +22,15 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("SEGCOURSE_REQUIRE_BROWSER") == "1"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 NOTEBOOK_CODE = """\
 import copy
@@ -43,7 +50,9 @@ widget, controller = sam_compare_widget({"before": before, "after": after}, ds)
 widget
 """
 
-DETECTION_CODE = """from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, map_to_vessel
+DETECTION_CODE = """from helpers.maskrcnn import (
+    SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, map_to_vessel
+)
 from helpers.widget import detection_compare_widget
 
 torch.manual_seed(0)
@@ -74,25 +83,58 @@ def lab_url(tmp_path_factory):
         pytest.skip(missing)
     root = tmp_path_factory.mktemp("lab")
     nb = {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {}, "outputs": [], "source": code}
-                  for i, code in enumerate((NOTEBOOK_CODE, DETECTION_CODE))],
-        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": code,
+            }
+            for i, code in enumerate((NOTEBOOK_CODE, DETECTION_CODE))
+        ],
+        "metadata": {
+            "kernelspec": {
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+                "name": "python3",
+            }
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (root / "widget.ipynb").write_text(json.dumps(nb))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ)
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTER_RUNTIME_DIR"):
+    for var in (
+        "JUPYTER_CONFIG_DIR",
+        "JUPYTERLAB_SETTINGS_DIR",
+        "JUPYTERLAB_WORKSPACES_DIR",
+        "JUPYTER_RUNTIME_DIR",
+    ):
         env[var] = str(tmp_path_factory.mktemp(var.lower()))
     log = open(root / "lab.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--IdentityProvider.token=",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.disable_check_xsrf=True"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--IdentityProvider.token=",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.disable_check_xsrf=True",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
@@ -130,7 +172,8 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
             page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
             # the kernel must be connected and idle before a run request is accepted
             page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.innerText.includes('| Idle'))",
+                "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                ".some(e => e.innerText.includes('| Idle'))",
                 timeout=90_000,
             )
             page.click("li.lm-MenuBar-item:has-text('Run')")
@@ -138,13 +181,20 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
             img = page.wait_for_selector(".segcourse-canvas img", timeout=120_000)
             label = page.wait_for_selector(".segcourse-sam-after", timeout=30_000)
             assert label.inner_text() == "after: no prompt yet"
-            page.wait_for_function("() => document.querySelector('.segcourse-canvas img').naturalWidth > 0")
+            page.wait_for_function(
+                "() => document.querySelector('.segcourse-canvas img').naturalWidth > 0"
+            )
             natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
             box = img.bounding_box()
-            sx, sy = box["x"] + ix * box["width"] / natural_w, box["y"] + iy * box["height"] / natural_h
+            sx, sy = (
+                box["x"] + ix * box["width"] / natural_w,
+                box["y"] + iy * box["height"] / natural_h,
+            )
             page.mouse.click(sx, sy)
             page.wait_for_function(
-                "() => document.querySelector('.segcourse-sam-after').innerText.includes('mask area')", timeout=30_000
+                "() => document.querySelector('.segcourse-sam-after')"
+                ".innerText.includes('mask area')",
+                timeout=30_000,
             )
             after_text = label.inner_text()
             assert "IoU vs ground truth" in after_text and "SAM score" in after_text
@@ -153,19 +203,28 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
             first = before_label.inner_text()
             page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
             page.wait_for_function(
-                "(t) => document.querySelector('.segcourse-sam-before').innerText !== t", arg=first, timeout=30_000
+                "(t) => document.querySelector('.segcourse-sam-before').innerText !== t",
+                arg=first,
+                timeout=30_000,
             )
             assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
 
             # Mask R-CNN mode: a click reports what lies under it, in each panel
             det_label = page.wait_for_selector(".segcourse-det-after", timeout=120_000)
-            assert "detections with score >=" in det_label.inner_text() and "under the click" not in det_label.inner_text()
-            det_img = page.query_selector_all(".segcourse-canvas img")[2]  # SAM's two panels come first
+            assert (
+                "detections with score >=" in det_label.inner_text()
+                and "under the click" not in det_label.inner_text()
+            )
+            det_img = page.query_selector_all(".segcourse-canvas img")[
+                2
+            ]  # SAM's two panels come first
             det_img.scroll_into_view_if_needed()
             b = det_img.bounding_box()
             page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
             page.wait_for_function(
-                "() => document.querySelector('.segcourse-det-after').innerText.includes('under the click')", timeout=30_000
+                "() => document.querySelector('.segcourse-det-after')"
+                ".innerText.includes('under the click')",
+                timeout=30_000,
             )
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"))
