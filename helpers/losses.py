@@ -1,8 +1,10 @@
 """Segmentation losses, computed from logits, and the IoU head's target.
 
-Introduced in notebook 03. The seed applied ``torch.sigmoid`` and then ``BCELoss``, which
-loses precision for large logits (``log`` of a probability rounded to 0 or 1); here BCE
-works on logits directly (PyTorch's log-sum-exp form) and soft Dice uses the sigmoid.
+Introduced in notebook 03. The seed applied ``torch.sigmoid`` and then ``BCEseg`` (not
+defined in its post) on the probabilities. With PyTorch's ``BCELoss`` there, a confidently
+wrong pixel (logit 17 or more in float32, where the sigmoid rounds to 1) has its loss
+clamped at 100 and gets no gradient; here BCE works on logits directly (PyTorch's
+log-sum-exp form) and soft Dice uses the sigmoid.
 Ignored pixels (VOC's void border, the padding of SAM's 1024 frame) count in neither:
 the seed's one-hot targets turned void into background.
 """
@@ -13,8 +15,13 @@ import torch
 import torch.nn.functional as F
 
 
-def bce_dice_per_mask(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None,
-                      dice_weight: float = 1.0, eps: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def bce_dice_per_mask(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    dice_weight: float = 1.0,
+    eps: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary cross-entropy and soft Dice of each mask.
 
     Args:
@@ -42,8 +49,13 @@ def bce_dice_per_mask(logits: torch.Tensor, targets: torch.Tensor, valid: torch.
     return bce, dice
 
 
-def bce_dice_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None,
-                  dice_weight: float = 1.0, eps: float = 1.0) -> tuple[torch.Tensor, dict]:  # fmt: skip
+def bce_dice_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    dice_weight: float = 1.0,
+    eps: float = 1.0,
+) -> tuple[torch.Tensor, dict]:
     """:func:`bce_dice_per_mask` averaged over masks.
 
     Returns:
@@ -55,7 +67,9 @@ def bce_dice_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tens
     return loss, {"bce": float(bce.mean().detach()), "dice": float(dice.mean().detach())}
 
 
-def iou_of_logits(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def iou_of_logits(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """The IoU of the **thresholded** prediction (``logits > 0``) with ``targets``, per
     mask: what SAM's IoU head learns to predict (a hard IoU, not differentiable; used as
     a regression target only).

@@ -1,4 +1,4 @@
-"""torchvision's Mask R-CNN for LabPics vessels: both heads replaced, the input contract.
+"""torchvision's Mask R-CNN for LabPics vessels: both predictors replaced, the input contract.
 
 Introduced in notebook 04.
 
@@ -24,7 +24,11 @@ The model's contract (what the seed got wrong):
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights, maskrcnn_resnet50_fpn
+from torchvision.models.detection import (
+    MaskRCNN,
+    MaskRCNN_ResNet50_FPN_Weights,
+    maskrcnn_resnet50_fpn,
+)
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
@@ -33,8 +37,13 @@ VESSEL_LIKE_COCO = ("bottle", "wine glass", "cup", "bowl", "vase")
 CLASSES = ("background", "vessel")
 #: Smoke mode's budget: fewer proposals and detections (CPU seconds, not accuracy).
 SMOKE_MODEL_KWARGS = dict(
-    min_size=192, max_size=256, rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100,
-    rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=50, box_batch_size_per_image=64,
+    min_size=192,
+    max_size=256,
+    rpn_pre_nms_top_n_train=300,
+    rpn_post_nms_top_n_train=100,
+    rpn_pre_nms_top_n_test=150,
+    rpn_post_nms_top_n_test=50,
+    box_batch_size_per_image=64,
     box_detections_per_img=20,
 )
 
@@ -69,7 +78,9 @@ def build_maskrcnn(
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT if pretrained else None
     if pretrained:  # without weights every layer trains anyway (torchvision warns otherwise)
         kwargs["trainable_backbone_layers"] = trainable_backbone_layers
-    model = maskrcnn_resnet50_fpn(weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs)
+    model = maskrcnn_resnet50_fpn(
+        weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
+    )
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
     mask_channels = model.roi_heads.mask_predictor.conv5_mask.in_channels
@@ -77,11 +88,15 @@ def build_maskrcnn(
     return model
 
 
-def build_coco_maskrcnn(pretrained: bool = True, min_size: int = 800, max_size: int = 1333, **kwargs) -> MaskRCNN:
+def build_coco_maskrcnn(
+    pretrained: bool = True, min_size: int = 800, max_size: int = 1333, **kwargs
+) -> MaskRCNN:
     """The COCO model as it comes (91 classes), for the "before" measurement; without
     ``pretrained`` its weights are random (smoke mode)."""
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT if pretrained else None
-    return maskrcnn_resnet50_fpn(weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs)
+    return maskrcnn_resnet50_fpn(
+        weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
+    )
 
 
 def map_to_vessel(prediction: dict, coco_ids=None) -> dict:
@@ -91,7 +106,9 @@ def map_to_vessel(prediction: dict, coco_ids=None) -> dict:
         prediction: one output dict of a COCO Mask R-CNN (``boxes``, ``labels``,
             ``scores``, ``masks``).
     """
-    ids = torch.as_tensor(coco_category_ids() if coco_ids is None else coco_ids, device=prediction["labels"].device)
+    ids = torch.as_tensor(
+        coco_category_ids() if coco_ids is None else coco_ids, device=prediction["labels"].device
+    )
     keep = torch.isin(prediction["labels"], ids)
     out = {k: v[keep] for k, v in prediction.items()}
     out["labels"] = torch.ones_like(out["labels"])
@@ -108,4 +125,7 @@ def check_input_contract(images: list[torch.Tensor]) -> None:
             raise ValueError(f"image {i}: expected a float tensor in [0, 1], got {img.dtype}")
         lo, hi = float(img.min()), float(img.max())
         if lo < 0 or hi > 1:
-            raise ValueError(f"image {i}: values in [{lo:.1f}, {hi:.1f}]; Mask R-CNN expects RGB in [0, 1] (divide 0-255 images by 255)")
+            raise ValueError(
+                f"image {i}: values in [{lo:.1f}, {hi:.1f}]; Mask R-CNN expects RGB in [0, 1] "
+                "(divide 0-255 images by 255)"
+            )

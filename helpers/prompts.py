@@ -11,10 +11,13 @@ here", a **background point** "not this", a **box** "the object filling this".
 
 Two schemes for which kinds an image gets (:class:`PromptConfig`):
 
-- the course's default (the SAM paper's first prompt, Kirillov et al. 2023, appendix A):
-  one foreground point or the box, with equal probability, the box with noise of
-  standard deviation 10% of its side, at most 20 px. Points + box are trained in the
-  later rounds of :mod:`helpers.sam_training` (clicks added to a box);
+- the course's default, after the SAM paper's first prompt (Kirillov et al. 2023,
+  appendix A): one foreground point or the box, with equal probability, the box with
+  noise of standard deviation 10% of its side, at most 20 px in SAM's 1024 frame. Unlike
+  the paper, the kind is drawn once per image (an image's instances are one decoder
+  batch, which needs one prompt structure) and points come from the instance's interior
+  (the paper: anywhere in the mask). Points + box are trained in the later rounds of
+  :mod:`helpers.sam_training` (clicks added to a box);
 - the seed's (:meth:`PromptConfig.seed`): 1 foreground + 1 background point and the tight
   box, and when both kinds are on, two nested draws (``random() < 0.5`` then
   ``random() < 0.25`` drops the points, else ``random() > 0.75`` drops the box): points
@@ -39,8 +42,9 @@ class PromptConfig:
             sum to 1. The kind is drawn once per image (a decoder batch has one structure).
         box_noise: each box coordinate moves by a normal draw of standard deviation
             ``box_noise`` times the box's width (x) or height (y) ...
-        box_noise_max: ... clipped to this many pixels; then clipped to the image.
-            ``box_noise=0``: the tight box.
+        box_noise_max: ... at most this many pixels of SAM's 1024 frame (see
+            :func:`noisy_box`); the box is then clipped to the image. ``box_noise=0``:
+            the tight box.
     """
 
     n_pos: int = 1
@@ -54,9 +58,14 @@ class PromptConfig:
     def __post_init__(self):
         probs = (self.p_points, self.p_box, self.p_both)
         if min(probs) < 0 or abs(sum(probs) - 1) > 1e-9:
-            raise ValueError(f"PromptConfig: p_points, p_box, p_both must be >= 0 and sum to 1, got {probs}")
+            raise ValueError(
+                f"PromptConfig: p_points, p_box, p_both must be >= 0 and sum to 1, got {probs}"
+            )
         if self.n_pos < 0 or self.n_neg < 0 or (self.n_pos + self.n_neg == 0 and self.p_box < 1):
-            raise ValueError(f"PromptConfig: point prompts need n_pos + n_neg >= 1, got {self.n_pos} + {self.n_neg}")
+            raise ValueError(
+                "PromptConfig: point prompts need n_pos + n_neg >= 1, "
+                f"got {self.n_pos} + {self.n_neg}"
+            )
 
     @classmethod
     def seed(cls) -> PromptConfig:
@@ -73,8 +82,14 @@ class PromptConfig:
         """
         drop_points = 0.5 * 0.25
         drop_box = 0.5 * 0.75 * 0.25
-        return cls(n_pos=1, n_neg=1, p_points=drop_box, p_box=drop_points,
-                   p_both=1 - drop_points - drop_box, box_noise=0.0)  # fmt: skip
+        return cls(
+            n_pos=1,
+            n_neg=1,
+            p_points=drop_box,
+            p_box=drop_points,
+            p_both=1 - drop_points - drop_box,
+            box_noise=0.0,
+        )
 
 
 @dataclass
@@ -131,7 +146,9 @@ def choose_kinds(cfg: PromptConfig, rng: np.random.Generator) -> tuple[bool, boo
     return True, True
 
 
-def sample_prompts(cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.random.Generator) -> dict:
+def sample_prompts(
+    cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.random.Generator
+) -> dict:
     """The first prompt for all instances of one image, one decoder batch.
 
     The prompt kind is drawn once for the image (a decoder batch needs one structure),
@@ -149,7 +166,9 @@ def sample_prompts(cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.r
         n_neg = cfg.n_neg if all(c.bg.size for c in cands) else 0
         pts = []
         for c in cands:
-            idx = np.concatenate([rng.choice(c.fg, cfg.n_pos), rng.choice(c.bg, n_neg)]).astype(np.int64)
+            idx = np.concatenate([rng.choice(c.fg, cfg.n_pos), rng.choice(c.bg, n_neg)]).astype(
+                np.int64
+            )
             ys, xs = np.unravel_index(idx, c.shape)
             pts.append(np.stack([xs, ys], axis=1))
         points = np.stack(pts).astype(np.float32)
@@ -159,16 +178,22 @@ def sample_prompts(cands: list[InstanceCandidates], cfg: PromptConfig, rng: np.r
     return {"points": points, "labels": labels, "boxes": boxes}
 
 
-def noisy_box(box: np.ndarray, shape: tuple[int, int], cfg: PromptConfig, rng: np.random.Generator) -> np.ndarray:
-    """``box`` with the SAM paper's noise: each coordinate moves by ``N(0, (box_noise *
-    side)^2)`` clipped to ``box_noise_max`` pixels, then into the image, keeping
+def noisy_box(
+    box: np.ndarray, shape: tuple[int, int], cfg: PromptConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """``box`` with the SAM paper's noise: each coordinate moves by a normal draw whose
+    standard deviation is ``box_noise`` times the box's width (x) or height (y), capped at
+    ``box_noise_max`` pixels of SAM's 1024 input frame (our reading of "standard deviation
+    equal to 10% of the box sidelength, to a maximum of 20 pixels"; in the original image
+    the cap is ``box_noise_max * max(H, W) / 1024``). Then clipped into the image, keeping
     ``x0 <= x1`` and ``y0 <= y1``."""
     if cfg.box_noise <= 0:
         return box.copy()
     h, w = shape
+    cap = cfg.box_noise_max * max(h, w) / 1024
     bw, bh = box[2] - box[0] + 1, box[3] - box[1] + 1
-    shift = rng.normal(0.0, cfg.box_noise, 4) * np.array([bw, bh, bw, bh])
-    out = box + np.clip(shift, -cfg.box_noise_max, cfg.box_noise_max)
+    std = np.minimum(cfg.box_noise * np.array([bw, bh, bw, bh]), cap)
+    out = box + rng.normal(0.0, 1.0, 4) * std
     out = np.clip(out, 0, [w - 1, h - 1, w - 1, h - 1])
     out[2], out[3] = max(out[2], out[0]), max(out[3], out[1])
     return out

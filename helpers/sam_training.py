@@ -6,26 +6,33 @@ decoder (4,058,340 parameters) trains, all instances of an image in one decoder 
 
 Two recipes, chosen by ``TrainConfig.recipe``:
 
-- ``"sam"`` (the default): the SAM paper's interactive training (Kirillov et al. 2023,
-  appendix A). Round 1 is the first prompt (:mod:`helpers.prompts`: one foreground point
-  or a noisy box). Then ``click_rounds`` rounds each add one click per instance, drawn
-  uniformly from the error region of the previous round's mask
+- ``"sam"`` (the default): after the SAM paper's interactive training (Kirillov et al.
+  2023, appendix A). Round 1 is the first prompt (:mod:`helpers.prompts`: one foreground
+  point or a noisy box). Then ``click_rounds`` rounds each add one click per instance,
+  drawn uniformly from the error region of the previous round's mask
   (:func:`helpers.clicks.error_clicks`), with the previous round's low-res logits as the
   mask prompt; and ``refine_rounds`` rounds add no click (the mask prompt alone), the
   last one at the end, any others at random places among the clicks (the paper: 8
   clicks + 2 such rounds). Every round goes through
   :func:`helpers.sam_predict.predict_round`, as evaluation and the widget do: a single
   point alone is ambiguous, so the decoder gives three masks and only the **lowest** of
-  their three losses is back-propagated, per instance; any other prompt uses the
-  single-mask output. The IoU head regresses the real IoU of **every** mask it scores
-  (MSE, weight ``iou_loss_weight``). The loss of an image is the mean over its rounds.
-- ``"seed"``: the seed's recipe as it was: two passes, pass 1 (three masks) only picks
+  their three losses is back-propagated, per instance; any other prompt (a box alone
+  included: the course's choice, the paper counts it as one prompt) uses the single-mask
+  output. The IoU head regresses the real IoU of **every** mask it scores (MSE, weight
+  ``iou_loss_weight``, the paper's 1). The loss of an image is the mean over its rounds.
+  Where this differs from the paper: BCE + Dice (the paper: focal + Dice, 20:1), one
+  prompt kind per image (the paper: per mask), first points from the interior.
+- ``"seed"``: the seed's training signal: two passes, pass 1 (three masks) only picks
   the best one by predicted IoU as the mask prompt of pass 2 (one mask), and the loss is
   on pass 2's single mask; the IoU head gets no loss. The seed computed pass 1 with
   gradients but sent its mask through the prompt encoder under ``no_grad``, so pass 1
   never received any: here pass 1 runs under ``no_grad`` (the same gradients, less
-  memory). Kept to show what it leaves untrained: the three multimask outputs and the
-  IoU head, which click 1 of the evaluation and the widget read.
+  memory). Kept to show what it leaves untrained: the multimask outputs' MLPs and the IoU
+  head get no gradient, while the tokens and transformer they read change under the
+  single-mask loss, so the outputs that click 1 of the evaluation and the widget read
+  drift unsupervised. It keeps the seed's prompt scheme (:meth:`PromptConfig.seed`); it
+  differs from the seed's code in batching an image's instances, the low-res loss from
+  logits with void ignored, and where points are drawn (notebook 03 lists it).
 
 What is detached between rounds, and why: the previous round's logits are fed back
 detached, and clicks are drawn from the detached prediction (drawing is not
@@ -39,9 +46,9 @@ void and padding excluded (:mod:`helpers.losses`); AdamW + linear warm-up then c
 decay; gradient clipping; fp16 autocast on CUDA; a stop on a non-finite loss; the mean
 training loss per epoch over its images; ``best.pt`` (decoder only) at the epoch with
 the best validation mIoU@1 and box mIoU (the numbers the notebook reports; the seed kept
-the epoch of lowest *training* loss) and ``last.pt`` with everything needed to resume. Prompts, clicks and
-the image order are drawn from a generator seeded by ``(seed, epoch)``, so a resumed run
-ends with the same weights as an uninterrupted one.
+the epoch of lowest *training* loss) and ``last.pt`` with everything needed to resume.
+Prompts, clicks and the image order are drawn from a generator seeded by
+``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,28 +142,53 @@ def round_schedule(cfg: TrainConfig, rng: np.random.Generator) -> list[bool]:
 Backward = Callable[[torch.Tensor], None]
 
 
-def seed_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator,
-              backward: Backward | None = None, autocast=contextlib.nullcontext) -> tuple[float, dict]:  # fmt: skip
+def seed_step(
+    sam: Sam,
+    item: SamItem,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    backward: Backward | None = None,
+    autocast=contextlib.nullcontext,
+) -> tuple[float, dict]:
     """The seed's step on one image (see the module). ``backward(loss)`` is called once
     when given. Returns the loss (float) and its parts."""
     p = sample_prompts(item.cands, cfg.prompts, rng)
     targets, valid = item.targets.to(sam.device), item.valid.to(sam.device)
     with autocast():
         with torch.no_grad():
-            first = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], multimask=True, full_size=False)
+            first = predict(
+                sam, item.emb, p["points"], p["labels"], p["boxes"], multimask=True, full_size=False
+            )
             rows = torch.arange(len(first["iou"]), device=sam.device)
             mask_input = first["low_res"][rows, first["iou"].argmax(dim=1)][:, None]
-        out = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], mask_input=mask_input,
-                      multimask=False, full_size=False)  # fmt: skip
+        out = predict(
+            sam,
+            item.emb,
+            p["points"],
+            p["labels"],
+            p["boxes"],
+            mask_input=mask_input,
+            multimask=False,
+            full_size=False,
+        )
     bce, dice = bce_dice_per_mask(out["low_res"][:, 0].float(), targets, valid, cfg.dice_weight)
     loss = (bce + cfg.dice_weight * dice).mean()
     if backward is not None:
         backward(loss)
-    return float(loss.detach()), {"bce": float(bce.detach().mean()), "dice": float(dice.detach().mean())}
+    return float(loss.detach()), {
+        "bce": float(bce.detach().mean()),
+        "dice": float(dice.detach().mean()),
+    }
 
 
-def sam_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator,
-             backward: Backward | None = None, autocast=contextlib.nullcontext) -> tuple[float, dict]:  # fmt: skip
+def sam_step(
+    sam: Sam,
+    item: SamItem,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    backward: Backward | None = None,
+    autocast=contextlib.nullcontext,
+) -> tuple[float, dict]:
     """The SAM paper's interactive step on one image (see the module). ``backward`` is
     called once per round with that round's share of the loss. Returns the image's loss
     (mean over rounds, float) and its parts (``mask``, ``iou_mse``, ``rounds``,
@@ -182,7 +214,9 @@ def sam_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator
         bce, dice = bce_dice_per_mask(logits, targets[:, None], valid, cfg.dice_weight)
         per_mask = bce + cfg.dice_weight * dice  # N x M
         mask_loss = per_mask.min(dim=1).values.mean()  # M = 1: the single mask's loss
-        iou_mse = F.mse_loss(out["iou"].float(), iou_of_logits(logits.detach(), targets[:, None], valid))
+        iou_mse = F.mse_loss(
+            out["iou"].float(), iou_of_logits(logits.detach(), targets[:, None], valid)
+        )
         loss = mask_loss + cfg.iou_loss_weight * iou_mse
         if backward is not None:
             backward(loss / len(schedule))
@@ -192,7 +226,12 @@ def sam_step(sam: Sam, item: SamItem, cfg: TrainConfig, rng: np.random.Generator
         iou_total += float(iou_mse.detach())
         multimask_rounds += int(out["multimask"])
     n = len(schedule)
-    parts = {"mask": mask_total / n, "iou_mse": iou_total / n, "rounds": n, "multimask_rounds": multimask_rounds}
+    parts = {
+        "mask": mask_total / n,
+        "iou_mse": iou_total / n,
+        "rounds": n,
+        "multimask_rounds": multimask_rounds,
+    }
     return total / n, parts
 
 
@@ -237,7 +276,9 @@ def train_decoder(
     params = _freeze_all_but_decoder(sam)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(train_items)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, cfg)
+    )
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict] = []
@@ -246,7 +287,9 @@ def train_decoder(
     if resume and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         if state["config"] != asdict(cfg):
-            raise ValueError(f"{last_path}: written with other settings; delete it or pass resume=False")
+            raise ValueError(
+                f"{last_path}: written with other settings; delete it or pass resume=False"
+            )
         sam.mask_decoder.load_state_dict(state["mask_decoder"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -289,22 +332,36 @@ def train_decoder(
             n += 1
             bar.set_postfix(loss=f"{running / n:.4f}")
         val = validation(sam, val_items, cfg)
-        record = {"epoch": epoch, "train_loss": running / max(n, 1), **val,
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "train_loss": running / max(n, 1),
+            **val,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(record)
         log.info("epoch %d: %s", epoch, record)
         if val["val_score"] > best_val or math.isnan(val["val_score"]):  # no validation: the last
             best_val = val["val_score"]
-            save_decoder(sam, out_dir / "best.pt", {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}})
+            save_decoder(
+                sam,
+                out_dir / "best.pt",
+                {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}},
+            )
         atomic_save(
             {
-                "epoch": epoch, "config": asdict(cfg), "history": history, "best_val": best_val,
-                "mask_decoder": sam.mask_decoder.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "config": asdict(cfg),
+                "history": history,
+                "best_val": best_val,
+                "mask_decoder": sam.mask_decoder.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             },
             last_path,
-        )  # fmt: skip
+        )
     sam.mask_decoder.eval()
     return history
 
@@ -330,11 +387,17 @@ def validation(sam: Sam, items: list[SamItem], cfg: TrainConfig) -> dict:
     one_click = np.concatenate([click_ious(sam, item, max_clicks=1)[:, 0] for item in items])
     box = np.concatenate([box_ious(sam, item) for item in items])
     miou, box_miou = float(one_click.mean()), float(box.mean())
-    return {"val_loss": loss, "val_miou@1": miou, "val_box_miou": box_miou, "val_score": (miou + box_miou) / 2}
+    return {
+        "val_loss": loss,
+        "val_miou@1": miou,
+        "val_box_miou": box_miou,
+        "val_score": (miou + box_miou) / 2,
+    }
 
 
 def load_best(sam: Sam, out_dir: str | Path) -> dict:
-    """Merge ``out_dir/best.pt`` into ``sam``; return its meta (recipe, epoch, validation numbers)."""
+    """Merge ``out_dir/best.pt`` into ``sam``; return its meta (recipe, epoch, validation
+    numbers)."""
     return load_decoder(sam, Path(out_dir) / "best.pt")
 
 
@@ -354,13 +417,17 @@ def decoder_groups(decoder: torch.nn.Module) -> dict[str, list[tuple[str, slice 
         "upscaling": [(n, None) for n in names if n.startswith("output_upscaling.")],
         "IoU token": [("iou_token.weight", None)],
         "IoU head, shared layers": [
-            (n, None) for n in names if n.startswith("iou_prediction_head.") and not n.startswith(last)
+            (n, None)
+            for n in names
+            if n.startswith("iou_prediction_head.") and not n.startswith(last)
         ],
     }
     for k in range(decoder.num_mask_tokens):
         which = "single mask" if k == 0 else f"multimask {k}"
         groups[f"mask token {k} ({which})"] = [("mask_tokens.weight", k)]
-        groups[f"mask MLP {k} ({which})"] = [(n, None) for n in names if n.startswith(f"output_hypernetworks_mlps.{k}.")]
+        groups[f"mask MLP {k} ({which})"] = [
+            (n, None) for n in names if n.startswith(f"output_hypernetworks_mlps.{k}.")
+        ]
         groups[f"IoU head row {k} ({which})"] = [(f"{last}.weight", k), (f"{last}.bias", k)]
     return groups
 

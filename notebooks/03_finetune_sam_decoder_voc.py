@@ -29,7 +29,7 @@
 # - two training recipes and what each one trains: the seed's two-pass recipe, and the
 #   SAM paper's interactive one (three masks for an ambiguous click, the lowest loss
 #   back-propagated, simulated follow-up clicks, an IoU head trained on every mask);
-# - checkpoints that resume exactly after a disconnect;
+# - checkpoints that resume after a disconnect (exactly, on a CPU);
 # - the standard interactive protocol (simulated clicks), with **mIoU@k** (the mean IoU
 #   after k clicks) and **NoC@85/90** (the number of clicks needed to reach IoU 0.85 or
 #   0.90), box mIoU and per-class IoU, before and after fine-tuning.
@@ -41,20 +41,24 @@
 # ### What the seed did, and what this notebook does instead
 #
 # Each line is checked against the seed's own text (a blog post, "Segment-anything
-# 学习到微调系列3"); the last column names the section that shows it.
+# 学习到微调系列3"); the last column names the section that shows it. Terms: SAM's mask
+# decoder answers a prompt with one mask, or for an ambiguous prompt with three
+# *multimask* outputs, and its *IoU head* (a small network) scores each mask with the IoU
+# it expects against the object; a *pass* is one call of the decoder; VOC's *void* label
+# (255) marks pixels the annotators left undecided.
 #
 # | the seed | what follows | this notebook | shown in |
 # | --- | --- | --- | --- |
-# | loss only on pass 2's single mask; no loss on the IoU head | the three multimask outputs and the IoU head, which a first click reads, stay untrained | the SAM paper's interactive recipe: the lowest of three losses for one click, the IoU head on every mask, simulated clicks | Two recipes; Which parameters moved |
+# | loss only on pass 2's single mask; no loss on the IoU head | the three multimask outputs and the IoU head, which a first click reads, get no loss of their own | the SAM paper's interactive recipe: the lowest of three losses for one click, the IoU head on every mask, simulated clicks | Two recipes; Which parameters moved |
 # | `torch.sigmoid`, then `BCEseg` on the probabilities (`BCEseg` is not defined in the post) | with PyTorch's `BCELoss`, a confidently wrong pixel (logit 17 or more) has its loss clamped at 100 and gets gradient 0 | BCE computed from logits | Two recipes (computed) |
-# | one-hot targets: VOC's void border (255) becomes background | the decoder is taught that every object's outline is background | void pixels count in no loss and no IoU | Data (computed) |
+# | one-hot targets: VOC's void pixels (255) become background (its text says 255 is "ignored", which holds for its list of classes, not for its loss) | the decoder is taught that object outlines are background | void pixels count in no loss and no IoU | The embedding cache (computed) |
 # | keeps the epoch of lowest **training** loss | the checkpoint that fits its training images best, unmeasured | the epoch of best validation mIoU@1 and box mIoU | Two recipes |
 # | "632 images (412 trainval, 210 test)" | 412 is a slip: the split files list 209 + 213 = 422 trainval images | the counts are checked when VOC2007 is extracted | Data |
 # | "post-processing such as NMS" after the decoder | SAM's `postprocess_masks` upsamples, crops the padding and resizes; there is no NMS | the same post-processing, printed from its source | The interactive protocol |
 # | `image = image[..., ::-1] ## RGB to BGR` after `cv2.imread` | `cv2.imread` returns BGR, so the code converts BGR to RGB: right code, wrong comment | images read as RGB with Pillow | Data |
 # | `epoch_loss = 0` ... `if epoch_loss < best_loss`; the lines that add to and average `epoch_loss` are not in the post | the reported epoch loss cannot be checked | the mean loss over the epoch's images, printed per epoch | Two recipes |
 # | says the embedding is computed once and cached, but calls `predictor.set_image` for every image in every epoch | the encoder runs every epoch | an on-disk embedding cache | The embedding cache |
-# | one decoder call per instance | slow on a GPU | all instances of an image in one decoder batch | Two recipes |
+# | two decoder calls (one per pass) for each instance, instances one at a time | many small calls, expected to leave a GPU mostly idle (not measured here) | all instances of an image in one decoder batch | Two recipes |
 # | with points and box both on, drops points with probability 0.125 and the box 0.094 (nested draws) | points + box in 78% of the steps | the seed's scheme kept as `PromptConfig.seed()`; the paper's first prompt is the default | Prompts |
 # | names AdamW and CosineAnnealingLR without values | | AdamW (lr 1e-4, weight decay 5e-4: this course's choice), warm-up then cosine | Settings |
 
@@ -66,8 +70,13 @@ if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
+    )
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
     from google.colab import output
 
@@ -93,7 +102,12 @@ from helpers.sam_data import prepare_items
 from helpers.sam_eval import comparison_table, evaluate
 from helpers.sam_model import with_own_decoder
 from helpers.sam_predict import predict_round
-from helpers.sam_training import TrainConfig, decoder_changes, train_decoder, weight_decay_only_change
+from helpers.sam_training import (
+    TrainConfig,
+    decoder_changes,
+    train_decoder,
+    weight_decay_only_change,
+)
 from helpers.widget import sam_compare_widget
 
 SMOKE = helpers.is_smoke()
@@ -107,6 +121,7 @@ print(helpers.describe())
 # recipe, the course's default; `seed_recipe` is the blog post's, trained with the same
 # budget only to show what it leaves untrained.
 
+
 # %%
 @dataclass
 class Settings:
@@ -114,15 +129,19 @@ class Settings:
     train_images: int | None = 4 if SMOKE else None  # None: all; smoke overfits a handful
     max_clicks: int = 3 if SMOKE else 20  # the protocol's 20
     train_eval_images: int = 4 if SMOKE else 50  # training images re-measured after training
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        recipe="sam",
-        epochs=6 if SMOKE else 20,
-        lr=1.5e-3 if SMOKE else 1e-4,  # the tiny random decoder needs a larger step
-        dice_weight=3.0 if SMOKE else 1.0,  # see the note below
-        click_rounds=1 if SMOKE else 8,  # the paper's 8 clicks + 2 mask-only rounds
-        refine_rounds=0 if SMOKE else 2,  # smoke: 2 rounds instead of 11 (CPU seconds)
-    ))  # fmt: skip
-    run_dir: str = str(helpers.cache_dir() / "runs" / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b"))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            recipe="sam",
+            epochs=6 if SMOKE else 20,
+            lr=1.5e-3 if SMOKE else 1e-4,  # the tiny random decoder needs a larger step
+            dice_weight=3.0 if SMOKE else 1.0,  # see the note below
+            click_rounds=1 if SMOKE else 8,  # the paper's 8 clicks + 2 mask-only rounds
+            refine_rounds=0 if SMOKE else 2,  # smoke: 2 rounds instead of 11 (CPU seconds)
+        )
+    )
+    run_dir: str = str(
+        helpers.cache_dir() / "runs" / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b")
+    )
 
     @property
     def seed_recipe(self) -> TrainConfig:
@@ -134,15 +153,22 @@ class Settings:
 S = Settings()
 DEVICE = helpers.default_device()
 print(S)
+if not SMOKE and DEVICE == "cpu":
+    print(
+        "WARNING: full mode without a GPU. Training vit_b's decoder with the interactive recipe "
+        "costs about 5 s per image and epoch on a 2-core CPU (README), about 10 hours here. "
+        "Use a GPU runtime, or smoke mode (SEGCOURSE_SMOKE=1)."
+    )
 
 # %% [markdown]
 # A note on the loss weights: objects cover a small part of an image, so BCE alone is
-# lowest for an empty mask. A decoder that starts from nothing (smoke mode's random one)
-# slides into predicting nothing at a 1:1 weight: measured while this notebook was
-# written, both recipes ended at box mIoU 0.0 on the smoke images after 6 epochs at 1:1.
-# A heavier Dice term keeps it on the objects. SAM's own decoder starts with masks on
-# the objects, so the pull towards empty is weak and the 1:1 of full mode is expected to
-# train (not measured here: no real run has been made on these machines).
+# lowest for an empty mask, and a decoder that starts from nothing (smoke mode's random
+# one) is pulled towards predicting little. With smoke mode's settings but Dice at 1:1,
+# the SAM recipe raised box mIoU on its training images by only 0.02 and mIoU@1 not at
+# all; with Dice weighted 3, both rose by 0.09 or more (`benchmarks/recipe_margins.py`,
+# README). SAM's own decoder starts with masks on the objects, so the pull towards empty
+# is weaker and the 1:1 of full mode is expected to train (not measured here: no real run
+# has been made on these machines).
 
 # %% [markdown]
 # ## Data
@@ -168,18 +194,10 @@ else:
 test_ds = helpers.VOCInstanceDataset(root, "test")
 if S.train_images is not None:
     train_ds = Subset(train_ds, range(min(S.train_images, len(train_ds))))
-print(f"train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images" + (" (smoke: data_example)" if SMOKE else ""))
-
-# %% [markdown]
-# VOC's void label (255) marks a band of a few pixels along every object's outline, where
-# annotators could not decide. The seed's one-hot targets made those pixels background
-# for every instance; here they count in no loss and no IoU. How many pixels that is:
-
-# %%
-void_px = sum(int(train_ds[i]["void"].sum()) for i in range(len(train_ds)))
-object_px = sum(int(train_ds[i]["masks"].sum()) for i in range(len(train_ds)))
-print(f"training images: {void_px:,} void pixels against {object_px:,} instance pixels ({void_px / object_px:.0%}): "
-      "the seed trained all of them as background" + (" (smoke: data_example's 5 px band)" if SMOKE else ""))  # fmt: skip
+print(
+    f"train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images"
+    + (" (smoke: data_example)" if SMOKE else "")
+)
 
 # %% [markdown]
 # ## What is frozen, and why
@@ -192,10 +210,16 @@ print(f"training images: {void_px:,} void pixels against {object_px:,} instance 
 
 # %%
 for name in ("vit_b",) + (("tiny",) if S.variant == "tiny" else ()):
-    note = "" if name == S.variant else "   (vit_b, what full mode trains; smoke mode runs the tiny model below)"
+    note = (
+        ""
+        if name == S.variant
+        else "   (vit_b, what full mode trains; smoke mode runs the tiny model below)"
+    )
     print(f"{name}{note}")
     for module, s in helpers.module_sizes(name).items():
-        print(f"  {module:15s} {s['parameters']:12,d} parameters  {'trained' if module == 'mask_decoder' else 'frozen'}")
+        print(
+            f"  {module:15s} {s['parameters']:12,d} parameters  {'trained' if module == 'mask_decoder' else 'frozen'}"
+        )
 
 original = helpers.load_sam(S.variant, device=DEVICE)  # the decoder as it comes: "before"
 
@@ -206,8 +230,8 @@ original = helpers.load_sam(S.variant, device=DEVICE)  # the decoder as it comes
 # computed **once** and kept on disk (fp16, 2 MiB per image), keyed by the encoder's
 # weights, the preprocessing and the image's pixels. The seed's post says the embedding is
 # computed once per image and cached, but its code calls `predictor.set_image` for every
-# image in every epoch. On the 2-core CPU of `benchmarks/sam_epoch.py` the vit_b encoder
-# took 13.6 s per image (README): here that is paid once, not once per epoch.
+# image in every epoch. On a 2-core CPU the vit_b encoder takes 14.0 s per image
+# (`benchmarks/sam_epoch.py`, README): here that is paid once, not once per epoch.
 
 # %%
 cache = EmbeddingCache(helpers.cache_dir() / "embeddings", original)
@@ -217,12 +241,34 @@ val_items, _ = prepare_items(val_ds, cache)
 test_items, _ = prepare_items(test_ds, cache)
 first_s = time.perf_counter() - t0
 t0 = time.perf_counter()
-again, _ = prepare_items(Subset(test_ds, range(len(test_ds))), cache, show_progress=False)
+n_again = min(20, len(test_ds))
+hits_before = cache.hits
+again, _ = prepare_items(Subset(test_ds, range(n_again)), cache, show_progress=False)
 second_s = time.perf_counter() - t0
-print(f"prepared {len(train_items)} train, {len(val_items)} val, {len(test_items)} test images in {first_s:.1f} s "
-      f"(cache: {cache.misses} computed, {cache.hits} reused); the test images again: {second_s:.1f} s, all from the cache"
-      + (" (smoke: the tiny encoder's times)" if SMOKE else ""))  # fmt: skip
-assert skipped == 0 and cache.hits >= len(test_items)
+print(
+    f"prepared {len(train_items)} train, {len(val_items)} val, {len(test_items)} test images in {first_s:.1f} s "
+    f"(cache: {cache.misses} computed, {cache.hits - n_again} reused); {n_again} test images again: "
+    f"{second_s:.1f} s, all from the cache"
+    + (" (smoke: the tiny encoder's times)" if SMOKE else "")
+)
+assert cache.hits - hits_before == n_again, "the second read should come from the cache"
+if skipped:
+    print(f"note: {skipped} training images have no instance and were left out")
+
+# %% [markdown]
+# VOC's void label (255) marks a band of a few pixels along every object's outline, and
+# regions the annotators left undecided (some difficult objects). The seed's one-hot
+# targets made those pixels background for every instance; here they count in no loss
+# and no IoU. How many pixels that is, on the training images:
+
+# %%
+void_px = sum(int(it.void.sum()) for it in train_items)
+object_px = sum(int(it.masks.sum()) for it in train_items)
+print(
+    f"training images: {void_px:,} void pixels against {object_px:,} instance pixels "
+    f"({void_px / object_px:.0%}): the seed trained all of them as background"
+    + (" (smoke: data_example's 5 px band)" if SMOKE else "")
+)
 
 # %% [markdown]
 # ## Prompts from instance masks
@@ -251,15 +297,21 @@ for _ in range(20000):  # the seed's code, verbatim in its logic (points, box = 
             points_on = False
         elif rng.random() > 0.75:
             box_on = False
-    draws["points + box" if points_on and box_on else "points only" if points_on else "box only"] += 1
+    draws[
+        "points + box" if points_on and box_on else "points only" if points_on else "box only"
+    ] += 1
 print(f"{'first prompt':14s}{'seed (config)':>15s}{'seed (its code)':>17s}{'course':>9s}")
 for key, attr in (("points only", "p_points"), ("box only", "p_box"), ("points + box", "p_both")):
-    print(f"{key:14s}{getattr(seed_cfg, attr):15.4f}{draws[key] / 20000:17.4f}{getattr(course_cfg, attr):9.4f}")
-print(f"points per instance: seed {seed_cfg.n_pos} + {seed_cfg.n_neg} (fg + bg), course {course_cfg.n_pos} + {course_cfg.n_neg};"
-      f" box noise: seed none, course {course_cfg.box_noise:.0%} of the side, at most {course_cfg.box_noise_max:.0f} px")  # fmt: skip
+    print(
+        f"{key:14s}{getattr(seed_cfg, attr):15.4f}{draws[key] / 20000:17.4f}{getattr(course_cfg, attr):9.4f}"
+    )
+print(
+    f"points per instance: seed {seed_cfg.n_pos} + {seed_cfg.n_neg} (fg + bg), course {course_cfg.n_pos} + {course_cfg.n_neg};"
+    f" box noise: seed none, course {course_cfg.box_noise:.0%} of the side, at most {course_cfg.box_noise_max:.0f} px"
+)
 
 # %% [markdown]
-# The course's default is the paper's: one point or one box first, because the
+# The course's default follows the paper: one point or one box first, because the
 # evaluation and the widget start with exactly that (a single click, or a box), and the
 # three-mask answer to a single click can only be trained on single clicks. Points +
 # box are trained too: the rounds that follow a box add clicks to it (below), which is
@@ -279,10 +331,17 @@ panels = (
 )
 for ax, (title, cfg) in zip(axes, panels):
     p = sample_prompts(item.cands, cfg, np.random.default_rng(1))
-    ax.imshow(plotting.overlay_masks(sample["image"], sample["masks"], alpha=0.35, outline=sample["void"]))
+    ax.imshow(
+        plotting.overlay_masks(sample["image"], sample["masks"], alpha=0.35, outline=sample["void"])
+    )
     for k in range(len(item.cands)):
-        plotting.draw_prompts(ax, None if p["points"] is None else p["points"][k], None if p["labels"] is None else p["labels"][k],
-                              None if p["boxes"] is None else p["boxes"][k], colour=plotting.instance_colour(k))  # fmt: skip
+        plotting.draw_prompts(
+            ax,
+            None if p["points"] is None else p["points"][k],
+            None if p["labels"] is None else p["labels"][k],
+            None if p["boxes"] is None else p["boxes"][k],
+            colour=plotting.instance_colour(k),
+        )
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 fig.suptitle("prompts per instance (colour = instance; white: VOC's void border)", fontsize=10)
@@ -319,10 +378,15 @@ print(inspect.getsource(type(original).postprocess_masks).split('"""')[-1].strip
 # %%
 t0 = time.perf_counter()
 train_subset = train_items[: S.train_eval_images]
-before = {"test": evaluate(original, test_items, max_clicks=S.max_clicks),
-          "train": evaluate(original, train_subset, max_clicks=S.max_clicks)}  # fmt: skip
-print(f"evaluated 'before' in {time.perf_counter() - t0:.1f} s: test mIoU@1 {before['test']['miou@1']:.3f}, "
-      f"box mIoU {before['test']['box_miou']:.3f}" + (" (smoke: a random decoder, meaningless)" if SMOKE else ""))  # fmt: skip
+before = {
+    "test": evaluate(original, test_items, max_clicks=S.max_clicks),
+    "train": evaluate(original, train_subset, max_clicks=S.max_clicks),
+}
+print(
+    f"evaluated 'before' in {time.perf_counter() - t0:.1f} s: test mIoU@1 {before['test']['miou@1']:.3f}, "
+    f"box mIoU {before['test']['box_miou']:.3f}"
+    + (" (smoke: a random decoder, meaningless)" if SMOKE else "")
+)
 
 # %% [markdown]
 # ## Two recipes, and what each one trains
@@ -335,8 +399,20 @@ print(f"evaluated 'before' in {time.perf_counter() - t0:.1f} s: test mIoU@1 {bef
 # predicted IoU goes back in as a mask prompt; pass 2 asks for one mask, and the loss
 # (BCE + Dice) is on that single mask only. Pass 1 receives no gradient (its mask goes
 # through the prompt encoder under `no_grad` in the seed), and the IoU head gets no loss.
-# So tokens 1-3, their MLPs and the IoU head stay as they came, while click 1 of the
-# evaluation, the widget's first click and pass 1's own choice read exactly them.
+# So the three multimask outputs get no loss of their own: their MLPs move by weight
+# decay alone and the IoU head not at all. The tokens and the shared transformer they
+# pass through do change, under the single-mask loss (the tokens attend to each other),
+# so the multimask masks and their scores drift, unsupervised; click 1 of the evaluation,
+# the widget's first click and pass 1's own choice read exactly them.
+#
+# The course's `seed` recipe keeps that training signal and these parts of the seed:
+# its prompt scheme (`PromptConfig.seed()`), two passes, the loss on the single mask. It
+# differs from the seed's code where the course fixes something or batches: instances of
+# an image go through the decoder together (one prompt kind per image, where the seed
+# drew per instance), the loss is BCE from logits on the 256 x 256 low-res output with
+# void ignored (the seed: after a sigmoid, at full size, void as background), and
+# foreground points come from the instance's interior and background points from near
+# it, never void (the seed: any pixel of the instance, and any other pixel).
 #
 # **The SAM paper's recipe** (`recipe="sam"`, the default; Kirillov et al. 2023,
 # appendix A) simulates the interaction it will be measured on:
@@ -350,8 +426,12 @@ print(f"evaluated 'before' in {time.perf_counter() - t0:.1f} s: test mIoU@1 {bef
 #
 # Every round goes through `predict_round`. A single point alone gets three masks and only
 # the **lowest** of their three losses is back-propagated, per instance: a good answer
-# need not be every answer. Any other prompt uses the single-mask output. The IoU head
-# regresses the real IoU of every mask it scores (MSE, weight 1 as in the paper).
+# need not be every answer. Any other prompt uses the single-mask output: several points,
+# points + box, a mask prompt (the paper: "more than one prompt"), and also a box alone,
+# a choice of this course (the paper counts a box as one prompt), so that the box
+# evaluation, the widget and training read the same output. The IoU head regresses the
+# real IoU of every mask it scores (MSE, weight 1 as in the paper). The mask loss is the
+# course's BCE + Dice (the paper's is focal + Dice, 20:1).
 #
 # What is detached between rounds, and why: the previous round's logits are fed back
 # detached, and clicks are drawn from the detached prediction (drawing a pixel is not
@@ -369,18 +449,23 @@ F.binary_cross_entropy(torch.sigmoid(x), torch.zeros(3), reduction="sum").backwa
 seed_grad, x.grad = x.grad.clone(), None
 F.binary_cross_entropy_with_logits(x, torch.zeros(3), reduction="sum").backward()
 for v, a, b in zip(x.tolist(), seed_grad.tolist(), x.grad.tolist()):
-    print(f"logit {v:4.0f}, target 0: gradient {a:.3f} after a sigmoid (the seed), {b:.3f} from logits")
+    print(
+        f"logit {v:4.0f}, target 0: gradient {a:.3f} after a sigmoid (the seed), {b:.3f} from logits"
+    )
 
 # %% [markdown]
 # Full mode runs the paper's 11 rounds. Smoke mode runs 2 (the first prompt and one
-# click), since each round costs a decoder forward and backward pass (about 0.5 s per
-# image on a 2-core CPU); that still exercises every branch: three masks with the lowest
-# loss, a click from the error region, a mask prompt, the single mask.
+# click), since each round costs a decoder forward and backward pass (for vit_b about
+# 0.45 s per image on a 2-core CPU, README); that still exercises every branch: three
+# masks with the lowest loss, a click from the error region, a mask prompt, the single mask.
 #
 # Both use the course's fixes (BCE from logits, void ignored) and keep the decoder of the
 # epoch with the best validation mIoU@1 and box mIoU (`best.pt`, 16 MB); `last.pt` keeps
 # everything needed to resume. After a Colab disconnect, run the notebook again: cached
-# embeddings are reused and each run continues from its last finished epoch.
+# embeddings are reused and each run continues from its last finished epoch, ending with
+# the weights of an uninterrupted run (exactly on a CPU, where a test checks it; on a GPU
+# up to its non-deterministic kernels). A run refuses to resume with other settings: to
+# change them, delete the run's `last.pt` (its folder is printed below).
 
 # %%
 recipes = {"seed recipe": S.seed_recipe, "SAM recipe": S.train}
@@ -389,12 +474,22 @@ initial = {k: v.detach().clone() for k, v in original.mask_decoder.state_dict().
 for name, cfg in recipes.items():
     model = with_own_decoder(original)  # shares the frozen encoders; its own decoder
     t0 = time.perf_counter()
-    histories[name] = train_decoder(model, train_items, val_items, cfg, f"{S.run_dir}/{cfg.recipe}")
-    print(f"{name}: {len(histories[name])} epochs in {time.perf_counter() - t0:.1f} s" + (" (smoke)" if SMOKE else ""))
+    run = f"{S.run_dir}/{cfg.recipe}"
+    print(f"{name}: run folder {run}")
+    histories[name] = train_decoder(model, train_items, val_items, cfg, run)
+    print(
+        f"{name}: {len(histories[name])} epochs in {time.perf_counter() - t0:.1f} s"
+        + (" (smoke)" if SMOKE else "")
+    )
     for r in histories[name]:
-        print(f"  epoch {r['epoch']:2d}  train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}  "
-              f"val mIoU@1 {r['val_miou@1']:.3f}  val box mIoU {r['val_box_miou']:.3f}  lr {r['lr']:.2e}  {r['seconds']:.1f} s")  # fmt: skip
-    trained[name] = (model, {k: v.detach().clone() for k, v in model.mask_decoder.state_dict().items()})
+        print(
+            f"  epoch {r['epoch']:2d}  train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}  "
+            f"val mIoU@1 {r['val_miou@1']:.3f}  val box mIoU {r['val_box_miou']:.3f}  lr {r['lr']:.2e}  {r['seconds']:.1f} s"
+        )
+    trained[name] = (
+        model,
+        {k: v.detach().clone() for k, v in model.mask_decoder.state_dict().items()},
+    )
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 for name, history in histories.items():
@@ -402,8 +497,14 @@ for name, history in histories.items():
     axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", label=f"{name}, train")
     axes[0].plot(epochs, [r["val_loss"] for r in history], "s--", label=f"{name}, validation")
     axes[1].plot(epochs, [r["val_score"] for r in history], "o-", label=name)
-axes[0].set(xlabel="epoch", ylabel="loss (each recipe its own)", title="losses (not comparable across recipes)")
-axes[1].set(xlabel="epoch", ylabel="(mIoU@1 + box mIoU) / 2", title="validation score: chooses best.pt")
+axes[0].set(
+    xlabel="epoch",
+    ylabel="loss (each recipe its own)",
+    title="losses (not comparable across recipes)",
+)
+axes[1].set(
+    xlabel="epoch", ylabel="(mIoU@1 + box mIoU) / 2", title="validation score: chooses best.pt"
+)
 for ax in axes:
     ax.legend(fontsize=7)
 plt.show()
@@ -418,14 +519,23 @@ plt.show()
 # %%
 total_steps = S.train.epochs * len(train_items)
 decay_alone = weight_decay_only_change(S.train, total_steps)
-changes = {name: decoder_changes(initial, state, original.mask_decoder) for name, (_, state) in trained.items()}
-print(f"{'decoder part':36s}" + "".join(f"{n:>14s}" for n in changes) + f"   (weight decay alone: {decay_alone:.1e})"
-      + ("   smoke run" if SMOKE else ""))  # fmt: skip
+changes = {
+    name: decoder_changes(initial, state, original.mask_decoder)
+    for name, (_, state) in trained.items()
+}
+print(
+    f"{'decoder part':36s}"
+    + "".join(f"{n:>14s}" for n in changes)
+    + f"   (weight decay alone: {decay_alone:.1e})"
+    + ("   smoke run" if SMOKE else "")
+)
 for group in changes["SAM recipe"]:
     print(f"{group:36s}" + "".join(f"{changes[n][group]:14.1e}" for n in changes))
 fig, ax = plt.subplots(figsize=(11, 5.2), layout="constrained")
 plotting.plot_decoder_changes(ax, changes, reference=decay_alone)
-ax.set_title("which decoder parameters each recipe trained" + (" (smoke run)" if SMOKE else ""), fontsize=10)
+ax.set_title(
+    "which decoder parameters each recipe trained" + (" (smoke run)" if SMOKE else ""), fontsize=10
+)
 plt.show()
 
 # %% [markdown]
@@ -441,12 +551,18 @@ seed_changes, sam_changes = changes["seed recipe"], changes["SAM recipe"]
 multimask_mlps = [g for g in seed_changes if g.startswith("mask MLP") and "multimask" in g]
 iou_rows = [g for g in seed_changes if g.startswith("IoU head row")]
 checks = {
-    # 2x: float32 rounding of the many tiny decay steps, measured at about 2%
-    "seed recipe: multimask MLPs and IoU rows moved by weight decay alone, or not at all":
-        all(seed_changes[g] <= 2 * decay_alone for g in multimask_mlps + iou_rows),
-    "SAM recipe: every IoU-head row trained (over 100x weight decay)": all(sam_changes[g] > 100 * decay_alone for g in iou_rows),
-    "SAM recipe: a multimask MLP trained (over 100x weight decay)": max(sam_changes[g] for g in multimask_mlps) > 100 * decay_alone,
-}  # fmt: skip
+    # 2x: float32 rounding of the many tiny decay steps (about 2% in a smoke run)
+    "seed recipe: multimask MLPs and IoU rows moved by weight decay alone, or not at all": all(
+        seed_changes[g] <= 2 * decay_alone for g in multimask_mlps + iou_rows
+    ),
+    "SAM recipe: every IoU-head row trained (over 100x weight decay)": all(
+        sam_changes[g] > 100 * decay_alone for g in iou_rows
+    ),
+    "SAM recipe: a multimask MLP trained (over 100x weight decay)": max(
+        sam_changes[g] for g in multimask_mlps
+    )
+    > 100 * decay_alone,
+}
 for check, ok in checks.items():
     print(f"{'yes' if ok else 'NO '}  {check}")
 if SMOKE:  # a test of the code; in full mode the lines above are the verdict
@@ -459,10 +575,14 @@ if SMOKE:  # a test of the code; in full mode the lines above are the verdict
 after = {}
 for name, (model, _) in trained.items():
     meta = helpers.load_decoder(model, f"{S.run_dir}/{recipes[name].recipe}/best.pt")
-    print(f"{name}: best epoch {meta['epoch']} (val mIoU@1 {meta['val_miou@1']:.3f}, val box mIoU {meta['val_box_miou']:.3f})"
-          + (" (smoke)" if SMOKE else ""))  # fmt: skip
-    after[name] = {"test": evaluate(model, test_items, max_clicks=S.max_clicks),
-                   "train": evaluate(model, train_subset, max_clicks=S.max_clicks)}  # fmt: skip
+    print(
+        f"{name}: best epoch {meta['epoch']} (val mIoU@1 {meta['val_miou@1']:.3f}, val box mIoU {meta['val_box_miou']:.3f})"
+        + (" (smoke)" if SMOKE else "")
+    )
+    after[name] = {
+        "test": evaluate(model, test_items, max_clicks=S.max_clicks),
+        "train": evaluate(model, train_subset, max_clicks=S.max_clicks),
+    }
 sam_model = trained["SAM recipe"][0]
 for split, title in (("test", "Test split"), ("train", f"Training images ({len(train_subset)})")):
     print(f"\n{title} (mIoU: higher is better; NoC: lower is better)")
@@ -475,24 +595,34 @@ if SMOKE:
 # mIoU@1 (read from the multimask outputs chosen by the IoU head) and box mIoU (read
 # from the single-mask output). In smoke mode these are hard asserts on the training
 # images. The seed's recipe, which leaves the multimask outputs untrained, does not pass
-# the first one: over four training seeds tried while this notebook was written, its
-# mIoU@1 changed by -0.04 to -0.01 (the SAM recipe's with its multimask loss removed: -0.01
-# and 0.00), while the SAM recipe's rose by 0.07 to 0.12. In full mode a disappointing
-# result prints a verdict instead of stopping the notebook.
+# the first one: over four training seeds (`benchmarks/recipe_margins.py`, README) its
+# mIoU@1 changed by -0.04 to -0.01, and that of the SAM recipe with its multimask loss cut
+# by -0.01 to +0.00, while the SAM recipe's rose by 0.09 to 0.11. In full mode a
+# disappointing result prints a verdict instead of stopping the notebook.
 
 # %%
 MARGIN = 0.05
 rise = {k: after["SAM recipe"]["train"][k] - before["train"][k] for k in ("miou@1", "box_miou")}
-print(f"SAM recipe on its training images: mIoU@1 {rise['miou@1']:+.3f}, box mIoU {rise['box_miou']:+.3f}"
-      + (" (smoke)" if SMOKE else ""))  # fmt: skip
+print(
+    f"SAM recipe on its training images: mIoU@1 {rise['miou@1']:+.3f}, box mIoU {rise['box_miou']:+.3f}"
+    + (" (smoke)" if SMOKE else "")
+)
 if SMOKE:
     assert rise["miou@1"] > MARGIN, rise
     assert rise["box_miou"] > MARGIN, rise
 else:
-    test_rise = {k: after["SAM recipe"]["test"][k] - before["test"][k] for k in ("miou@1", "box_miou")}
+    test_rise = {
+        k: after["SAM recipe"]["test"][k] - before["test"][k] for k in ("miou@1", "box_miou")
+    }
     for key, value in test_rise.items():
-        verdict = "improved" if value > 0.01 else "did NOT improve: check the settings and the training curves above"
-        print(f"verdict, test {key}: {before['test'][key]:.3f} -> {after['SAM recipe']['test'][key]:.3f}: {verdict}")
+        verdict = (
+            "improved"
+            if value > 0.01
+            else "did NOT improve: check the settings and the training curves above"
+        )
+        print(
+            f"verdict, test {key}: {before['test'][key]:.3f} -> {after['SAM recipe']['test'][key]:.3f}: {verdict}"
+        )
 
 # %% [markdown]
 # ## Before and after, side by side
@@ -503,15 +633,21 @@ else:
 
 # %%
 shown = [(it, k) for it in test_items[:3] for k in range(min(2, len(it.masks)))][:4]
-fig, axes = plt.subplots(len(shown), 4, figsize=(13, 3.0 * len(shown)), squeeze=False, layout="constrained")
+fig, axes = plt.subplots(
+    len(shown), 4, figsize=(13, 3.0 * len(shown)), squeeze=False, layout="constrained"
+)
 for row, (it, k) in enumerate(shown):
-    image = test_ds[test_items.index(it)]["image"]
+    image = test_ds[test_ds.ids.index(it.image_id)]["image"]
     x, y, _ = next_click(np.zeros_like(it.masks[k]), it.masks[k], it.void)
     point, box = np.array([[x, y]], np.float32), it.cands[k].box
     for col, (name, model, prompt) in enumerate(
-        [("before, 1 click", original, "point"), ("after, 1 click", sam_model, "point"),
-         ("before, box", original, "box"), ("after, box", sam_model, "box")]
-    ):  # fmt: skip
+        [
+            ("before, 1 click", original, "point"),
+            ("after, 1 click", sam_model, "point"),
+            ("before, box", original, "box"),
+            ("after, box", sam_model, "box"),
+        ]
+    ):
         with torch.no_grad():
             if prompt == "point":
                 out = predict_round(model, it.emb, point[None], np.array([[1]]))
@@ -519,8 +655,16 @@ for row, (it, k) in enumerate(shown):
                 out = predict_round(model, it.emb, boxes=box[None])
         mask = out["chosen_masks"][0].cpu().numpy()
         iou = helpers.mask_iou(mask, it.masks[k], it.void)
-        plotting.show_prediction(axes[row, col], image, mask, it.masks[k], point if prompt == "point" else None, [1],
-                                 box if prompt == "box" else None, title=f"{it.image_id} · {name}: IoU {iou:.2f}")  # fmt: skip
+        plotting.show_prediction(
+            axes[row, col],
+            image,
+            mask,
+            it.masks[k],
+            point if prompt == "point" else None,
+            [1],
+            box if prompt == "box" else None,
+            title=f"{it.image_id} · {name}: IoU {iou:.2f}",
+        )
 if SMOKE:
     fig.suptitle("smoke mode: a tiny random encoder; the masks mean nothing", fontsize=10)
 plt.show()
@@ -533,7 +677,7 @@ plt.show()
 # after a box refine it. Every prompt is one round of the same `predict_round`: the
 # first click alone gets three masks and the best by SAM's score, every later prompt
 # sends all prompts so far plus the model's previous mask. Each panel shows SAM's score,
-# the IoU with the ground-truth instance under your first click, and how long the answer
+# the IoU with the ground-truth instance under your first positive click, and how long the answer
 # took. Any number of models can be compared: add entries to the dict.
 
 # %%

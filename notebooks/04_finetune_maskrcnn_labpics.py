@@ -17,15 +17,18 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/segcourse/segmentation-finetuning-course/blob/main/notebooks/04_finetune_maskrcnn_labpics.ipynb)
 #
-# Mask R-CNN (He et al. 2017) finds objects in two stages. A ResNet-50 backbone with a
-# **FPN** (Feature Pyramid Network, Lin et al. 2017: feature maps at strides 4 to 32 with
+# Mask R-CNN (He et al. 2017) finds objects in two stages. A ResNet-50 backbone (five
+# *stages* of convolutions, each halving the resolution) with a **FPN** (Feature Pyramid
+# Network, Lin et al. 2017: maps at strides 4 to 32, plus 64 for the RPN alone, joined by
 # top-down connections, so that small and large objects each get a map of the right
-# scale) feeds a **RPN** (Region Proposal Network, from Faster R-CNN: it scores anchor
-# boxes as object or not and refines them into proposals). For each proposal, a box head
-# on 7 x 7 RoI Align features classifies it and refines its box, and a mask head draws a
-# 28 x 28 mask from 14 x 14 RoI Align features (notebook 02 takes RoI Align apart).
-# Here it learns one new class, *vessel*, from LabPics Medical: flasks, tubes, bottles
-# and syringes in medical labs.
+# scale) feeds a **RPN** (Region Proposal Network, from Faster R-CNN): it scores fixed
+# *anchor* boxes of several sizes and shapes at every map position as object or not, and
+# refines the best into *proposals*, candidate boxes. For each proposal (a region of
+# interest, **RoI**), a box head on 7 x 7 RoI Align features classifies it and refines
+# its box, and a mask head draws a 28 x 28 mask from 14 x 14 RoI Align features (notebook
+# 02 takes RoI Align apart). Here it learns one new class, *vessel*, from LabPics Medical:
+# flasks, tubes, bottles and syringes in medical labs. **IoU** (intersection over union)
+# measures how well two boxes or masks overlap: 1 for identical, 0 for disjoint.
 #
 # What the blog post this follows (the *seed*) did, checked against its text, and what
 # this notebook does instead, with a number where one can be measured:
@@ -38,8 +41,8 @@
 # | loads the whole data set at start-up | reads each sample when it is needed |
 # | `pretrained=True` (deprecated) | `weights="DEFAULT"` |
 # | keeps the epoch of lowest **training** loss | keeps the epoch of best **validation** mask AP |
-# | no evaluation | COCO box and mask AP (average precision over IoU thresholds, defined below), before and after |
-# | lists "ResNet-101 + FPN" first among Mask R-CNN's innovations | FPN is Lin et al.'s (2017); Mask R-CNN uses it as a backbone (its own contributions: the mask branch and RoIAlign) |
+# | no quantitative evaluation (its test script shows the masks on one image) | COCO box and mask AP (average precision over IoU thresholds, defined below), before and after |
+# | lists "ResNet-101 + FPN" first among Mask R-CNN's innovations | FPN is Lin et al.'s (2017); Mask R-CNN uses it as a backbone (its own contributions: a mask branch with one binary mask per class, decoupled from classification, and RoIAlign) |
 
 # %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
 import sys
@@ -49,8 +52,13 @@ if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
+    )
     sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
     from google.colab import output
 
@@ -69,7 +77,13 @@ import helpers
 from helpers import plotting
 from helpers.coco_eval import evaluate_detector
 from helpers.detection_data import LabPicsDetection, train_transforms
-from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, check_input_contract, map_to_vessel
+from helpers.maskrcnn import (
+    SMOKE_MODEL_KWARGS,
+    build_coco_maskrcnn,
+    build_maskrcnn,
+    check_input_contract,
+    map_to_vessel,
+)
 from helpers.maskrcnn_training import DetTrainConfig, load_best, train_maskrcnn
 from helpers.widget import detection_compare_widget
 
@@ -79,17 +93,24 @@ print(helpers.describe())
 # %% [markdown]
 # ## Settings
 
+
 # %%
 @dataclass
 class Settings:
     pretrained: bool = not SMOKE  # COCO weights; smoke mode downloads nothing
-    model_kwargs: dict = field(default_factory=lambda: dict(SMOKE_MODEL_KWARGS) if SMOKE else dict(min_size=640, max_size=1024))
-    trainable_backbone_layers: int = 3
+    model_kwargs: dict = field(
+        default_factory=lambda: (
+            dict(SMOKE_MODEL_KWARGS) if SMOKE else dict(min_size=640, max_size=1024)
+        )
+    )
+    trainable_backbone_layers: int = 3  # of the ResNet's 5 stages, counted from the top
     train_images: int | None = 4 if SMOKE else None  # None: all
     epochs: int = 2 if SMOKE else 10
     batch_size: int = 2
     lr: float = 0.005
-    run_dir: str = str(helpers.cache_dir() / "runs" / ("maskrcnn_smoke" if SMOKE else "maskrcnn_labpics"))
+    run_dir: str = str(
+        helpers.cache_dir() / "runs" / ("maskrcnn_smoke" if SMOKE else "maskrcnn_labpics")
+    )
 
 
 S = Settings()
@@ -109,8 +130,9 @@ print(S)
 # `tv_tensors`: tensors tagged with what they are (`Image`, `BoundingBoxes` with their
 # format and canvas size, `Mask`), so that one transform moves the image, its boxes and
 # its masks together. `Ignore.png` marks regions the annotators left undecided:
-# an instance more than half inside one is left out of training, counts as a COCO crowd
-# region in evaluation, and detections more than half inside one are not scored.
+# an instance more than half inside one is left out of training, counts as a COCO
+# *crowd* region in evaluation (neither to be found nor a false positive, see below), and
+# detections more than half inside one are not scored.
 
 # %%
 if SMOKE:
@@ -123,11 +145,20 @@ train_all = helpers.LabPicsDataset(root, "Train")
 test_reader = helpers.LabPicsDataset(root, "Test")
 val_reader = Subset(train_all, range(0, len(train_all), 10))
 train_reader = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: S.train_images])
-print(f"train {len(train_reader)}, val {len(val_reader)}, test {len(test_reader)} samples; skipped without Vessels/: {len(train_all.skipped) + len(test_reader.skipped)}")
+print(
+    f"train {len(train_reader)}, val {len(val_reader)}, test {len(test_reader)} samples; skipped without Vessels/: {len(train_all.skipped) + len(test_reader.skipped)}"
+)
 train_ds = LabPicsDetection(train_reader, train_transforms())
 image, target = train_ds[0]
 check_input_contract([image])
-print("image", tuple(image.shape), image.dtype, f"[{image.min():.2f}, {image.max():.2f}]", "| target:", {k: tuple(v.shape) if torch.is_tensor(v) else v for k, v in target.items()})
+print(
+    "image",
+    tuple(image.shape),
+    image.dtype,
+    f"[{image.min():.2f}, {image.max():.2f}]",
+    "| target:",
+    {k: tuple(v.shape) if torch.is_tensor(v) else v for k, v in target.items()},
+)
 
 # %% [markdown]
 # ## Measuring: COCO AP
@@ -153,15 +184,26 @@ print("image", tuple(image.shape), image.dtype, f"[{image.min():.2f}, {image.max
 # %%
 coco_model = build_coco_maskrcnn(pretrained=S.pretrained, **S.model_kwargs).to(DEVICE)
 ap_right = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel)
-ap_0_255 = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel,
-                             transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float())  # RGB, 0-255  # fmt: skip
+ap_0_255 = evaluate_detector(
+    coco_model,
+    test_reader,
+    DEVICE,
+    postprocess=map_to_vessel,
+    transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float(),
+)  # RGB, 0-255
 caveat = " (smoke: a randomly initialised COCO model, meaningless)" if SMOKE else ""
-print(f"COCO model, mask AP: RGB in [0, 1] {ap_right['segm']['AP']:.3f} | RGB in 0-255 {ap_0_255['segm']['AP']:.3f}{caveat}")
-print(f"COCO model, box AP:  RGB in [0, 1] {ap_right['bbox']['AP']:.3f} | RGB in 0-255 {ap_0_255['bbox']['AP']:.3f}{caveat}")
+print(
+    f"COCO model, mask AP: RGB in [0, 1] {ap_right['segm']['AP']:.3f} | RGB in 0-255 {ap_0_255['segm']['AP']:.3f}{caveat}"
+)
+print(
+    f"COCO model, box AP:  RGB in [0, 1] {ap_right['bbox']['AP']:.3f} | RGB in 0-255 {ap_0_255['bbox']['AP']:.3f}{caveat}"
+)
 x = torch.from_numpy(test_reader[0]["image"]).permute(2, 0, 1).float()
 for name, image in (("[0, 1]", x / 255), ("0-255", x)):
     normalised = coco_model.transform.normalize(image.to(DEVICE))
-    print(f"input {name:6s}: after the model's normalisation, values in [{normalised.min():.1f}, {normalised.max():.1f}]")
+    print(
+        f"input {name:6s}: after the model's normalisation, values in [{normalised.min():.1f}, {normalised.max():.1f}]"
+    )
 try:
     check_input_contract([torch.from_numpy(test_reader[0]["image"]).permute(2, 0, 1).float()])
 except ValueError as err:
@@ -179,18 +221,33 @@ except ValueError as err:
 # do not load into one (computed below). Both predictors are replaced here:
 
 # %%
-model = build_maskrcnn(num_classes=2, pretrained=S.pretrained, trainable_backbone_layers=S.trainable_backbone_layers, **S.model_kwargs)
-print("COCO model: box classes", coco_model.roi_heads.box_predictor.cls_score.out_features,
-      "| mask channels", coco_model.roi_heads.mask_predictor.mask_fcn_logits.out_channels)  # fmt: skip
-print("our model:  box classes", model.roi_heads.box_predictor.cls_score.out_features,
-      "| mask channels", model.roi_heads.mask_predictor.mask_fcn_logits.out_channels)  # fmt: skip
+model = build_maskrcnn(
+    num_classes=2,
+    pretrained=S.pretrained,
+    trainable_backbone_layers=S.trainable_backbone_layers,
+    **S.model_kwargs,
+)
+print(
+    "COCO model: box classes",
+    coco_model.roi_heads.box_predictor.cls_score.out_features,
+    "| mask channels",
+    coco_model.roi_heads.mask_predictor.mask_fcn_logits.out_channels,
+)
+print(
+    "our model:  box classes",
+    model.roi_heads.box_predictor.cls_score.out_features,
+    "| mask channels",
+    model.roi_heads.mask_predictor.mask_fcn_logits.out_channels,
+)
 assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
 
 seed_style = build_coco_maskrcnn(pretrained=False, **S.model_kwargs)  # the seed: box predictor only
 in_features = seed_style.roi_heads.box_predictor.cls_score.in_features
 seed_style.roi_heads.box_predictor = FastRCNNPredictor(in_features, 2)
 try:
-    build_maskrcnn(num_classes=2, pretrained=False, **S.model_kwargs).load_state_dict(seed_style.state_dict())
+    build_maskrcnn(num_classes=2, pretrained=False, **S.model_kwargs).load_state_dict(
+        seed_style.state_dict()
+    )
 except RuntimeError as err:
     print("the seed's weights in a 2-class Mask R-CNN:", str(err).splitlines()[1].strip())
 
@@ -204,8 +261,10 @@ except RuntimeError as err:
 # %%
 h, w = test_reader[0]["image"].shape[:2]
 resized, _ = model.transform([torch.zeros(3, h, w)])
-print(f"a {w} x {h} photo (aspect {w / h:.2f}) -> the model's own resize: {resized.image_sizes[0][1]} x {resized.image_sizes[0][0]} "
-      f"(aspect {resized.image_sizes[0][1] / resized.image_sizes[0][0]:.2f}); 600 x 600 would make it 1.00")  # fmt: skip
+print(
+    f"a {w} x {h} photo (aspect {w / h:.2f}) -> the model's own resize: {resized.image_sizes[0][1]} x {resized.image_sizes[0][0]} "
+    f"(aspect {resized.image_sizes[0][1] / resized.image_sizes[0][0]:.2f}); 600 x 600 would make it 1.00"
+)
 
 # %% [markdown]
 # ## Mistakes 4 and 5: eager loading, `pretrained=True`
@@ -227,11 +286,14 @@ print(f"a {w} x {h} photo (aspect {w / h:.2f}) -> the model's own resize: {resiz
 #
 # In training mode the model returns five losses, summed for the step:
 #
-# - `loss_objectness`: the RPN's object-or-not score of each sampled anchor (BCE);
-# - `loss_rpn_box_reg`: the RPN's box refinement of the object anchors (smooth L1);
-# - `loss_classifier`: the box head's class of each sampled proposal (cross-entropy over
+# - `loss_objectness`: the RPN's object-or-not score of a sample of anchors, half of them
+#   at most *positive* (overlapping an object enough), the rest background; binary
+#   cross-entropy (**BCE**);
+# - `loss_rpn_box_reg`: the RPN's box refinement of the positive anchors; **smooth L1**
+#   (squared error for small errors, absolute error for large ones);
+# - `loss_classifier`: the box head's class of a sample of proposals (cross-entropy over
 #   background and vessel);
-# - `loss_box_reg`: the box head's refinement of each proposal matched to an object (smooth L1);
+# - `loss_box_reg`: the box head's refinement of each positive proposal (smooth L1);
 # - `loss_mask`: the mask head's 28 x 28 mask of each positive proposal against its
 #   object's mask cropped to the proposal (per-pixel BCE, ground-truth class channel only).
 
@@ -241,13 +303,27 @@ t0 = time.perf_counter()
 history = train_maskrcnn(model, train_ds, val_reader, cfg, S.run_dir, device=DEVICE)
 print(f"{len(history)} epochs in {time.perf_counter() - t0:.0f} s" + (" (smoke)" if SMOKE else ""))
 for r in history:
-    print(f"epoch {r['epoch']:2d}  loss {r['loss']:.3f} (mask {r['loss_mask']:.3f})  val mask AP {r['val_segm_ap']:.3f}  {r['seconds']:.0f} s"
-          + (" (smoke)" if SMOKE else ""))  # fmt: skip
+    print(
+        f"epoch {r['epoch']:2d}  loss {r['loss']:.3f} (mask {r['loss_mask']:.3f})  val mask AP {r['val_segm_ap']:.3f}  {r['seconds']:.0f} s"
+        + (" (smoke)" if SMOKE else "")
+    )
 fig, ax = plt.subplots(figsize=(6, 3.4))
 epochs = [r["epoch"] for r in history]
-for key in ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"):
+for key in (
+    "loss",
+    "loss_objectness",
+    "loss_rpn_box_reg",
+    "loss_classifier",
+    "loss_box_reg",
+    "loss_mask",
+):
     ax.plot(epochs, [r[key] for r in history], "o-", label=key)
-ax.set(xlabel="epoch", ylabel="mean training loss", xticks=epochs, title="Mask R-CNN's losses" + (" (smoke run)" if SMOKE else ""))
+ax.set(
+    xlabel="epoch",
+    ylabel="mean training loss",
+    xticks=epochs,
+    title="Mask R-CNN's losses" + (" (smoke run)" if SMOKE else ""),
+)
 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 plt.show()
 assert history[-1]["loss"] < history[0]["loss"] or len(history) == 1
@@ -261,13 +337,21 @@ assert history[-1]["loss"] < history[0]["loss"] or len(history) == 1
 # %%
 best = load_best(model, S.run_dir)
 ap_after = evaluate_detector(model, test_reader, DEVICE)
-print(f"best epoch {best['epoch']} (val mask AP {best['val_segm_ap']:.3f})" + (" (smoke)" if SMOKE else "") + "\n")
+print(
+    f"best epoch {best['epoch']} (val mask AP {best['val_segm_ap']:.3f})"
+    + (" (smoke)" if SMOKE else "")
+    + "\n"
+)
 print(f"{'':10s}{'box AP':>8s}{'AP50':>8s}{'AP75':>8s}{'mask AP':>9s}{'AP50':>8s}{'AP75':>8s}")
 for name, ap in (("before", ap_right), ("after", ap_after)):
     b, m = ap["bbox"], ap["segm"]
-    print(f"{name:10s}{b['AP']:8.3f}{b['AP50']:8.3f}{b['AP75']:8.3f}{m['AP']:9.3f}{m['AP50']:8.3f}{m['AP75']:8.3f}")
+    print(
+        f"{name:10s}{b['AP']:8.3f}{b['AP50']:8.3f}{b['AP75']:8.3f}{m['AP']:9.3f}{m['AP50']:8.3f}{m['AP75']:8.3f}"
+    )
 if SMOKE:
-    print("\nSMOKE MODE: untrained models, synthetic data, seconds of training: these numbers mean nothing.")
+    print(
+        "\nSMOKE MODE: untrained models, synthetic data, seconds of training: these numbers mean nothing."
+    )
 
 # %% [markdown]
 # ## Predictions, before and after
@@ -289,9 +373,13 @@ for row in range(n_show):
     plotting.show_sample(axes[row, 0], s, title=f"{s['image_id']}: ground truth", labels=False)
     for col, (name, pred) in enumerate((("before", before), ("after", after)), start=1):
         n = int((pred["scores"] >= 0.5).sum())
-        plotting.show_detections(axes[row, col], s["image"], pred, 0.5, title=f"{name}: {n} vessels (score >= 0.5)")
+        plotting.show_detections(
+            axes[row, col], s["image"], pred, 0.5, title=f"{name}: {n} vessels (score >= 0.5)"
+        )
 if SMOKE:
-    fig.suptitle("smoke mode: untrained models on synthetic data; the detections mean nothing", fontsize=10)
+    fig.suptitle(
+        "smoke mode: untrained models on synthetic data; the detections mean nothing", fontsize=10
+    )
 plt.show()
 
 # %% [markdown]
@@ -301,5 +389,7 @@ plt.show()
 # score in each model.
 
 # %%
-widget, controller = detection_compare_widget({"before": (coco_model, map_to_vessel), "after": (model, None)}, test_reader, device=DEVICE)
+widget, controller = detection_compare_widget(
+    {"before": (coco_model, map_to_vessel), "after": (model, None)}, test_reader, device=DEVICE
+)
 widget

@@ -34,7 +34,9 @@ def random_case(seed: int, dtype):
     return x, rois, out, scale
 
 
-CASES = [(seed, sr, aligned) for seed in range(24) for sr in (-1, 1, 2, 4) for aligned in (False, True)]
+CASES = [
+    (seed, sr, aligned) for seed in range(24) for sr in (-1, 1, 2, 4) for aligned in (False, True)
+]
 
 
 @pytest.mark.parametrize("seed,sampling_ratio,aligned", CASES)
@@ -67,16 +69,24 @@ def test_roi_align_accepts_a_list_of_boxes_per_image():
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(x.shape[0])]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(x.shape[0])])
     assert torch.equal(roi_align(x, per_image, out, scale, 2), roi_align(x, ordered, out, scale, 2))
-    assert torch.allclose(roi_align(x, per_image, out, scale, 2),
-                          torchvision.ops.roi_align(x, per_image, out, scale, 2), atol=1e-10)  # fmt: skip
+    assert torch.allclose(
+        roi_align(x, per_image, out, scale, 2),
+        torchvision.ops.roi_align(x, per_image, out, scale, 2),
+        atol=1e-10,
+    )
 
 
 def test_roi_align_passes_gradcheck():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 2, 7, 9, generator=g, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0, 0.3, 1.2, 6.1, 5.7], [1, -1.5, 2.0, 3.3, 9.0], [1, 2.0, 2.0, 2.0, 4.0]], dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 0.3, 1.2, 6.1, 5.7], [1, -1.5, 2.0, 3.3, 9.0], [1, 2.0, 2.0, 2.0, 4.0]],
+        dtype=torch.float64,
+    )
     for aligned in (False, True):
-        assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (3, 2), 1.0, -1, aligned), (x,))
+        assert torch.autograd.gradcheck(
+            lambda t: roi_align(t, rois, (3, 2), 1.0, -1, aligned), (x,)
+        )
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -109,7 +119,9 @@ def test_fpn_levels_equal_torchvision_level_mapper():
 def test_multiscale_roi_align_equals_torchvision_multiscale_roi_align():
     g = torch.Generator().manual_seed(1)
     image_size = (256, 320)
-    features = {f"p{k}": torch.randn(2, 3, 256 // 2**k, 320 // 2**k, generator=g) for k in (2, 3, 4, 5)}
+    features = {
+        f"p{k}": torch.randn(2, 3, 256 // 2**k, 320 // 2**k, generator=g) for k in (2, 3, 4, 5)
+    }
     boxes = []
     for _ in range(2):
         xy = torch.rand(30, 2, generator=g) * torch.tensor([300.0, 240.0])
@@ -132,7 +144,9 @@ def test_sample_points_are_where_roi_align_samples(aligned):
     rows = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
     feat = torch.stack([cols, rows])[None]
     box = (10.0, 6.0, 44.0, 30.0)  # well inside the map at scale 1/4
-    out = roi_align(feat, torch.tensor([[0.0, *box]], dtype=torch.float64), (3, 4), 0.25, 2, aligned)
+    out = roi_align(
+        feat, torch.tensor([[0.0, *box]], dtype=torch.float64), (3, 4), 0.25, 2, aligned
+    )
     pts = sample_points(box, (3, 4), 2, 0.25, aligned)  # 3 x 4 x 2 x 2 x (x, y)
     expected = pts.mean(dim=(2, 3)).permute(2, 0, 1)
     assert torch.allclose(out[0], expected, atol=1e-12)
@@ -149,13 +163,19 @@ def test_torchvision_mask_rcnn_pools_with_aligned_false():
     """What notebook 02 states: MultiScaleRoIAlign calls roi_align with aligned=False."""
     from collections import OrderedDict
 
-    pooler = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).roi_heads.mask_roi_pool
+    pooler = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None
+    ).roi_heads.mask_roi_pool
     g = torch.Generator().manual_seed(0)
-    maps = OrderedDict((n, torch.randn(1, 3, s, s, generator=g)) for n, s in zip("0123", (200, 100, 50, 25)))
+    maps = OrderedDict(
+        (n, torch.randn(1, 3, s, s, generator=g)) for n, s in zip("0123", (200, 100, 50, 25))
+    )
     box = [torch.tensor([[100.0, 120.0, 180.0, 210.0]])]  # level P2
     out = pooler(maps, box, [(800, 800)])
     assert torch.equal(out, torchvision.ops.roi_align(maps["0"], box, 14, 0.25, 2, aligned=False))
-    assert not torch.allclose(out, torchvision.ops.roi_align(maps["0"], box, 14, 0.25, 2, aligned=True))
+    assert not torch.allclose(
+        out, torchvision.ops.roi_align(maps["0"], box, 14, 0.25, 2, aligned=True)
+    )
 
 
 @pytest.mark.parametrize("pool, aligned", [("align_false", False), ("align", True)])
@@ -173,5 +193,29 @@ def test_roundtrip_uses_the_roi_align_it_names(pool, aligned):
     feat = torch.nn.functional.avg_pool2d(mask[None, None].float(), 8)
     rois = torch.tensor([[0.0, *map(float, box)]])
     crop = torchvision.ops.roi_align(feat, rois, 14, 1 / 8, 2, aligned=aligned)
-    expected = mask_iou(paste_masks_in_image(crop, rois[:, 1:], (64, 64), padding=1)[0, 0] > 0.5, mask)
+    expected = mask_iou(
+        paste_masks_in_image(crop, rois[:, 1:], (64, 64), padding=1)[0, 0] > 0.5, mask
+    )
     assert mask_roundtrip_iou(mask, box, 8, pool) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_rounded_box_variant_rounds_the_box_as_roi_pool_does():
+    """align_rounded: torchvision's roi_align (aligned=True) on RoI Pool's rounded box,
+    pasted into the exact box."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from helpers.metrics import mask_iou
+    from helpers.roi_align import mask_roundtrip_iou
+
+    yy, xx = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    mask = ((xx - 30.3) / 9) ** 2 + ((yy - 25.8) / 7) ** 2 <= 1
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    # x 22..40, y 19..33 on pixel edges
+    box = (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+    # RoI Pool's rounding at stride 8: round(22/8)=3 .. round(40/8)=5 inclusive -> cells 3..5
+    rounded = torch.tensor([[0.0, 24.0, 16.0, 48.0, 40.0]])  # y: round(19/8)=2 .. round(33/8)=4
+    feat = torch.nn.functional.avg_pool2d(mask[None, None].float(), 8)
+    crop = torchvision.ops.roi_align(feat, rounded, 14, 1 / 8, 2, aligned=True)
+    exact = torch.tensor([[float(v) for v in box]])
+    expected = mask_iou(paste_masks_in_image(crop, exact, (64, 64), padding=1)[0, 0] > 0.5, mask)
+    assert mask_roundtrip_iou(mask, box, 8, "align_rounded") == pytest.approx(expected, abs=1e-6)
