@@ -88,6 +88,11 @@ class LabPicsDataset:
                 self.skipped[0],
             )
 
+    @property
+    def ids(self) -> list[str]:
+        """The samples' ids (their folder names), in reading order."""
+        return [sample.name for sample in self.samples]
+
     def __len__(self) -> int:
         return len(self.samples)
 

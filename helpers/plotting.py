@@ -6,6 +6,7 @@ The one home of plotting code; notebooks call these and never redefine them.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 #: Distinct colours for instances (RGB 0..255), cycled.
 INSTANCE_COLOURS = np.array(
@@ -327,3 +328,80 @@ def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: 
         placed.append(text.get_window_extent(renderer))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+
+
+def draw_prompts_rgb(image: np.ndarray, points=(), box=None) -> np.ndarray:
+    """Prompts drawn into an ``H x W x 3`` uint8 RGB array for the widgets (fast, no
+    matplotlib): positive points green, negative red, the box yellow.
+
+    Args:
+        points: ``(x, y, label)`` in pixel indices; box: ``(x0, y0, x1, y1)`` inclusive.
+    """
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    r = max(3, round(min(image.shape[:2]) / 80))
+    for x, y, label in points:
+        fill = (40, 220, 40) if label else (230, 40, 40)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255), width=2)
+    if box is not None:
+        draw.rectangle(list(box), outline=(255, 230, 0), width=max(2, r // 2))
+    return np.asarray(canvas)
+
+
+def label_font(image_shape, fraction: float = 1 / 28, minimum: int = 14) -> ImageFont.ImageFont:
+    """A font for text drawn into an image that is shown scaled to a panel: about
+    ``fraction`` of the image's shorter side, never below ``minimum`` pixels, so that it
+    stays readable at display size (PIL's default bitmap font is 11 px at any size)."""
+    size = max(minimum, round(min(image_shape[:2]) * fraction))
+    return ImageFont.load_default(size=size)
+
+
+def stack_labels(anchors, sizes, gap: float = 1) -> list[tuple[float, float, float, float]]:
+    """Where labels go so that none overlaps another: each label's top-left corner starts
+    at its anchor ``(x, y)`` (pixels, y down) and moves down by its own height until it
+    overlaps no label placed before it. Labels are placed in the given order (the most
+    important first). Returns the rectangles ``(x0, y0, x1, y1)``."""
+    placed: list[tuple[float, float, float, float]] = []
+    for (x, y), (w, h) in zip(anchors, sizes):
+        while any(
+            x < bx1 and bx0 < x + w and y < by1 and by0 < y + h for bx0, by0, bx1, by1 in placed
+        ):
+            y += h + gap
+        placed.append((x, y, x + w, y + h))
+    return placed
+
+
+def draw_detections_rgb(image: np.ndarray, prediction: dict, threshold: float = 0.5) -> np.ndarray:
+    """A detector's output drawn into an ``H x W x 3`` uint8 RGB array for the widgets:
+    masks, boxes and score labels of the detections scoring at least ``threshold``,
+    highest first. Labels sit inside each box's top-left corner, in a font sized for
+    display (:func:`label_font`), moved down until they overlap no earlier label.
+
+    Args:
+        prediction: torchvision's output dict for one image on the CPU (``boxes``
+            ``K x 4`` xyxy pixels, ``scores`` ``K``, ``masks`` ``K x 1 x H x W``).
+    """
+    scores = np.asarray(prediction["scores"], float)
+    keep = np.flatnonzero(scores >= threshold)
+    keep = keep[np.argsort(-scores[keep])]
+    masks = np.asarray(prediction["masks"])[keep, 0] > 0.5
+    canvas = Image.fromarray(overlay_masks(image, masks, alpha=0.45))
+    draw = ImageDraw.Draw(canvas)
+    font = label_font(image.shape)
+    line = max(2, round(min(image.shape[:2]) / 200))
+    colours = [
+        tuple(int(c) for c in INSTANCE_COLOURS[r % len(INSTANCE_COLOURS)]) for r in range(len(keep))
+    ]
+    boxes = [[float(v) for v in prediction["boxes"][k]] for k in keep]
+    for box, colour in zip(boxes, colours):  # every box first, so that no box crosses a label
+        draw.rectangle(box, outline=colour, width=line)
+    texts = [f"{scores[k]:.2f}" for k in keep]
+    extents = [draw.textbbox((0, 0), t, font=font) for t in texts]
+    rects = stack_labels(
+        [(x0 + line, y0 + line) for x0, y0, _, _ in boxes],
+        [(right - left + 4, bottom - top + 4) for left, top, right, bottom in extents],
+    )
+    for text, (left, top, _, _), rect, colour in zip(texts, extents, rects, colours):
+        draw.rectangle(list(rect), fill=colour)
+        draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)

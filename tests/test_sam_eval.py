@@ -8,11 +8,11 @@ from torch.utils.data import Subset
 import helpers.sam_eval as ev
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.clicks import next_click
+from helpers.compare import SamCompare
 from helpers.embeddings import EmbeddingCache
 from helpers.sam_data import prepare_items
 from helpers.sam_eval import click_ious, comparison_table, evaluate
 from helpers.sam_model import build_tiny_sam
-from helpers.widget import SamCompare
 
 
 @pytest.fixture(scope="module")

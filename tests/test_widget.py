@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.compare import DetectionCompare, PromptState, SamCompare, interpret_pointer
 from helpers.sam_model import build_tiny_sam
-from helpers.widget import (
-    ClickCanvas,
-    DetectionCompare,
-    PromptState,
-    SamCompare,
-    interpret_pointer,
-    sam_compare_widget,
-)
+from helpers.widget import ClickCanvas, sam_compare_widget
 
 
 def click(x, y, button=0, shift=False):
@@ -197,3 +191,23 @@ def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_res
     ctl.reset()
     ctl.undo()  # nothing to undo after a reset
     assert ctl.state.empty() and ctl.results["after"]["score"] is None
+
+
+def test_labels_of_crowded_detections_never_overlap():
+    from helpers.plotting import stack_labels
+
+    anchors = [(100, 80), (104, 84), (100, 90), (300, 80), (98, 120)]
+    sizes = [(40, 18)] * 5
+    rects = stack_labels(anchors, sizes)
+    for i, a in enumerate(rects):
+        assert a[0] == anchors[i][0] and a[1] >= anchors[i][1]  # below its anchor, never left
+        for b in rects[:i]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert rects[3] == (300, 80, 340, 98)  # a label with room stays at its anchor
+
+
+def test_detection_labels_are_sized_for_display():
+    from helpers.plotting import label_font
+
+    assert label_font((1080, 1920)).size == round(1080 / 28)  # ~39 px on a LabPics photo
+    assert label_font((200, 300)).size == 14  # never below 14 px
