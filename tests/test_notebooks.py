@@ -1,16 +1,23 @@
 """The notebooks' text form (py:percent) is what is reviewed: it must match the .ipynb."""
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import jupytext
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS
+def test_every_notebook_is_in_the_readme_table_and_every_row_is_a_notebook():
+    listed = re.findall(
+        r"^\| \d\d \| \[[^]]+\]\((notebooks/[^)]+\.ipynb)\)", (ROOT / "README.md").read_text(), re.M
+    )
+    assert listed == [f"notebooks/{nb.name}" for nb in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)
@@ -21,9 +28,27 @@ def test_notebook_and_its_percent_script_are_in_sync(ipynb):
     assert [(c.cell_type, c.source) for c in a.cells] == [(c.cell_type, c.source) for c in b.cells]
 
 
+def _committed(ipynb: Path) -> dict:
+    """The notebook as git would commit it (the index, after nbstripout's clean filter),
+    or the file itself outside a git checkout or before its first ``git add``."""
+    try:
+        staged = subprocess.run(
+            ["git", "show", f":./{ipynb.name}"],
+            cwd=ipynb.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return json.loads(staged)
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        return json.loads(ipynb.read_text())
+
+
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_committed_without_outputs_and_with_a_kernelspec(ipynb):
-    nb = json.loads(ipynb.read_text())
+    """Checked on what git commits, so that running the notebooks in JupyterLab (which
+    saves outputs into the working files) does not break the test suite."""
+    nb = _committed(ipynb)
     # without a kernelspec JupyterLab opens a kernel picker that swallows the first clicks
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     for cell in nb["cells"]:
@@ -59,3 +84,130 @@ def test_colab_setup_cells_and_readme_badges_point_at_one_repository_and_real_pa
     ):
         assert (root / nb).is_file(), nb
         assert ("https://github.com/" + repo_path, branch) in repos
+
+
+def _readme_first_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.+?)\n```", readme, re.S)[0]
+
+
+def _ran(nb: dict) -> dict:
+    """``nb`` as JupyterLab holds it after "Run All"."""
+    nb = json.loads(json.dumps(nb))
+    for k, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = k + 1
+        cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a result\n"]}]
+        cell["metadata"]["execution"] = {"iopub.status.busy": "2026-11-24T10:00:00Z"}
+    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.7"}
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+def test_outputs_of_a_run_never_reach_git_and_a_smoke_save_leaves_status_clean(
+    tmp_path, monkeypatch
+):
+    """README command 1 runs helpers.local_setup; replayed in a scratch repository.
+    Full mode: a notebook saved with outputs is, to git, the committed notebook (git diff
+    is empty, git add stages nothing). Smoke mode: Jupyter's save hook saves it as
+    committed, so git status stays clean too."""
+    import nbformat
+
+    from helpers import jupyter_save
+    from helpers.local_setup import install_git_filter
+
+    assert "python -m helpers.local_setup" in _readme_first_command()
+    repo = tmp_path / "clone"
+    nb_path = repo / "notebooks" / NOTEBOOKS[0].name
+    nb_path.parent.mkdir(parents=True)
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+
+    git("init", "-q")
+    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
+    nb_path.write_text(git_show_or_read(NOTEBOOKS[0]))  # the committed form
+    install_git_filter(repo)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
+    assert git("status", "--porcelain") == ""
+    committed = nb_path.read_text()
+
+    monkeypatch.setenv("SEGCOURSE_SMOKE", "1")
+    monkeypatch.setattr(jupyter_save, "NOTEBOOKS", nb_path.parent)
+    model = {"type": "notebook", "content": _ran(json.loads(committed))}
+    jupyter_save.strip_smoke_outputs(model, str(nb_path))
+    nbformat.write(nbformat.from_dict(model["content"]), nb_path)  # what the server writes
+    assert nb_path.read_text() == committed and git("status", "--porcelain") == ""
+
+    ran = _ran(json.loads(committed))
+    nbformat.write(nbformat.from_dict(ran), nb_path)  # full mode: saved with outputs
+    assert git("diff") == ""
+    git("add", ".")
+    assert git("diff", "--cached") == "" and git("status", "--porcelain") == ""
+
+
+def git_show_or_read(ipynb: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "show", f":./{ipynb.name}"],
+            cwd=ipynb.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        return ipynb.read_text()
+
+
+def test_the_save_hook_leaves_full_mode_and_other_notebooks_alone(tmp_path, monkeypatch):
+    from helpers import jupyter_save
+
+    nb = _ran(json.loads(git_show_or_read(NOTEBOOKS[0])))
+    model = {"type": "notebook", "content": json.loads(json.dumps(nb))}
+    monkeypatch.setenv("SEGCOURSE_SMOKE", "0")
+    jupyter_save.strip_smoke_outputs(model, str(NOTEBOOKS[0]))
+    assert model["content"] == nb  # full mode: outputs kept
+    monkeypatch.setenv("SEGCOURSE_SMOKE", "1")
+    jupyter_save.strip_smoke_outputs(model, str(tmp_path / "mine.ipynb"))
+    assert model["content"] == nb  # a learner's own notebook: kept
+    jupyter_save.strip_smoke_outputs(model, str(NOTEBOOKS[0]))
+    assert all(c.get("outputs", []) == [] for c in model["content"]["cells"])
+
+
+def test_local_setup_installs_the_save_hook_where_jupyter_reads_its_configuration(
+    tmp_path, monkeypatch
+):
+    """The hook is found the way a Jupyter server finds its configuration (its config
+    path, here pointed at a scratch environment), and other settings there survive."""
+    from jupyter_server.serverapp import ServerApp
+
+    from helpers.local_setup import HOOK, install_save_hook
+
+    config_dir = tmp_path / "etc" / "jupyter"
+    config_dir.mkdir(parents=True)
+    (config_dir / "jupyter_server_config.json").write_text('{"ServerApp": {"port": 8899}}')
+    install_save_hook(tmp_path)
+    install_save_hook(tmp_path)  # idempotent
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config_dir))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "user"))
+    app = ServerApp()
+    app.load_config_file()
+    assert app.config.ContentsManager.pre_save_hook == HOOK
+    assert app.config.ServerApp.port == 8899
+    (config_dir / "jupyter_server_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        install_save_hook(tmp_path)
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run must install the way README command 1 does (less `jupyter lab`) and run
+    README command 2."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    parts = [p.strip() for p in _readme_first_command().split("&&")]
+    for part in parts:
+        if part.startswith(("python3 -m venv", ". .venv", "SEGCOURSE_SMOKE=1 jupyter lab")):
+            continue
+        assert part in ci, f"README command 1's step {part!r} is not in .ci/run"
+    assert re.search(r"^pytest\b", ci, re.M)

@@ -7,6 +7,7 @@ Needs /usr/bin/chromium and the playwright package. Without them the test is ski
 unless SEGCOURSE_REQUIRE_BROWSER=1 (set by .ci/run, which installs both): then it fails.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,10 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("SEGCOURSE_REQUIRE_BROWSER") == "1"
+# a failing run leaves its screenshot here (CI keeps it: .ci/run prints the folder)
+ARTEFACTS = Path(
+    os.environ.get("SEGCOURSE_ARTEFACTS", Path(__file__).parent.parent / ".ci" / "artefacts")
+)
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -74,85 +79,113 @@ def _requirements_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def lab_url(tmp_path_factory):
+# the kernel is connected and idle (JupyterLab's status bar)
+IDLE = (
+    "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+    ".some(e => e.innerText.includes('| Idle'))"
+)
+
+
+def _need_browser():
     missing = _requirements_missing()
     if missing:
         if REQUIRED:
             pytest.fail(f"SEGCOURSE_REQUIRE_BROWSER=1 but {missing}")
         pytest.skip(missing)
-    root = tmp_path_factory.mktemp("lab")
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "execution_count": None,
-                "id": f"cell{i}",
-                "metadata": {},
-                "outputs": [],
-                "source": code,
-            }
-            for i, code in enumerate((NOTEBOOK_CODE, DETECTION_CODE))
-        ],
-        "metadata": {
-            "kernelspec": {
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-                "name": "python3",
-            }
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (root / "widget.ipynb").write_text(json.dumps(nb))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ)
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, scratch: Path, env: dict | None = None):
+    """A JupyterLab server on localhost serving ``root``, with its own empty user
+    configuration (under ``scratch``); yields its URL."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(env or {})}
     for var in (
         "JUPYTER_CONFIG_DIR",
         "JUPYTERLAB_SETTINGS_DIR",
         "JUPYTERLAB_WORKSPACES_DIR",
         "JUPYTER_RUNTIME_DIR",
     ):
-        env[var] = str(tmp_path_factory.mktemp(var.lower()))
-    log = open(root / "lab.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
+        env[var] = str(scratch / var.lower())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = scratch / "lab.log"
+    with open(log_path, "w") as log:
+        args = [
             "--no-browser",
             "--allow-root",
             "--IdentityProvider.token=",
             "--ServerApp.ip=127.0.0.1",
+        ]
+        args += [
             f"--ServerApp.port={port}",
             f"--ServerApp.root_dir={root}",
             "--ServerApp.disable_check_xsrf=True",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
+        ]
+        lab = [sys.executable, "-m", "jupyter", "lab", *args]
+        proc = subprocess.Popen(lab, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    proc.terminate()
+                    pytest.fail(f"JupyterLab did not start:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
         try:
-            urllib.request.urlopen(f"{url}/api", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.terminate()
-                pytest.fail(f"JupyterLab did not start:\n{(root / 'lab.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _open_and_run_all(page, url: str, notebook: str) -> None:
+    page.goto(f"{url}/lab/tree/{notebook}", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function(IDLE, timeout=90_000)  # connected and idle before a run request
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def _save_failure(page, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTEFACTS / f"{name}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print("screenshot of the failure:", shot)
+
+
+@pytest.fixture(scope="module")
+def lab_url(tmp_path_factory):
+    _need_browser()
+    root = tmp_path_factory.mktemp("lab")
+    cells = [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": f"cell{i}",
+            "metadata": {},
+            "outputs": [],
+            "source": code,
+        }
+        for i, code in enumerate((NOTEBOOK_CODE, DETECTION_CODE))
+    ]
+    kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": kernelspec},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (root / "widget.ipynb").write_text(json.dumps(nb))
+    with jupyterlab(root, tmp_path_factory.mktemp("scratch")) as url:
+        yield url
 
 
 def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, tmp_path):
@@ -168,16 +201,7 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         try:
-            page.goto(f"{lab_url}/lab/tree/widget.ipynb", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
-            # the kernel must be connected and idle before a run request is accepted
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-                ".some(e => e.innerText.includes('| Idle'))",
-                timeout=90_000,
-            )
-            page.click("li.lm-MenuBar-item:has-text('Run')")
-            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            _open_and_run_all(page, lab_url, "widget.ipynb")
             img = page.wait_for_selector(".segcourse-canvas img", timeout=120_000)
             label = page.wait_for_selector(".segcourse-sam-after", timeout=30_000)
             assert label.inner_text() == "after: no prompt yet"
@@ -196,8 +220,34 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
                 ".innerText.includes('mask area')",
                 timeout=30_000,
             )
-            after_text = label.inner_text()
-            assert "IoU vs ground truth" in after_text and "SAM score" in after_text
+            page.wait_for_function(
+                "() => document.querySelector('.segcourse-sam-before')"
+                ".innerText.includes('mask area')",
+                timeout=30_000,
+            )
+            # each status line is whole and visible under its own image: IoU and time
+            # included, nothing cut off by the panel (scroll width within client width)
+            for name in ("before", "after"):
+                text, scroll_w, client_w = page.eval_on_selector(
+                    f".segcourse-sam-{name}",
+                    "e => [e.innerText, e.scrollWidth, e.clientWidth]",
+                )
+                assert "IoU vs ground truth" in text and "SAM score" in text and text.endswith("ms")
+                assert scroll_w <= client_w + 1, (name, scroll_w, client_w)
+            panels = [
+                c.bounding_box() for c in page.query_selector_all(".segcourse-canvas img")[:2]
+            ]
+            assert panels[1]["x"] - (panels[0]["x"] + panels[0]["width"]) >= 10  # panels apart
+            mode_label = page.query_selector(".segcourse-mode-label").bounding_box()
+            toggle = page.query_selector(".widget-toggle-buttons").bounding_box()
+            assert (
+                abs(
+                    mode_label["y"]
+                    + mode_label["height"] / 2
+                    - (toggle["y"] + toggle["height"] / 2)
+                )
+                < 12
+            )
             # a right click adds a negative point and does not open JupyterLab's menu
             before_label = page.query_selector(".segcourse-sam-before")
             first = before_label.inner_text()
@@ -226,9 +276,108 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
                 ".innerText.includes('under the click')",
                 timeout=30_000,
             )
+            for name in ("before", "after"):
+                text, scroll_w, client_w = page.eval_on_selector(
+                    f".segcourse-det-{name}",
+                    "e => [e.innerText, e.scrollWidth, e.clientWidth]",
+                )
+                assert "under the click" in text and scroll_w <= client_w + 1, (name, text)
+            picker = page.query_selector_all(".widget-dropdown select")[-1]
+            options = picker.evaluate("e => [...e.options].map(o => o.text)")
+            assert options[:2] == ["test_000", "test_001"]  # the image ids, not 0, 1, ...
         except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            print("screenshot:", tmp_path / "failure.png")
+            _save_failure(page, "widget-browser-failure")
             raise
         finally:
             browser.close()
+
+
+def test_running_a_notebook_in_jupyterlab_in_smoke_mode_leaves_git_status_clean(tmp_path):
+    """A learner's first hour: a clone, the README's set-up, a course notebook run in
+    JupyterLab (smoke mode) and saved: git sees no change."""
+    from playwright.sync_api import sync_playwright
+
+    _need_browser()
+    clone = _checkout_of_this_tree(tmp_path / "clone")
+    env = {
+        "PYTHONPATH": str(clone),
+        "SEGCOURSE_SMOKE": "1",
+        "SEGCOURSE_CACHE": str(tmp_path / "cache"),
+    }
+    # README command 1's set-up: the git filter is in the checkout; the save hook goes into a
+    # scratch configuration directory, not this environment's
+    setup = "from helpers.local_setup import *; print(install_save_hook(%r))"
+    subprocess.run(
+        [sys.executable, "-c", setup % str(tmp_path / "env")],
+        cwd=clone,
+        env={**os.environ, **env},
+        check=True,
+    )
+    env["JUPYTER_CONFIG_PATH"] = str(tmp_path / "env" / "etc" / "jupyter")
+    notebook = "01_sam_architecture.ipynb"
+    with jupyterlab(clone / "notebooks", tmp_path / "scratch", env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            _open_and_run_all(page, url, notebook)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jp-OutputArea-output').length >= 5",
+                timeout=180_000,
+            )
+            page.wait_for_function(IDLE, timeout=180_000)
+            page.click("li.lm-MenuBar-item:has-text('File')")
+            page.click(".lm-Menu-itemLabel:text-is('Save Notebook')")
+            deadline = time.time() + 30
+            while (
+                not (tmp_path / "scratch" / "lab.log")
+                .read_text()
+                .count(f"Saving file at /{notebook}")
+            ):
+                assert time.time() < deadline, "JupyterLab did not save the notebook"
+                time.sleep(0.5)
+            time.sleep(1)
+        except Exception:
+            _save_failure(page, "notebook-save-failure")
+            raise
+        finally:
+            browser.close()
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == "", status.stdout
+
+
+def _checkout_of_this_tree(dest: Path) -> Path:
+    """A git repository holding this working tree as committed, with README command 1's
+    git filter: tracked and new (not ignored) files as they are now, notebooks in the form
+    git would commit them. Not a clone of HEAD, so that uncommitted work is what runs."""
+    root = Path(__file__).parent.parent
+
+    def git(*args, cwd=root):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout
+
+    dest.mkdir(parents=True)
+    git("init", "-q", cwd=dest)
+    for name in (
+        git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
+    ):
+        src = root / name
+        if not name or not src.is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".ipynb":
+            try:
+                (dest / name).write_bytes(git("show", f":{name}"))  # the committed form
+                continue
+            except subprocess.CalledProcessError:  # not added yet
+                pass
+        shutil.copy2(src, dest / name)
+    env = {**os.environ, "PYTHONPATH": str(dest)}
+    setup = "from helpers.local_setup import install_git_filter; print(install_git_filter())"
+    subprocess.run(
+        [sys.executable, "-c", setup], cwd=dest, env=env, check=True, capture_output=True
+    )
+    git("add", "-A", cwd=dest)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "this tree", cwd=dest)
+    assert git("status", "--porcelain", cwd=dest) == b""
+    return dest
