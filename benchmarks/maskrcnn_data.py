@@ -91,7 +91,7 @@ def peak_rss(kind: str, root: Path) -> float:
 
 def loop_overhead(n_batches: int) -> dict:
     from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_maskrcnn
-    from helpers.maskrcnn_training import DetTrainConfig, train_one_epoch
+    from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_one_epoch
     from helpers.schedules import warmup_cosine
 
     torch.manual_seed(0)
@@ -103,7 +103,7 @@ def loop_overhead(n_batches: int) -> dict:
     ]
     torch.manual_seed(1)
     start = build_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS).state_dict()
-    cfg = DetTrainConfig(epochs=1, lr=0.002)
+    cfg = MaskRCNNTrainConfig(epochs=1, lr=0.002)
 
     def fresh():
         model = build_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS)

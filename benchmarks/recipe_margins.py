@@ -34,7 +34,7 @@ from helpers.embeddings import EmbeddingCache
 from helpers.sam_data import prepare_items
 from helpers.sam_eval import evaluate
 from helpers.sam_model import build_tiny_sam
-from helpers.sam_training import TrainConfig, load_best, train_decoder
+from helpers.sam_training import SamTrainConfig, load_best, train_decoder
 
 SMOKE = dict(epochs=6, lr=1.5e-3, dice_weight=3.0)  # notebook 03's smoke settings
 SAM_ROUNDS = dict(click_rounds=1, refine_rounds=0)
@@ -53,7 +53,7 @@ def without_multimask_loss(real):
     return cut
 
 
-def run(name: str, cfg: TrainConfig, items, val_items, before: dict, folder: str) -> dict:
+def run(name: str, cfg: SamTrainConfig, items, val_items, before: dict, folder: str) -> dict:
     sam = build_tiny_sam()
     patch = (
         mock.patch.object(
@@ -84,9 +84,9 @@ def main() -> None:
         val_items, _ = prepare_items(VOCInstanceDataset(root, "val"), cache, show_progress=False)
         before = evaluate(build_tiny_sam(), items, max_clicks=1, show_progress=False)
         configs = {
-            "sam": lambda s: TrainConfig(recipe="sam", seed=s, **SMOKE, **SAM_ROUNDS),
-            "seed": lambda s: TrainConfig(recipe="seed", seed=s, **SMOKE),
-            "sam_without_multimask_loss": lambda s: TrainConfig(
+            "sam": lambda s: SamTrainConfig(recipe="sam", seed=s, **SMOKE, **SAM_ROUNDS),
+            "seed": lambda s: SamTrainConfig(recipe="seed", seed=s, **SMOKE),
+            "sam_without_multimask_loss": lambda s: SamTrainConfig(
                 recipe="sam", seed=s, **SMOKE, **SAM_ROUNDS
             ),
         }
@@ -98,7 +98,7 @@ def main() -> None:
             ("sam_dice_1", "sam", SAM_ROUNDS),
             ("seed_dice_1", "seed", {}),
         ):
-            cfg = TrainConfig(recipe=recipe, seed=0, **{**SMOKE, "dice_weight": 1.0}, **rounds)
+            cfg = SamTrainConfig(recipe=recipe, seed=0, **{**SMOKE, "dice_weight": 1.0}, **rounds)
             runs[name] = [run(name, cfg, items, val_items, before, f"{tmp}/{name}")]
     result = {
         "before": {k: round(before[k], 4) for k in ("miou@1", "box_miou")},

@@ -10,7 +10,7 @@ at SAM's 256 x 256 low-res output, one step per image.
 Both run the seed's recipe (its prompts, two passes, the loss on the single mask), so the
 ratio ``speedup`` measures the way it is computed, not a change of recipe. Then, for the
 price of the course's default, one epoch of the SAM paper's interactive recipe
-(``TrainConfig()``: 1 + 8 + 2 decoder rounds per image) on the warm cache:
+(``SamTrainConfig()``: 1 + 8 + 2 decoder rounds per image) on the warm cache:
 ``sam_recipe_epoch_s``. ``encoder_s_per_image``: the image encoder alone, one image at a
 time, the mean over the images (after one warm-up call).
 
@@ -36,10 +36,10 @@ from helpers.prompts import instance_candidates, sample_prompts
 from helpers.sam_data import prepare_items
 from helpers.sam_model import build_sam
 from helpers.sam_predict import embed_image, predict
-from helpers.sam_training import TrainConfig, train_decoder
+from helpers.sam_training import SamTrainConfig, train_decoder
 
 
-def seed_epoch(sam, dataset, n_images: int, cfg: TrainConfig) -> tuple[float, int]:
+def seed_epoch(sam, dataset, n_images: int, cfg: SamTrainConfig) -> tuple[float, int]:
     """The seed recipe's epoch; returns (seconds, instances)."""
     optimizer = torch.optim.AdamW(
         sam.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -81,7 +81,7 @@ def main() -> None:
     torch.manual_seed(0)
     dataset = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "trainval")
     n = min(args.images, len(dataset))
-    cfg = TrainConfig(recipe="seed", epochs=1)
+    cfg = SamTrainConfig(recipe="seed", epochs=1)
 
     sam = build_sam(args.model)
     with torch.no_grad():
@@ -108,7 +108,7 @@ def main() -> None:
             sam,
             items,
             [],
-            TrainConfig(epochs=1),
+            SamTrainConfig(epochs=1),
             f"{tmp}/run_sam",
             resume=False,
             show_progress=False,

@@ -131,7 +131,13 @@ def coco_ap(gt: COCO, detections: list[dict], iou_type: str) -> dict:
 
 @torch.no_grad()
 def evaluate_detector(
-    model, reader, device="cpu", transform=None, postprocess=None, show_progress: bool = True
+    model,
+    reader,
+    device="cpu",
+    transform=None,
+    postprocess=None,
+    show_progress: bool = True,
+    desc: str = "evaluating",
 ) -> dict:
     """Box and mask AP of ``model`` on every sample of ``reader``.
 
@@ -146,7 +152,7 @@ def evaluate_detector(
     """
     model.eval().to(device)
     images, annotations, detections = [], [], []
-    for i in progress(range(len(reader)), show=show_progress, desc="evaluating", leave=False):
+    for i in progress(range(len(reader)), show=show_progress, desc=desc, unit="img", leave=False):
         s = reader[i]
         entry, anns = gt_entries(i, s, len(annotations) + 1)  # RLE: no pixels kept
         images.append(entry)

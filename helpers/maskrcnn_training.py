@@ -2,9 +2,10 @@
 
 Introduced in notebook 04. ``train_one_epoch`` (warm-up then schedule per iteration,
 mixed precision on CUDA, gradient clipping, a stop on a non-finite loss, a progress bar
-with running losses) and ``train_maskrcnn`` around it: a checkpoint dict (model,
-optimizer, lr_scheduler, scaler, epoch, settings, history) written atomically after
-every epoch, resume, and ``best.pt`` chosen by validation mask AP.
+with the running loss) and ``train_maskrcnn`` around it: the course's training state
+(:mod:`helpers.checkpoints`: model, optimizer, lr_scheduler, scaler, epoch, config,
+history) written atomically after every epoch, resume, and ``best.pt`` (weights, checked
+when loaded) chosen by validation mask AP.
 
 Randomness (shuffling, augmentation) is seeded per epoch from ``(seed, epoch)``, so a
 resumed run sees the same batches as an uninterrupted one.
@@ -15,12 +16,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .checkpoints import atomic_save
+from .checkpoints import (
+    load_weights,
+    resume_training,
+    save_training_state,
+    save_weights,
+    say_where_training_starts,
+)
 from .coco_eval import evaluate_detector
 from .detection_data import collate
 from .runtime import progress
@@ -30,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DetTrainConfig:
+class MaskRCNNTrainConfig:
     """Settings. SGD with lr 0.005 and momentum 0.9 at batch size 2, as in torchvision's
     object-detection fine-tuning tutorial (which uses weight decay 5e-4); weight decay 1e-4
     as in torchvision's detection references (whose lr, 0.02, is for 16 images a step)."""
@@ -56,7 +63,7 @@ def train_one_epoch(
     device,
     epoch: int,
     scaler,
-    cfg: DetTrainConfig,
+    cfg: MaskRCNNTrainConfig,
     show_progress: bool = True,
 ) -> dict:
     """One pass over ``loader``; the scheduler steps every iteration. Returns the mean of
@@ -65,7 +72,9 @@ def train_one_epoch(
     use_amp = cfg.amp and torch.device(device).type == "cuda"
     sums: dict[str, float] = {}
     n = 0
-    bar = progress(loader, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+    bar = progress(
+        loader, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False
+    )
     for images, targets in bar:
         images = [img.to(device) for img in images]
         targets = [
@@ -91,7 +100,7 @@ def train_one_epoch(
         n += 1
         for k, v in [("loss", loss), *losses.items()]:
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items()})
+        bar.set_postfix(loss=f"{sums['loss'] / n:.3f}")  # one number: the bar fits its line
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
@@ -99,7 +108,7 @@ def train_maskrcnn(
     model,
     train_dataset,
     val_reader,
-    cfg: DetTrainConfig,
+    cfg: MaskRCNNTrainConfig,
     out_dir,
     device="cpu",
     resume: bool = True,
@@ -130,19 +139,14 @@ def train_maskrcnn(
         optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_frac, cfg.min_lr_frac)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and torch.device(device).type == "cuda")
-    history, best_ap, start = [], -1.0, 1
     last = out_dir / "last.pt"
-    if resume and last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        if state["settings"] != asdict(cfg):
-            raise ValueError(f"{last}: written with other settings; delete it or pass resume=False")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best_ap, start = state["history"], state["best_ap"], state["epoch"] + 1
-        log.info("resumed from %s after epoch %d", last, state["epoch"])
-    for epoch in range(start, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
+    state = resume_training(last, cfg, model, optimizer, scheduler, scaler) if resume else None
+    history, best_ap = (state["history"], state["best_score"]) if state else ([], -1.0)
+    first, last_epoch = len(history) + 1, min(cfg.epochs, until_epoch or cfg.epochs)
+    say_where_training_starts(last, first, last_epoch, cfg.epochs, "Mask R-CNN")
+    for epoch in progress(
+        range(first, last_epoch + 1), show=show_progress, desc="Mask R-CNN, epochs"
+    ):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations draw from the global RNG
         loader = torch.utils.data.DataLoader(
@@ -156,11 +160,11 @@ def train_maskrcnn(
         losses = train_one_epoch(
             model, optimizer, scheduler, loader, device, epoch, scaler, cfg, show_progress
         )
-        ap = (
-            evaluate_detector(model, val_reader, device, show_progress=False)
-            if val_reader is not None
-            else None
-        )
+        ap = None
+        if val_reader is not None:
+            ap = evaluate_detector(
+                model, val_reader, device, show_progress=show_progress, desc="validation"
+            )
         record = {
             "epoch": epoch,
             **losses,
@@ -170,32 +174,42 @@ def train_maskrcnn(
             "val_bbox_ap": ap["bbox"]["AP"] if ap else float("nan"),
         }
         history.append(record)
-        log.info("epoch %d: %s", epoch, record)
+        log.info(
+            "epoch %d/%d: loss %.3f (mask %.3f), val mask AP %.3f, val box AP %.3f, "
+            "lr %.2e, %.0f s",
+            epoch,
+            cfg.epochs,
+            record["loss"],
+            record["loss_mask"],
+            record["val_segm_ap"],
+            record["val_bbox_ap"],
+            record["lr"],
+            record["seconds"],
+        )
         if ap is not None and ap["segm"]["AP"] > best_ap:
             best_ap = ap["segm"]["AP"]
-            atomic_save(
-                {"model": model.state_dict(), "epoch": epoch, "val_segm_ap": best_ap},
-                out_dir / "best.pt",
-            )
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "settings": asdict(cfg),
-                "history": history,
-                "best_ap": best_ap,
-            },
+            save_weights(model, out_dir / "best.pt", {"epoch": epoch, "val_segm_ap": best_ap})
+        save_training_state(
             last,
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            scaler=scaler,
+            epoch=epoch,
+            config=cfg,
+            history=history,
+            best_score=best_ap,
         )
     model.eval()
     return history
 
 
 def load_best(model, out_dir) -> dict:
-    """Load ``out_dir/best.pt`` into ``model``; return its epoch and validation mask AP."""
-    state = torch.load(Path(out_dir) / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    return {"epoch": state["epoch"], "val_segm_ap": state["val_segm_ap"]}
+    """Load ``out_dir/best.pt`` into ``model`` (every key and shape checked first); return
+    its meta: the epoch and its validation mask AP.
+
+    Raises:
+        helpers.checkpoints.CheckpointError: missing, unreadable, or weights that do not
+            fit ``model``.
+    """
+    return load_weights(model, Path(out_dir) / "best.pt", "this Mask R-CNN")

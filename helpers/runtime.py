@@ -15,6 +15,7 @@ variables; every other module asks these functions.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -108,3 +109,33 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class _NotebookHandler(logging.Handler):
+    """Writes the package's messages where a learner looks: the cell's output in a
+    notebook, the terminal otherwise, through ``tqdm.write`` so that a progress bar on
+    screen is not broken. Warnings are marked as such."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            tqdm.write(prefix + record.getMessage(), file=sys.stdout)
+        except Exception:  # a broken stream must never stop a training run
+            self.handleError(record)
+
+
+def show_messages(level: int = logging.INFO) -> None:
+    """Make the package's log lines (downloads, checksums, extraction, one line per
+    training epoch, resumes, skipped files) visible in notebooks, where Python's default
+    shows nothing below WARNING. Called when :mod:`helpers.runtime` is imported; calling it
+    again changes the level only. Messages still propagate to the root logger, so an
+    application's own logging set-up (or pytest's) receives them too."""
+    logger = logging.getLogger("helpers")
+    logger.setLevel(level)
+    if not any(isinstance(h, _NotebookHandler) for h in logger.handlers):
+        logger.addHandler(_NotebookHandler())
+
+
+show_messages()

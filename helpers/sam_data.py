@@ -105,8 +105,10 @@ def prepare_items(
         ``(items, skipped)``: images without any instance are skipped and counted.
     """
     items, skipped, batch = [], 0, 4  # encode misses 4 at a time; read each sample once
-    steps = range(0, len(dataset), batch)
-    for start in progress(steps, show=show_progress, desc="preparing images", leave=False):
+    bar = progress(
+        total=len(dataset), show=show_progress, desc="preparing images", unit="img", leave=False
+    )
+    for start in range(0, len(dataset), batch):
         samples = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
         images = [s["image"] for s in samples]
         embeddings = cache.get_many(images, batch_size=batch, show_progress=False)
@@ -120,6 +122,8 @@ def prepare_items(
             targets, valid = lowres_targets(masks, void, emb.input_size)
             cands = [instance_candidates(m, void) for m in masks]
             items.append(SamItem(s["image_id"], emb, masks, labels, void, cands, targets, valid))
+        bar.update(len(samples))
+    bar.close()
     if skipped:
         log.warning(
             "prepare_items: skipped %d of %d images without instances", skipped, len(dataset)

@@ -31,7 +31,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from .checkpoints import atomic_save
+from .checkpoints import CheckpointError, atomic_save, check_state_dict, read_checkpoint
 from .downloads import fetch
 from .runtime import SMOKE_ENV, cache_dir
 
@@ -43,10 +43,6 @@ SAM_CHECKPOINTS = {
 }
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{name}"
 VARIANTS = ("vit_b", "vit_l", "vit_h", "tiny")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file does not fit the model it is loaded into; the message names it."""
 
 
 def checkpoint_path(variant: str, folder: str | Path | None = None) -> Path:
@@ -163,41 +159,10 @@ def module_sizes(variant: str) -> dict[str, dict[str, int]]:
 
 
 def _read_state_dict(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, pickled code ...
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    state = read_checkpoint(path, "PyTorch checkpoint")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict (names -> tensors)")
     return state
-
-
-def check_state_dict(path: Path, state: dict, expected: dict, what: str) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` has exactly ``expected``'s keys and
-    shapes; the message names the file, the first few problems, and the likely cause."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k}: {tuple(state[k].shape)} in file, {tuple(expected[k].shape)} in model"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise CheckpointError(
-            f"{path}: does not fit {what}: " + "; ".join(parts) + ". Is it a checkpoint of "
-            "another variant (vit_b / vit_l / vit_h / tiny) or of another model?"
-        )
 
 
 def load_sam(
@@ -252,15 +217,8 @@ def load_decoder(sam: Sam, path: str | Path) -> dict:
         CheckpointError: unreadable file, or keys/shapes that do not fit ``sam``'s decoder.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: decoder checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path}: not a readable decoder checkpoint ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(payload, dict) or "mask_decoder" not in payload:
+    payload = read_checkpoint(path, "decoder checkpoint")
+    if "mask_decoder" not in payload:
         raise CheckpointError(
             f"{path}: not a decoder checkpoint (no 'mask_decoder' entry); "
             "was it written by save_decoder?"

@@ -4,7 +4,7 @@ Introduced in notebook 03. The image encoder and the prompt encoder are frozen (
 encoder's embeddings come from the cache, :mod:`helpers.embeddings`); only the mask
 decoder (4,058,340 parameters) trains, all instances of an image in one decoder batch.
 
-Two recipes, chosen by ``TrainConfig.recipe``:
+Two recipes, chosen by ``SamTrainConfig.recipe``:
 
 - ``"sam"`` (the default): after the SAM paper's interactive training (Kirillov et al.
   2023, appendix A). Round 1 is the first prompt (:mod:`helpers.prompts`: one foreground
@@ -58,7 +58,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from .checkpoints import atomic_save
+from .checkpoints import resume_training, save_training_state, say_where_training_starts
 from .clicks import error_clicks
 from .losses import bce_dice_per_mask, iou_of_logits
 from .prompts import PromptConfig, sample_prompts
@@ -83,7 +83,7 @@ RECIPES = ("sam", "seed")
 
 
 @dataclass
-class TrainConfig:
+class SamTrainConfig:
     """Decoder fine-tuning settings.
 
     Attributes:
@@ -114,21 +114,21 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
-            raise ValueError(f"TrainConfig.recipe must be one of {RECIPES}, got {self.recipe!r}")
+            raise ValueError(f"SamTrainConfig.recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.click_rounds < 0 or self.refine_rounds < 0:
-            raise ValueError("TrainConfig: click_rounds and refine_rounds must be >= 0")
+            raise ValueError("SamTrainConfig: click_rounds and refine_rounds must be >= 0")
         if self.prompts is None:
             self.prompts = PromptConfig() if self.recipe == "sam" else PromptConfig.seed()
         elif isinstance(self.prompts, dict):  # from a checkpoint's asdict()
             self.prompts = PromptConfig(**self.prompts)
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, total: int, cfg: SamTrainConfig) -> float:
     """The multiplier of ``cfg.lr`` at ``step``: :func:`helpers.schedules.warmup_cosine`."""
     return warmup_cosine(step, total, cfg.warmup_frac, cfg.min_lr_frac)
 
 
-def round_schedule(cfg: TrainConfig, rng: np.random.Generator) -> list[bool]:
+def round_schedule(cfg: SamTrainConfig, rng: np.random.Generator) -> list[bool]:
     """The rounds after the first prompt: True adds a click, False only feeds back the
     mask. ``click_rounds`` Trues; of the ``refine_rounds`` Falses the last is at the end
     and the others at random places among the clicks (the paper's 2: one inserted at
@@ -145,7 +145,7 @@ Backward = Callable[[torch.Tensor], None]
 def seed_step(
     sam: Sam,
     item: SamItem,
-    cfg: TrainConfig,
+    cfg: SamTrainConfig,
     rng: np.random.Generator,
     backward: Backward | None = None,
     autocast=contextlib.nullcontext,
@@ -184,7 +184,7 @@ def seed_step(
 def sam_step(
     sam: Sam,
     item: SamItem,
-    cfg: TrainConfig,
+    cfg: SamTrainConfig,
     rng: np.random.Generator,
     backward: Backward | None = None,
     autocast=contextlib.nullcontext,
@@ -251,7 +251,7 @@ def train_decoder(
     sam: Sam,
     train_items: list[SamItem],
     val_items: list[SamItem],
-    cfg: TrainConfig,
+    cfg: SamTrainConfig,
     out_dir: str | Path,
     resume: bool = True,
     until_epoch: int | None = None,
@@ -281,22 +281,15 @@ def train_decoder(
     )
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    history: list[dict] = []
-    start_epoch, best_val = 1, -math.inf
     last_path = out_dir / "last.pt"
-    if resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state["config"] != asdict(cfg):
-            raise ValueError(
-                f"{last_path}: written with other settings; delete it or pass resume=False"
-            )
-        sam.mask_decoder.load_state_dict(state["mask_decoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best_val, start_epoch = state["history"], state["best_val"], state["epoch"] + 1
-        log.info("resumed from %s after epoch %d", last_path, state["epoch"])
+    state = (
+        resume_training(last_path, cfg, sam.mask_decoder, optimizer, scheduler, scaler)
+        if resume
+        else None
+    )
+    history, best_score = (state["history"], state["best_score"]) if state else ([], -math.inf)
+    first, last_epoch = len(history) + 1, min(cfg.epochs, until_epoch or cfg.epochs)
+    say_where_training_starts(last_path, first, last_epoch, cfg.epochs, f"the {cfg.recipe} recipe")
 
     step = STEPS[cfg.recipe]
 
@@ -306,14 +299,18 @@ def train_decoder(
     def backward(loss):
         scaler.scale(loss).backward()
 
-    last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
-    for epoch in range(start_epoch, last_epoch + 1):
+    epochs = progress(
+        range(first, last_epoch + 1), show=show_progress, desc=f"{cfg.recipe} recipe, epochs"
+    )
+    for epoch in epochs:
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
         sam.mask_decoder.train()
         running, n = 0.0, 0
         order = rng.permutation(len(train_items))
-        bar = progress(order, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+        bar = progress(
+            order, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False
+        )
         for i in bar:
             item = train_items[i]
             optimizer.zero_grad(set_to_none=True)
@@ -340,34 +337,39 @@ def train_decoder(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
-        log.info("epoch %d: %s", epoch, record)
-        if val["val_score"] > best_val or math.isnan(val["val_score"]):  # no validation: the last
-            best_val = val["val_score"]
-            save_decoder(
-                sam,
-                out_dir / "best.pt",
-                {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}},
-            )
-        atomic_save(
-            {
-                "epoch": epoch,
-                "config": asdict(cfg),
-                "history": history,
-                "best_val": best_val,
-                "mask_decoder": sam.mask_decoder.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, val mIoU@1 %.3f, val box mIoU %.3f, "
+            "lr %.2e, %.1f s",
+            epoch,
+            cfg.epochs,
+            record["train_loss"],
+            val["val_loss"],
+            val["val_miou@1"],
+            val["val_box_miou"],
+            record["lr"],
+            record["seconds"],
+        )
+        if val["val_score"] > best_score or math.isnan(val["val_score"]):  # no validation: the last
+            best_score = val["val_score"]
+            meta = {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}}
+            save_decoder(sam, out_dir / "best.pt", meta)
+        save_training_state(
             last_path,
+            model=sam.mask_decoder,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            scaler=scaler,
+            epoch=epoch,
+            config=cfg,
+            history=history,
+            best_score=best_score,
         )
     sam.mask_decoder.eval()
     return history
 
 
 @torch.no_grad()
-def validation(sam: Sam, items: list[SamItem], cfg: TrainConfig) -> dict:
+def validation(sam: Sam, items: list[SamItem], cfg: SamTrainConfig) -> dict:
     """The numbers that choose ``best.pt``, on the validation images.
 
     Returns:
@@ -449,7 +451,7 @@ def decoder_changes(before: dict, after: dict, decoder: torch.nn.Module) -> dict
     return changes
 
 
-def weight_decay_only_change(cfg: TrainConfig, steps: int) -> float:
+def weight_decay_only_change(cfg: SamTrainConfig, steps: int) -> float:
     """The relative change of a parameter whose gradient was zero at each of ``steps``
     AdamW steps (the first ``steps`` of a run of ``steps`` in all): Adam's update is then
     0 and only the decoupled weight decay moves it, ``p <- p (1 - lr_t wd)``, so the change

@@ -25,7 +25,7 @@ from helpers.maskrcnn import (
     coco_category_ids,
     map_to_vessel,
 )
-from helpers.maskrcnn_training import DetTrainConfig, train_maskrcnn
+from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_maskrcnn
 
 LABPICS = DATA_EXAMPLE / "LabPicsMedical"
 
@@ -232,7 +232,7 @@ def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
 
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     two = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(2))
-    cfg = DetTrainConfig(epochs=2, batch_size=2, lr=0.002)
+    cfg = MaskRCNNTrainConfig(epochs=2, batch_size=2, lr=0.002)
     kwargs = dict(SMOKE_MODEL_KWARGS, min_size=128, max_size=160)
 
     def run(out, **kw):
@@ -255,13 +255,70 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert state["epoch"] == 2 and set(state) >= {
-        "model",
-        "optimizer",
-        "lr_scheduler",
-        "scaler",
-        "settings",
-    }
+    from helpers.checkpoints import TRAINING_STATE_KEYS
+
+    assert state["epoch"] == 2 and set(state) == set(TRAINING_STATE_KEYS)
+
+
+def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkeypatch):
+    """The validation runs every epoch (evaluate_detector, on a real reader) and best.pt
+    keeps the weights of the epoch whose mask AP was highest, not the last ones."""
+    import helpers.maskrcnn_training as mt
+    from helpers.maskrcnn_training import load_best
+
+    two = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(2))
+    cfg = MaskRCNNTrainConfig(epochs=3, batch_size=2, lr=0.002)
+    kwargs = dict(SMOKE_MODEL_KWARGS, min_size=128, max_size=160)
+    real = mt.evaluate_detector
+    calls = []
+
+    def scripted(model, reader, device="cpu", **kw):  # a real evaluation, then a chosen AP
+        result = real(model, reader, device, **kw)
+        calls.append(len(reader))
+        ap = [0.2, 0.6, 0.4][len(calls) - 1]
+        return {"bbox": dict(result["bbox"], AP=ap), "segm": dict(result["segm"], AP=ap)}
+
+    monkeypatch.setattr(mt, "evaluate_detector", scripted)
+
+    def run(out, **kw):
+        torch.manual_seed(0)
+        model = build_maskrcnn(pretrained=False, **kwargs)
+        history = mt.train_maskrcnn(
+            model,
+            LabPicsDetection(two, train_transforms()),
+            two,
+            cfg,
+            out,
+            show_progress=False,
+            **kw,
+        )
+        return model, history
+
+    model, history = run(tmp_path / "full")
+    assert calls == [2, 2, 2] and [r["val_segm_ap"] for r in history] == [0.2, 0.6, 0.4]
+    calls.clear()
+    after_two, _ = run(tmp_path / "two", until_epoch=2)  # the weights after epoch 2
+    best = build_maskrcnn(pretrained=False, **kwargs)
+    assert load_best(best, tmp_path / "full")["epoch"] == 2
+    for (k, a), b in zip(best.state_dict().items(), after_two.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(best.state_dict().values(), model.state_dict().values())
+    )
+
+
+def test_a_best_pt_of_another_model_is_a_clear_error(tmp_path):
+    from helpers.checkpoints import CheckpointError, save_weights
+    from helpers.maskrcnn_training import load_best
+
+    save_weights(
+        build_maskrcnn(num_classes=3, pretrained=False), tmp_path / "best.pt", {"epoch": 1}
+    )
+    with pytest.raises(
+        CheckpointError, match=r"best.pt: does not fit this Mask R-CNN: .*shape mismatch"
+    ):
+        load_best(build_maskrcnn(num_classes=2, pretrained=False), tmp_path)
 
 
 def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_breaks_loading():

@@ -13,7 +13,7 @@ from helpers.sam_data import lowres_targets, prepare_items
 from helpers.sam_model import build_tiny_sam
 from helpers.sam_predict import predict
 from helpers.sam_training import (
-    TrainConfig,
+    SamTrainConfig,
     decoder_changes,
     load_best,
     lr_factor,
@@ -51,7 +51,7 @@ def test_lowres_targets_follow_sams_resize_and_padding():
 
 
 def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
-    cfg = TrainConfig(warmup_frac=0.1, min_lr_frac=0.0)
+    cfg = SamTrainConfig(warmup_frac=0.1, min_lr_frac=0.0)
     f = [lr_factor(s, 100, cfg) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.5, abs=0.02)
@@ -60,20 +60,20 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
 
 def test_round_schedule_has_the_papers_clicks_and_mask_only_rounds():
     rng = np.random.default_rng(0)
-    cfg = TrainConfig(click_rounds=8, refine_rounds=2)
+    cfg = SamTrainConfig(click_rounds=8, refine_rounds=2)
     places = set()
     for _ in range(50):
         s = round_schedule(cfg, rng)
         assert len(s) == 10 and s.count(True) == 8 and s[-1] is False
         places.add(s[:-1].index(False))
     assert len(places) > 4  # the other mask-only round moves among the clicks
-    assert round_schedule(TrainConfig(click_rounds=1, refine_rounds=0), rng) == [True]
-    assert round_schedule(TrainConfig(click_rounds=0, refine_rounds=1), rng) == [False]
+    assert round_schedule(SamTrainConfig(click_rounds=1, refine_rounds=0), rng) == [True]
+    assert round_schedule(SamTrainConfig(click_rounds=0, refine_rounds=1), rng) == [False]
 
 
 def test_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="recipe must be one of"):
-        TrainConfig(recipe="SAM")
+        SamTrainConfig(recipe="SAM")
 
 
 def _decoder_grads(sam, step, item, cfg, seed=0):
@@ -95,7 +95,7 @@ def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(item
     train, _ = items
     item = train[0]
     sam = build_tiny_sam()
-    cfg = TrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
+    cfg = SamTrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
     grads = _decoder_grads(sam, sam_step, item, cfg)
     # the same first prompt, drawn again, and the three losses computed independently
     from helpers.prompts import sample_prompts
@@ -119,7 +119,7 @@ def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(item
 def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
     train, _ = items
     sam = build_tiny_sam()
-    cfg = TrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=0, p_box=1))
+    cfg = SamTrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=0, p_box=1))
     grads = _decoder_grads(sam, sam_step, train[0], cfg)
     trained = {
         k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
@@ -132,7 +132,7 @@ def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
 def test_the_seed_recipe_trains_only_the_single_mask_and_never_the_iou_head(items):
     train, _ = items
     sam = build_tiny_sam()
-    grads = _decoder_grads(sam, seed_step, train[0], TrainConfig(recipe="seed"))
+    grads = _decoder_grads(sam, seed_step, train[0], SamTrainConfig(recipe="seed"))
     trained = {
         k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
     }
@@ -163,7 +163,7 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
         return out
 
     monkeypatch.setattr(sam_training, "predict_round", spy)
-    cfg = TrainConfig(click_rounds=2, refine_rounds=1, prompts=PromptConfig(p_points=1, p_box=0))
+    cfg = SamTrainConfig(click_rounds=2, refine_rounds=1, prompts=PromptConfig(p_points=1, p_box=0))
     sam = build_tiny_sam()
     sam_step(sam, item, cfg, np.random.default_rng(3), backward=lambda loss: loss.backward())
     assert len(calls) == 4 and [c["out"]["multimask"] for c in calls] == [True, False, False, False]
@@ -197,7 +197,7 @@ def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recip
     train, val = items
     states, cfgs = {}, {}
     for recipe in ("seed", "sam"):
-        cfg = TrainConfig(recipe=recipe, epochs=2, lr=1e-3, click_rounds=1, refine_rounds=0)
+        cfg = SamTrainConfig(recipe=recipe, epochs=2, lr=1e-3, click_rounds=1, refine_rounds=0)
         sam = build_tiny_sam()
         before = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
         train_decoder(sam, train, val, cfg, tmp_path / recipe, show_progress=False)
@@ -229,7 +229,7 @@ def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recip
 
 def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(items, tmp_path):
     train, val = items
-    cfg = TrainConfig(
+    cfg = SamTrainConfig(
         epochs=2,
         lr=1e-3,
         click_rounds=2,
@@ -256,10 +256,10 @@ def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(ite
 
 def test_resume_with_other_settings_is_refused(items, tmp_path):
     train, val = items
-    cfg = TrainConfig(epochs=1, click_rounds=0, refine_rounds=0)
+    cfg = SamTrainConfig(epochs=1, click_rounds=0, refine_rounds=0)
     train_decoder(build_tiny_sam(), train, val, cfg, tmp_path, show_progress=False)
     with pytest.raises(ValueError, match="written with other settings"):
-        other = TrainConfig(epochs=1, click_rounds=0, refine_rounds=0, lr=5e-4)
+        other = SamTrainConfig(epochs=1, click_rounds=0, refine_rounds=0, lr=5e-4)
         train_decoder(build_tiny_sam(), train, val, other, tmp_path, show_progress=False)
 
 
@@ -268,7 +268,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(
     items, tmp_path, monkeypatch, recipe
 ):
     train, val = items
-    cfg = TrainConfig(recipe=recipe, epochs=2, click_rounds=0, refine_rounds=0)
+    cfg = SamTrainConfig(recipe=recipe, epochs=2, click_rounds=0, refine_rounds=0)
     real = sam_training.bce_dice_per_mask
     calls = {"n": 0}
 

@@ -1,0 +1,104 @@
+"""The checkpoint contract both fine-tuning loops share."""
+
+import pytest
+import torch
+
+from helpers.checkpoints import (
+    TRAINING_STATE_KEYS,
+    CheckpointError,
+    atomic_save,
+    resume_training,
+    save_training_state,
+)
+from helpers.sam_training import SamTrainConfig
+
+
+def _run_objects(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (s + 1))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    return model, optimizer, scheduler, scaler
+
+
+def test_a_saved_state_resumes_every_object_and_the_random_state(tmp_path):
+    model, optimizer, scheduler, scaler = _run_objects()
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    cfg = SamTrainConfig(epochs=3)
+    save_training_state(
+        tmp_path / "last.pt",
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        scaler=scaler,
+        epoch=1,
+        config=cfg,
+        history=[{"epoch": 1}],
+        best_score=0.5,
+    )
+    expected_draw = torch.rand(3)  # what the run would draw next
+    other = _run_objects(seed=1)
+    state = resume_training(tmp_path / "last.pt", cfg, *other)
+    assert (
+        set(state) == set(TRAINING_STATE_KEYS)
+        and state["epoch"] == 1
+        and state["best_score"] == 0.5
+    )
+    for a, b in zip(model.state_dict().values(), other[0].state_dict().values()):
+        assert torch.equal(a, b)
+    assert other[1].state_dict()["state"][0]["step"] == 1 and other[2].last_epoch == 1
+    assert torch.equal(torch.rand(3), expected_draw)
+
+
+def test_no_state_yet_is_a_fresh_start(tmp_path):
+    assert resume_training(tmp_path / "last.pt", SamTrainConfig(), *_run_objects()) is None
+
+
+def test_resuming_with_other_settings_names_them(tmp_path):
+    objects = _run_objects()
+    save_training_state(
+        tmp_path / "last.pt",
+        model=objects[0],
+        optimizer=objects[1],
+        lr_scheduler=objects[2],
+        scaler=objects[3],
+        epoch=1,
+        config=SamTrainConfig(lr=1e-4),
+        history=[],
+        best_score=0.0,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"last.pt: written with other settings \(lr: 0.0001 there, 0.0005 now\)",
+    ):
+        resume_training(tmp_path / "last.pt", SamTrainConfig(lr=5e-4), *_run_objects())
+
+
+def test_a_truncated_state_or_one_of_another_model_is_a_clear_error(tmp_path):
+    objects = _run_objects()
+    path = tmp_path / "last.pt"
+    save_training_state(
+        path,
+        model=objects[0],
+        optimizer=objects[1],
+        lr_scheduler=objects[2],
+        scaler=objects[3],
+        epoch=1,
+        config=SamTrainConfig(),
+        history=[],
+        best_score=0.0,
+    )
+    bigger = torch.nn.Linear(3, 4)
+    with pytest.raises(
+        CheckpointError, match="does not fit the model being trained: 2 shape mismatches"
+    ):
+        resume_training(path, SamTrainConfig(), bigger, *_run_objects()[1:])
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="last.pt: not a readable training state"):
+        resume_training(path, SamTrainConfig(), *_run_objects())
+    atomic_save({"epoch": 1}, path)
+    with pytest.raises(CheckpointError, match="not a training state of this course"):
+        resume_training(path, SamTrainConfig(), *_run_objects())
