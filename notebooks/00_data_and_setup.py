@@ -25,32 +25,51 @@
 # - the detection-target contract torchvision's Mask R-CNN expects (boxes on pixel edges);
 # - what the readers do with bad files: an error that names the file.
 
-# %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
+# %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
+USE_DRIVE = IN_COLAB  # keep downloads, checkpoints, embeddings and runs on Google Drive
+# os.environ["SEGCOURSE_SMOKE"] = "1"  # smoke mode: built-in data, tiny models, minutes
 if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
-    )
-    sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    DEST = "/content/segcourse"
+    if os.path.isdir(f"{DEST}/.git"):  # run again in this runtime: update the clone
+        subprocess.run(["git", "-C", DEST, "pull", "-q", "--ff-only"], check=True)
+    else:
+        clone = ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, DEST]
+        subprocess.run(clone, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DEST], check=True)
+    sys.path.insert(0, DEST)  # an editable install is seen after a restart only
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
+import shutil
+import tempfile
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
+import torchvision
 from PIL import Image
 
-import helpers
 from helpers import plotting
+from helpers.image_files import DataError
+from helpers.labpics import LabPicsDataset
+from helpers.runtime import DATA_EXAMPLE, describe
+from helpers.targets import detection_target
+from helpers.voc import VOC_CLASSES, VOCInstanceDataset
 
-print(helpers.describe())
+print(describe())
 
 # %% [markdown]
 # ## Settings
@@ -59,7 +78,7 @@ print(helpers.describe())
 # course): the real VOC2007 and LabPics archives are downloaded by notebooks 03 and 04.
 
 # %%
-DATA = helpers.DATA_EXAMPLE
+DATA = DATA_EXAMPLE
 N_SHOW = 4  # samples drawn per data set
 
 # %% [markdown]
@@ -78,7 +97,7 @@ N_SHOW = 4  # samples drawn per data set
 # a viewer paints it. The index is the label. Look at one raw file:
 
 # %%
-voc = helpers.VOCInstanceDataset(DATA / "VOCdevkit", "train")
+voc = VOCInstanceDataset(DATA / "VOCdevkit", "train")
 print(voc)
 raw = Image.open(voc.voc_dir / "SegmentationObject" / f"{voc.ids[0]}.png")
 indices = np.asarray(raw)
@@ -96,13 +115,13 @@ assert raw.mode == "P" and set(np.unique(indices)) >= {0, 1, 2, 255}
 sample = voc[0]
 for key, value in sample.items():
     print(f"{key:13s}", getattr(value, "shape", value), getattr(value, "dtype", ""))
-print("classes:", [helpers.VOC_CLASSES[label - 1] for label in sample["labels"]])
+print("classes:", [VOC_CLASSES[label - 1] for label in sample["labels"]])
 assert sample["masks"].shape[0] == len(sample["labels"]) == len(np.unique(indices)) - 2
 
 # %%
 fig, axes = plt.subplots(1, N_SHOW, figsize=(4 * N_SHOW, 3.4))
 for ax, i in zip(axes, range(N_SHOW)):
-    plotting.show_sample(ax, voc[i], names=helpers.VOC_CLASSES)
+    plotting.show_sample(ax, voc[i], names=VOC_CLASSES)
 plt.show()
 
 # %% [markdown]
@@ -121,7 +140,7 @@ plt.show()
 # folder has no vessel annotation at all; the reader skips it and says how many it skipped.
 
 # %%
-labpics = helpers.LabPicsDataset(DATA / "LabPicsMedical", "Train")
+labpics = LabPicsDataset(DATA / "LabPicsMedical", "Train")
 print(labpics)
 overlaps = [int(labpics[i]["masks"].sum(0).max() > 1) for i in range(len(labpics))]
 print("samples with overlapping vessels:", sum(overlaps), "of", len(labpics))
@@ -139,10 +158,9 @@ plt.show()
 # which gives a one-pixel-wide object a zero-width box that training rejects.)
 
 # %%
-target = helpers.detection_target(labpics[0], image_id=0)
+target = detection_target(labpics[0], image_id=0)
 for key, value in target.items():
     print(f"{key:9s}", getattr(value, "shape", value), getattr(value, "dtype", ""))
-import torchvision  # noqa: E402
 
 centres = torchvision.ops.masks_to_boxes(target["masks"].bool())
 assert (target["boxes"][:, 2:] - centres[:, 2:] == 1).all()
@@ -158,9 +176,6 @@ plt.show()
 # A truncated photo (an interrupted copy, say) is not silently read as half an image:
 
 # %%
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 with tempfile.TemporaryDirectory() as tmp:
     copy = Path(tmp) / "LabPicsMedical"
@@ -168,8 +183,8 @@ with tempfile.TemporaryDirectory() as tmp:
     photo = copy / "Train" / labpics.samples[0].name / "Image.jpg"
     photo.write_bytes(photo.read_bytes()[:3000])
     try:
-        helpers.LabPicsDataset(copy, "Train")[0]
-    except helpers.DataError as err:
+        LabPicsDataset(copy, "Train")[0]
+    except DataError as err:
         print("DataError:", err)
     else:
         raise AssertionError("a truncated JPEG was read without complaint")

@@ -35,22 +35,32 @@
 # Smoke mode runs a tiny random image encoder with SAM's real prompt encoder and mask
 # decoder (random weights): every shape below is the real one, but the masks mean nothing.
 
-# %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
+# %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
+USE_DRIVE = IN_COLAB  # keep downloads, checkpoints, embeddings and runs on Google Drive
+# os.environ["SEGCOURSE_SMOKE"] = "1"  # smoke mode: built-in data, tiny models, minutes
 if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
-    )
-    sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    DEST = "/content/segcourse"
+    if os.path.isdir(f"{DEST}/.git"):  # run again in this runtime: update the clone
+        subprocess.run(["git", "-C", DEST, "pull", "-q", "--ff-only"], check=True)
+    else:
+        clone = ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, DEST]
+        subprocess.run(clone, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DEST], check=True)
+    sys.path.insert(0, DEST)  # an editable install is seen after a restart only
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
 import time
@@ -60,18 +70,20 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-import helpers
 from helpers import plotting
+from helpers.runtime import DATA_EXAMPLE, default_device, describe, is_smoke
+from helpers.sam_model import load_sam, module_sizes
 from helpers.sam_predict import embed_image, predict, preprocess
+from helpers.voc import VOCInstanceDataset
 
-print(helpers.describe())
+print(describe())
 
 # %% [markdown]
 # ## Settings
 
 # %%
-VARIANT = "tiny" if helpers.is_smoke() else "vit_b"  # vit_b: 375 MB, downloaded once
-DEVICE = helpers.default_device()
+VARIANT = "tiny" if is_smoke() else "vit_b"  # vit_b: 375 MB, downloaded once
+DEVICE = default_device()
 IMAGE_INDEX = 0  # an image of the built-in VOC sample
 
 # %% [markdown]
@@ -83,7 +95,7 @@ IMAGE_INDEX = 0  # an image of the built-in VOC sample
 print(f"{'variant':8s} {'module':15s} {'parameters':>13s} {'fp32 MB':>9s} {'share':>7s}")
 sizes = {}
 for variant in ("vit_b", "vit_l", "vit_h"):
-    sizes[variant] = helpers.module_sizes(variant)
+    sizes[variant] = module_sizes(variant)
     total = sum(s["state_bytes"] for s in sizes[variant].values())
     for module, s in sizes[variant].items():
         print(
@@ -109,7 +121,7 @@ assert vit_b["mask_decoder"]["state_bytes"] == 16_233_360
 
 # %%
 t0 = time.perf_counter()
-sam = helpers.load_sam(VARIANT, device=DEVICE)
+sam = load_sam(VARIANT, device=DEVICE)
 print(f"{VARIANT} loaded in {time.perf_counter() - t0:.1f} s on {DEVICE}")
 
 # %% [markdown]
@@ -121,7 +133,7 @@ print(f"{VARIANT} loaded in {time.perf_counter() - t0:.1f} s on {DEVICE}")
 # when shown).
 
 # %%
-sample = helpers.VOCInstanceDataset(helpers.DATA_EXAMPLE / "VOCdevkit", "train")[IMAGE_INDEX]
+sample = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[IMAGE_INDEX]
 image = sample["image"]
 x, input_size = preprocess(sam, image)
 print(
@@ -168,7 +180,7 @@ encode_s = time.perf_counter() - t0
 print(
     "embedding:",
     tuple(emb.embedding.shape),
-    f"in {encode_s:.2f} s" + (" (smoke: the tiny encoder)" if helpers.is_smoke() else ""),
+    f"in {encode_s:.2f} s" + (" (smoke: the tiny encoder)" if is_smoke() else ""),
 )
 assert tuple(emb.embedding.shape) == (1, 256, 64, 64)
 
@@ -346,7 +358,7 @@ print(
     tuple(refined["masks"].shape),
     "predicted IoU",
     f"{float(refined['iou'][0, 0]):.3f}"
-    + (" (smoke: random decoder weights)" if helpers.is_smoke() else ""),
+    + (" (smoke: random decoder weights)" if is_smoke() else ""),
 )
 assert tuple(dense_with_mask.shape) == (1, 256, 64, 64) and tuple(refined["masks"].shape) == (
     1,
@@ -383,7 +395,7 @@ with torch.no_grad():
 print(
     f"image encoder ({VARIANT}): {encode_s * 1000:.0f} ms per image; prompt encoder + mask decoder: {decode_s * 1000:.0f} ms per prompt"
 )
-if helpers.is_smoke():
+if is_smoke():
     print("(smoke mode: the tiny encoder is far cheaper than vit_b's; numbers mean nothing)")
 
 # %% [markdown]

@@ -36,22 +36,32 @@
 # - which RoI Align torchvision's Mask R-CNN runs (`aligned=False`), and what the box
 #   rounding and the half-cell shift each do to the masks of small objects, measured apart.
 
-# %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
+# %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
+USE_DRIVE = IN_COLAB  # keep downloads, checkpoints, embeddings and runs on Google Drive
+# os.environ["SEGCOURSE_SMOKE"] = "1"  # smoke mode: built-in data, tiny models, minutes
 if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
-    )
-    sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    DEST = "/content/segcourse"
+    if os.path.isdir(f"{DEST}/.git"):  # run again in this runtime: update the clone
+        subprocess.run(["git", "-C", DEST, "pull", "-q", "--ff-only"], check=True)
+    else:
+        clone = ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, DEST]
+        subprocess.run(clone, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DEST], check=True)
+    sys.path.insert(0, DEST)  # an editable install is seen after a restart only
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
 import math
@@ -61,18 +71,18 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 
-import helpers
 from helpers import plotting
 from helpers.roi_align import fpn_levels, roi_align, roi_pool, roundtrip_experiment, sample_points
+from helpers.runtime import describe, is_smoke
 
-print(helpers.describe())
+print(describe())
 
 # %% [markdown]
 # ## Settings
 
 # %%
 STRIDE = 16  # the feature map's stride in the first examples (P4 of an FPN)
-N_OBJECTS = 5 if helpers.is_smoke() else 50  # objects per size in the final experiment
+N_OBJECTS = 5 if is_smoke() else 50  # objects per size in the final experiment
 
 # %% [markdown]
 # ## RoI Pool: two roundings
@@ -294,7 +304,7 @@ for r, row in table.items():
         + " | "
         + " | ".join(f"{c:14.3f}" for c in costs)
     )
-if helpers.is_smoke():
+if is_smoke():
     print(f"(smoke: {N_OBJECTS} objects per size; full mode: 50)")
 assert all(
     row["align"] > max(row["align_false"], row["align_rounded"], row["pool"])

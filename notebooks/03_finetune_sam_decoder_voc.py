@@ -62,25 +62,32 @@
 # | with points and box both on, drops points with probability 0.125 and the box 0.094 (nested draws) | points + box in 78% of the steps | the seed's scheme kept as `PromptConfig.seed()`; the paper's first prompt is the default | Prompts |
 # | names AdamW and CosineAnnealingLR without values | | AdamW (lr 1e-4, weight decay 5e-4: this course's choice), warm-up then cosine | Settings |
 
-# %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
+# %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
+USE_DRIVE = IN_COLAB  # keep downloads, checkpoints, embeddings and runs on Google Drive
+# os.environ["SEGCOURSE_SMOKE"] = "1"  # smoke mode: built-in data, tiny models, minutes
 if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
-    )
-    sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    DEST = "/content/segcourse"
+    if os.path.isdir(f"{DEST}/.git"):  # run again in this runtime: update the clone
+        subprocess.run(["git", "-C", DEST, "pull", "-q", "--ff-only"], check=True)
+    else:
+        clone = ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, DEST]
+        subprocess.run(clone, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DEST], check=True)
+    sys.path.insert(0, DEST)  # an editable install is seen after a restart only
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
     from google.colab import output
 
-    output.enable_custom_widget_manager()  # the click-to-prompt widget is a custom (anywidget) one
+    output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
 import inspect
@@ -93,25 +100,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-import helpers
 from helpers import plotting
 from helpers.clicks import next_click
 from helpers.embeddings import EmbeddingCache
+from helpers.metrics import mask_iou
 from helpers.prompts import PromptConfig, sample_prompts
+from helpers.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
 from helpers.sam_data import prepare_items
 from helpers.sam_eval import comparison_table, evaluate
-from helpers.sam_model import with_own_decoder
+from helpers.sam_model import load_decoder, load_sam, module_sizes, with_own_decoder
 from helpers.sam_predict import predict_round
 from helpers.sam_training import (
-    TrainConfig,
+    SamTrainConfig,
     decoder_changes,
     train_decoder,
     weight_decay_only_change,
 )
+from helpers.voc import VOCInstanceDataset, download_voc2007
 from helpers.widget import sam_compare_widget
 
-SMOKE = helpers.is_smoke()
-print(helpers.describe())
+SMOKE = is_smoke()
+print(describe())
 
 # %% [markdown]
 # ## Settings
@@ -129,8 +138,8 @@ class Settings:
     train_images: int | None = 4 if SMOKE else None  # None: all; smoke overfits a handful
     max_clicks: int = 3 if SMOKE else 20  # the protocol's 20
     train_eval_images: int = 4 if SMOKE else 50  # training images re-measured after training
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
+    train: SamTrainConfig = field(
+        default_factory=lambda: SamTrainConfig(
             recipe="sam",
             epochs=6 if SMOKE else 20,
             lr=1.5e-3 if SMOKE else 1e-4,  # the tiny random decoder needs a larger step
@@ -140,18 +149,18 @@ class Settings:
         )
     )
     run_dir: str = str(
-        helpers.cache_dir() / "runs" / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b")
+        cache_dir() / "runs" / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b")
     )
 
     @property
-    def seed_recipe(self) -> TrainConfig:
+    def seed_recipe(self) -> SamTrainConfig:
         """The seed's recipe with the same budget: its prompts, two passes, one loss."""
         t = self.train
-        return TrainConfig(recipe="seed", epochs=t.epochs, lr=t.lr, dice_weight=t.dice_weight)
+        return SamTrainConfig(recipe="seed", epochs=t.epochs, lr=t.lr, dice_weight=t.dice_weight)
 
 
 S = Settings()
-DEVICE = helpers.default_device()
+DEVICE = default_device()
 print(S)
 if not SMOKE and DEVICE == "cpu":
     print(
@@ -181,17 +190,15 @@ if not SMOKE and DEVICE == "cpu":
 
 # %%
 if SMOKE:
-    root = helpers.DATA_EXAMPLE / "VOCdevkit"
-    train_ds = helpers.VOCInstanceDataset(root, "train")
-    val_ds = helpers.VOCInstanceDataset(root, "val")
+    root = DATA_EXAMPLE / "VOCdevkit"
+    train_ds = VOCInstanceDataset(root, "train")
+    val_ds = VOCInstanceDataset(root, "val")
 else:
-    from helpers.voc import download_voc2007
-
     root = download_voc2007()
-    trainval = helpers.VOCInstanceDataset(root, "trainval")
+    trainval = VOCInstanceDataset(root, "trainval")
     train_ds = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
     val_ds = Subset(trainval, range(0, len(trainval), 10))
-test_ds = helpers.VOCInstanceDataset(root, "test")
+test_ds = VOCInstanceDataset(root, "test")
 if S.train_images is not None:
     train_ds = Subset(train_ds, range(min(S.train_images, len(train_ds))))
 print(
@@ -216,12 +223,12 @@ for name in ("vit_b",) + (("tiny",) if S.variant == "tiny" else ()):
         else "   (vit_b, what full mode trains; smoke mode runs the tiny model below)"
     )
     print(f"{name}{note}")
-    for module, s in helpers.module_sizes(name).items():
+    for module, s in module_sizes(name).items():
         print(
             f"  {module:15s} {s['parameters']:12,d} parameters  {'trained' if module == 'mask_decoder' else 'frozen'}"
         )
 
-original = helpers.load_sam(S.variant, device=DEVICE)  # the decoder as it comes: "before"
+original = load_sam(S.variant, device=DEVICE)  # the decoder as it comes: "before"
 
 # %% [markdown]
 # ## The embedding cache
@@ -234,7 +241,7 @@ original = helpers.load_sam(S.variant, device=DEVICE)  # the decoder as it comes
 # (`benchmarks/sam_epoch.py`, README): here that is paid once, not once per epoch.
 
 # %%
-cache = EmbeddingCache(helpers.cache_dir() / "embeddings", original)
+cache = EmbeddingCache(cache_dir() / "embeddings", original)
 t0 = time.perf_counter()
 train_items, skipped = prepare_items(train_ds, cache)
 val_items, _ = prepare_items(val_ds, cache)
@@ -316,7 +323,7 @@ print(
 # three-mask answer to a single click can only be trained on single clicks. Points +
 # box are trained too: the rounds that follow a box add clicks to it (below), which is
 # what the widget does when you click after drawing a box. The seed's scheme stays
-# selectable (`TrainConfig(recipe="seed")` uses it).
+# selectable (`SamTrainConfig(recipe="seed")` uses it).
 #
 # Each instance below has its own colour: filled circles are foreground points, crosses
 # background points, and its box is drawn in the same colour.
@@ -478,8 +485,8 @@ for name, cfg in recipes.items():
     print(f"{name}: run folder {run}")
     histories[name] = train_decoder(model, train_items, val_items, cfg, run)
     print(
-        f"{name}: {len(histories[name])} epochs in {time.perf_counter() - t0:.1f} s"
-        + (" (smoke)" if SMOKE else "")
+        f"{name}: this call took {time.perf_counter() - t0:.1f} s; the run's history, "
+        f"{len(histories[name])} epochs" + (" (smoke)" if SMOKE else "") + ":"
     )
     for r in histories[name]:
         print(
@@ -574,7 +581,7 @@ if SMOKE:  # a test of the code; in full mode the lines above are the verdict
 # %%
 after = {}
 for name, (model, _) in trained.items():
-    meta = helpers.load_decoder(model, f"{S.run_dir}/{recipes[name].recipe}/best.pt")
+    meta = load_decoder(model, f"{S.run_dir}/{recipes[name].recipe}/best.pt")
     print(
         f"{name}: best epoch {meta['epoch']} (val mIoU@1 {meta['val_miou@1']:.3f}, val box mIoU {meta['val_box_miou']:.3f})"
         + (" (smoke)" if SMOKE else "")
@@ -654,7 +661,7 @@ for row, (it, k) in enumerate(shown):
             else:
                 out = predict_round(model, it.emb, boxes=box[None])
         mask = out["chosen_masks"][0].cpu().numpy()
-        iou = helpers.mask_iou(mask, it.masks[k], it.void)
+        iou = mask_iou(mask, it.masks[k], it.void)
         plotting.show_prediction(
             axes[row, col],
             image,

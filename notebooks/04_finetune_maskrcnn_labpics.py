@@ -44,25 +44,32 @@
 # | no quantitative evaluation (its test script shows the masks on one image) | COCO box and mask AP (average precision over IoU thresholds, defined below), before and after |
 # | lists "ResNet-101 + FPN" first among Mask R-CNN's innovations | FPN is Lin et al.'s (2017); Mask R-CNN uses it as a backbone (its own contributions: a mask branch with one binary mask per class, decoupled from classification, and RoIAlign) |
 
-# %% Setup: on Colab, fetch the course (same branch as the badge) and install its package
+# %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
+USE_DRIVE = IN_COLAB  # keep downloads, checkpoints, embeddings and runs on Google Drive
+# os.environ["SEGCOURSE_SMOKE"] = "1"  # smoke mode: built-in data, tiny models, minutes
 if IN_COLAB:
     import subprocess
 
     REPO, BRANCH = "https://github.com/segcourse/segmentation-finetuning-course", "main"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, "/content/segcourse"],
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/segcourse"], check=True
-    )
-    sys.path.insert(0, "/content/segcourse")  # an editable install is seen after a restart only
+    DEST = "/content/segcourse"
+    if os.path.isdir(f"{DEST}/.git"):  # run again in this runtime: update the clone
+        subprocess.run(["git", "-C", DEST, "pull", "-q", "--ff-only"], check=True)
+    else:
+        clone = ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPO, DEST]
+        subprocess.run(clone, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DEST], check=True)
+    sys.path.insert(0, DEST)  # an editable install is seen after a restart only
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
     from google.colab import output
 
-    output.enable_custom_widget_manager()  # the comparison widget is a custom (anywidget) one
+    output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
 import time
@@ -73,10 +80,10 @@ import torch
 from torch.utils.data import Subset
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-import helpers
 from helpers import plotting
 from helpers.coco_eval import evaluate_detector
 from helpers.detection_data import LabPicsDetection, train_transforms
+from helpers.labpics import LabPicsDataset, download_labpics
 from helpers.maskrcnn import (
     SMOKE_MODEL_KWARGS,
     build_coco_maskrcnn,
@@ -84,11 +91,12 @@ from helpers.maskrcnn import (
     check_input_contract,
     map_to_vessel,
 )
-from helpers.maskrcnn_training import DetTrainConfig, load_best, train_maskrcnn
+from helpers.maskrcnn_training import MaskRCNNTrainConfig, load_best, train_maskrcnn
+from helpers.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
 from helpers.widget import detection_compare_widget
 
-SMOKE = helpers.is_smoke()
-print(helpers.describe())
+SMOKE = is_smoke()
+print(describe())
 
 # %% [markdown]
 # ## Settings
@@ -105,16 +113,15 @@ class Settings:
     )
     trainable_backbone_layers: int = 3  # of the ResNet's 5 stages, counted from the top
     train_images: int | None = 4 if SMOKE else None  # None: all
-    epochs: int = 2 if SMOKE else 10
-    batch_size: int = 2
-    lr: float = 0.005
-    run_dir: str = str(
-        helpers.cache_dir() / "runs" / ("maskrcnn_smoke" if SMOKE else "maskrcnn_labpics")
+    # SGD, lr 0.005, momentum 0.9, weight decay 1e-4, batch 2, warm-up then cosine
+    train: MaskRCNNTrainConfig = field(
+        default_factory=lambda: MaskRCNNTrainConfig(epochs=2 if SMOKE else 10)
     )
+    run_dir: str = str(cache_dir() / "runs" / ("maskrcnn_smoke" if SMOKE else "maskrcnn_labpics"))
 
 
 S = Settings()
-DEVICE = helpers.default_device()
+DEVICE = default_device()
 print(S)
 
 # %% [markdown]
@@ -136,13 +143,11 @@ print(S)
 
 # %%
 if SMOKE:
-    root = helpers.DATA_EXAMPLE / "LabPicsMedical"
+    root = DATA_EXAMPLE / "LabPicsMedical"
 else:
-    from helpers.labpics import download_labpics
-
     root = download_labpics()
-train_all = helpers.LabPicsDataset(root, "Train")
-test_reader = helpers.LabPicsDataset(root, "Test")
+train_all = LabPicsDataset(root, "Train")
+test_reader = LabPicsDataset(root, "Test")
 val_reader = Subset(train_all, range(0, len(train_all), 10))
 train_reader = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: S.train_images])
 print(
@@ -298,10 +303,13 @@ print(
 #   object's mask cropped to the proposal (per-pixel BCE, ground-truth class channel only).
 
 # %%
-cfg = DetTrainConfig(epochs=S.epochs, batch_size=S.batch_size, lr=S.lr)
 t0 = time.perf_counter()
-history = train_maskrcnn(model, train_ds, val_reader, cfg, S.run_dir, device=DEVICE)
-print(f"{len(history)} epochs in {time.perf_counter() - t0:.0f} s" + (" (smoke)" if SMOKE else ""))
+history = train_maskrcnn(model, train_ds, val_reader, S.train, S.run_dir, device=DEVICE)
+print(
+    f"this call took {time.perf_counter() - t0:.0f} s; the run's history, {len(history)} epochs"
+    + (" (smoke)" if SMOKE else "")
+    + ":"
+)
 for r in history:
     print(
         f"epoch {r['epoch']:2d}  loss {r['loss']:.3f} (mask {r['loss_mask']:.3f})  val mask AP {r['val_segm_ap']:.3f}  {r['seconds']:.0f} s"

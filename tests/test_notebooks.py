@@ -56,34 +56,74 @@ def test_notebook_is_committed_without_outputs_and_with_a_kernelspec(ipynb):
             assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
-def test_colab_setup_cells_and_readme_badges_point_at_one_repository_and_real_paths():
-    """Each notebook must install itself on Colab before `helpers` exists, so the setup
-    cell is repeated in every notebook; this keeps the copies and the badges in step."""
-    import re
+def test_colab_setup_cells_and_badges_agree_with_the_one_setting():
+    from helpers.colab_setup import out_of_step
 
-    root = Path(__file__).parent.parent
-    repos = set()
-    for py in sorted((root / "notebooks").glob("*.py")):
-        text = py.read_text()
-        m = re.search(r'REPO, BRANCH = "([^"]+)", "([^"]+)"', text)
-        assert m, f"{py.name} has no Colab setup cell"
-        repos.add(m.groups())
-        badge = re.search(
-            r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)",
-            text,
+    assert out_of_step() == [], "run `python -m helpers.colab_setup` and commit"
+
+
+def test_pointing_the_course_at_a_fork_changes_every_cell_and_badge(tmp_path):
+    from helpers.colab_setup import out_of_step, sync
+
+    (tmp_path / "notebooks").mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, tmp_path / "notebooks" / nb.name)
+        shutil.copy(nb.with_suffix(".py"), tmp_path / "notebooks" / nb.with_suffix(".py").name)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "https://github.com/segcourse/segmentation-finetuning-course",
+            "https://github.com/me/fork",
         )
-        assert badge and badge.group(3) == f"notebooks/{py.stem}.ipynb", (
-            f"{py.name}: badge points elsewhere"
-        )
-        assert "https://github.com/" + badge.group(1) == m.group(1) and badge.group(2) == m.group(2)
-    assert len(repos) == 1
-    readme = (root / "README.md").read_text()
-    for repo_path, branch, nb in re.findall(
-        r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/(notebooks/[^)]+\.ipynb)",
-        readme,
-    ):
-        assert (root / nb).is_file(), nb
-        assert ("https://github.com/" + repo_path, branch) in repos
+    )
+    assert len(out_of_step(tmp_path)) == len(NOTEBOOKS) + 1
+    sync(tmp_path)
+    assert out_of_step(tmp_path) == []
+    for path in [tmp_path / "README.md", *(tmp_path / "notebooks").glob("*")]:
+        text = path.read_text()
+        assert "segcourse/segmentation-finetuning-course" not in text, path
+        assert "me/fork" in text, path
+    for nb in (tmp_path / "notebooks").glob("*.ipynb"):  # the pairs were re-synced
+        assert 'REPO, BRANCH = \\"https://github.com/me/fork\\", \\"main\\"' in nb.read_text(), nb
+
+
+def _run_setup_cell(tmp_path, monkeypatch, clone_exists: bool) -> list[list[str]]:
+    """Execute the setup cell as Colab would, with Colab's modules and the shell faked;
+    return the commands it ran."""
+    import os
+    import sys
+    import types
+
+    from helpers.colab_setup import course_repository, setup_cell
+
+    calls, mounted = [], []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: None)
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(
+        os.path, "isdir", lambda p: clone_exists if p.startswith("/content/") else real_isdir(p)
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(setup_cell(*course_repository()), {})
+    assert mounted == ["/content/drive"]
+    return calls
+
+
+def test_the_setup_cell_clones_once_and_updates_when_run_again(tmp_path, monkeypatch):
+    first = _run_setup_cell(tmp_path, monkeypatch, clone_exists=False)
+    assert first[0][:2] == ["git", "clone"] and first[0][-1] == "/content/segcourse"
+    assert first[1][-2:] == ["-e", "/content/segcourse"]  # pip install -e of the clone
+    again = _run_setup_cell(tmp_path, monkeypatch, clone_exists=True)
+    assert again[0] == ["git", "-C", "/content/segcourse", "pull", "-q", "--ff-only"]
+    assert not any(cmd[:2] == ["git", "clone"] for cmd in again)
 
 
 def _readme_first_command() -> str:

@@ -349,8 +349,8 @@ def test_running_a_notebook_in_jupyterlab_in_smoke_mode_leaves_git_status_clean(
 
 def _checkout_of_this_tree(dest: Path) -> Path:
     """A git repository holding this working tree as committed, with README command 1's
-    git filter: tracked and new (not ignored) files as they are now, notebooks in the form
-    git would commit them. Not a clone of HEAD, so that uncommitted work is what runs."""
+    git filter: tracked and new (not ignored) files as they are now, notebooks as the
+    filter would store them. Not a clone of HEAD, so that uncommitted work is what runs."""
     root = Path(__file__).parent.parent
 
     def git(*args, cwd=root):
@@ -358,20 +358,17 @@ def _checkout_of_this_tree(dest: Path) -> Path:
 
     dest.mkdir(parents=True)
     git("init", "-q", cwd=dest)
-    for name in (
-        git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
-    ):
-        src = root / name
-        if not name or not src.is_file():
-            continue
+    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode()
+    names = [n for n in listed.split("\0") if n and (root / n).is_file()]
+    # notebooks first (so that each paired .py is the newer file), as the filter stores them
+    for name in sorted(names, key=lambda n: not n.endswith(".ipynb")):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix == ".ipynb":
-            try:
-                (dest / name).write_bytes(git("show", f":{name}"))  # the committed form
-                continue
-            except subprocess.CalledProcessError:  # not added yet
-                pass
-        shutil.copy2(src, dest / name)
+        if name.endswith(".ipynb"):
+            clean = [sys.executable, "-m", "nbstripout", "--extra-keys", "metadata.language_info"]
+            with open(root / name, "rb") as fin, open(dest / name, "wb") as fout:
+                subprocess.run(clean, stdin=fin, stdout=fout, check=True)
+        else:
+            shutil.copy2(root / name, dest / name)
     env = {**os.environ, "PYTHONPATH": str(dest)}
     setup = "from helpers.local_setup import install_git_filter; print(install_git_filter())"
     subprocess.run(
