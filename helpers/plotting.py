@@ -87,7 +87,8 @@ def show_sample(
     ax, sample: dict, names=None, title: str | None = None, labels: bool = True
 ) -> None:
     """One reader sample on ``ax``: image, instance overlay, void/ignore in white, and
-    (with ``labels``) each instance's label at its centre of mass.
+    (with ``labels``) each instance's label at its centre of mass, moved down where it
+    would cover another label.
 
     Args:
         sample: a dict from :class:`helpers.VOCInstanceDataset` or
@@ -97,19 +98,18 @@ def show_sample(
     """
     outline = sample.get("void", sample.get("ignore"))
     ax.imshow(overlay_masks(sample["image"], sample["masks"], outline=outline))
+    texts = []
     for mask, label in zip(sample["masks"], sample["labels"] if labels else []):
         ys, xs = np.nonzero(mask)
         if len(xs):
             text = names[label - 1] if names is not None else str(label)
-            ax.text(
-                xs.mean(),
-                ys.mean(),
-                text,
-                color="white",
-                fontsize=8,
-                ha="center",
-                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0},
+            bbox = {"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0}
+            texts.append(
+                ax.text(
+                    xs.mean(), ys.mean(), text, color="white", fontsize=8, ha="center", bbox=bbox
+                )
             )
+    unstack_texts(ax, texts)
     ax.set_title(title or sample["image_id"], fontsize=9)
     ax.axis("off")
 
@@ -302,9 +302,7 @@ def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: 
     keep = keep[np.argsort(-scores[keep])]
     masks = np.asarray(prediction["masks"])[keep, 0] > 0.5
     ax.imshow(overlay_masks(image, masks, alpha=0.45))
-    renderer = ax.figure.canvas.get_renderer()
-    to_data = ax.transData.inverted()
-    placed = []
+    texts = []
     for rank, k in enumerate(keep):
         x0, y0, x1, y1 = np.asarray(prediction["boxes"][k], float)
         colour = instance_colour(rank)
@@ -319,15 +317,26 @@ def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: 
             ha="left",
             bbox={"facecolor": colour, "alpha": 0.9, "pad": 1.0, "lw": 0},
         )
+        texts.append(text)
+    unstack_texts(ax, texts)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def unstack_texts(ax, texts) -> None:
+    """Move texts already drawn on ``ax`` down, in order, until none overlaps an earlier
+    one (on screen, at the figure's current size): the most important first."""
+    renderer = ax.figure.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    placed = []
+    for text in texts:
         for _ in range(50):  # move down by one label height until it overlaps nothing
             extent = text.get_window_extent(renderer)
             if not any(extent.overlaps(other) for other in placed):
                 break
-            ax_x, ax_y = ax.transData.transform(text.get_position())
-            text.set_position(to_data.transform((ax_x, ax_y - extent.height - 2)))
+            x, y = ax.transData.transform(text.get_position())
+            text.set_position(to_data.transform((x, y - extent.height - 2)))
         placed.append(text.get_window_extent(renderer))
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
 
 
 def draw_prompts_rgb(image: np.ndarray, points=(), box=None) -> np.ndarray:

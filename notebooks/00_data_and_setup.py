@@ -147,7 +147,7 @@ print("samples with overlapping vessels:", sum(overlaps), "of", len(labpics))
 
 fig, axes = plt.subplots(1, N_SHOW, figsize=(4 * N_SHOW, 3.4))
 for ax, i in zip(axes, range(N_SHOW)):
-    plotting.show_sample(ax, labpics[i])
+    plotting.show_sample(ax, labpics[i], labels=False)  # one class: a label says nothing
 plt.show()
 
 # %% [markdown]
@@ -166,7 +166,7 @@ centres = torchvision.ops.masks_to_boxes(target["masks"].bool())
 assert (target["boxes"][:, 2:] - centres[:, 2:] == 1).all()
 
 fig, ax = plt.subplots(figsize=(5, 4))
-plotting.show_sample(ax, labpics[0])
+plotting.show_sample(ax, labpics[0], labels=False)
 plotting.draw_boxes(ax, target["boxes"])
 plt.show()
 
