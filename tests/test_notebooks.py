@@ -251,3 +251,24 @@ def test_ci_runs_the_readme_commands():
             continue
         assert part in ci, f"README command 1's step {part!r} is not in .ci/run"
     assert re.search(r"^pytest\b", ci, re.M)
+
+
+def test_every_table_row_of_the_readme_renders_inside_a_table():
+    """A blank or text line between table rows ends a Markdown table and leaves the rows
+    after it as text with pipes; rendered with markdown-it (GitHub's table syntax)."""
+    from markdown_it import MarkdownIt
+
+    for doc in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        lines = doc.read_text().splitlines()
+        tokens = MarkdownIt("commonmark").enable("table").parse("\n".join(lines))
+        in_tables = set()
+        for token in tokens:
+            if token.type == "table_open":
+                in_tables.update(range(*token.map))
+        fenced = set()
+        for token in tokens:
+            if token.type == "fence":
+                fenced.update(range(*token.map))
+        rows = [i for i, line in enumerate(lines) if line.startswith("|") and i not in fenced]
+        stray = [f"{doc.name}:{i + 1}: {lines[i][:60]}" for i in rows if i not in in_tables]
+        assert not stray, "table rows rendered as text:\n" + "\n".join(stray)
