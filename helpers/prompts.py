@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from .clicks import inner_distance
 
 
 @dataclass
@@ -117,7 +118,7 @@ def instance_candidates(mask: np.ndarray, void: np.ndarray | None = None) -> Ins
         raise ValueError("instance_candidates: empty mask")
     h, w = mask.shape
     void = np.zeros_like(mask) if void is None else void.astype(bool)
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    dist = inner_distance(mask)
     interior = (dist >= min(3.0, dist.max() / 2)) & ~void
     fg = np.flatnonzero(interior) if interior.any() else np.flatnonzero(mask & ~void)
     if fg.size == 0:

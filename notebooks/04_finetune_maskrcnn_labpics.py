@@ -75,7 +75,9 @@ if IN_COLAB:
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch.utils.data import Subset
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -182,9 +184,25 @@ print(
 # torchvision's detection models expect RGB in [0, 1] and normalise it themselves with
 # ImageNet's mean and std. The seed reads with OpenCV and converts BGR to RGB correctly
 # (`cv2.cvtColor(img, cv2.COLOR_BGR2RGB)`), but keeps the values in 0-255: after the
-# model's normalisation the network sees inputs about 255 times too large. Measured with
-# the COCO model (its vessel-like classes counted as vessel) on the Test split, once with
-# the contract and once the seed's way:
+# model's normalisation the network sees inputs about 255 times too large. First the
+# seed's loading itself, with OpenCV as the seed calls it:
+
+# %%
+ours = test_reader[0]["image"]  # the course's reader: Pillow, RGB, uint8
+bgr = cv2.imread(str(test_reader.image_path(0)), cv2.IMREAD_COLOR)  # OpenCV: BGR order
+rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # the seed's conversion: right
+seed_input = torch.as_tensor(rgb, dtype=torch.float32).permute(2, 0, 1)  # the seed's tensor
+print(
+    f"cv2.imread equals our image with its channels reversed: {np.array_equal(bgr[..., ::-1], ours)}"
+)
+print(f"after cv2.cvtColor(BGR2RGB) it equals our RGB image: {np.array_equal(rgb, ours)}")
+print(
+    f"the seed's input: {seed_input.dtype}, values in [{seed_input.min():.0f}, {seed_input.max():.0f}]; the contract: [0, 1]"
+)
+
+# %% [markdown]
+# Measured with the COCO model (its vessel-like classes counted as vessel) on the Test
+# split, once with the contract and once the seed's way:
 
 # %%
 coco_model = build_coco_maskrcnn(pretrained=S.pretrained, **S.model_kwargs).to(DEVICE)

@@ -101,3 +101,20 @@ def test_training_clicks_are_uniform_over_the_error_region_and_labelled_by_it():
     region = hits[hits > 0]
     assert len(region) == 12 + 12  # every valid error cell, none else
     assert region.min() > 0.5 * 3000 / 24 and region.max() < 1.5 * 3000 / 24  # uniform
+
+
+def test_the_distance_transform_is_the_exact_euclidean_one():
+    """OpenCV's precise transform, as RITM uses it, equals SciPy's exact Euclidean
+    transform (the oracle) on random regions, image border counted as outside."""
+    from scipy import ndimage
+
+    from helpers.clicks import inner_distance
+
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        h, w = rng.integers(5, 120, 2)
+        region = rng.random((h, w)) < rng.uniform(0.3, 0.97)
+        if t % 2:
+            region = ndimage.binary_opening(region)
+        oracle = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        np.testing.assert_allclose(inner_distance(region), oracle, atol=1e-5)
