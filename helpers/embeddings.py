@@ -25,24 +25,13 @@ from segment_anything.modeling import Sam
 
 from .checkpoints import atomic_save
 from .runtime import progress
+from .sam_model import encoder_fingerprint
 from .sam_predict import ImageEmbedding, preprocess
 
 log = logging.getLogger(__name__)
 
 #: Bump when :func:`helpers.sam_predict.preprocess` changes: old entries become misses.
 PREPROCESSING_VERSION = "resize-longest-1024/imagenet-norm/pad-br/v1"
-
-
-def encoder_fingerprint(sam: Sam) -> str:
-    """SHA-1 over the image encoder's weights (names, shapes, bytes): the identity of
-    "this checkpoint" whatever file it came from. ~1 s for vit_b on a CPU."""
-    digest = hashlib.sha1()
-    for name, tensor in sam.image_encoder.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def image_key(image: np.ndarray) -> str:

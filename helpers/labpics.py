@@ -30,7 +30,10 @@ from .image_files import DataError, check_same_size, read_binary_mask, read_rgb
 log = logging.getLogger(__name__)
 
 SPLITS = ("Train", "Test")
-MASK_SUFFIXES = (".png",)
+#: Lossless image formats a vessel mask may come in (the real data set has PNGs).
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+#: Lossy formats: compression blurs a mask's edge, so they cannot hold one exactly.
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 
 
 def find_labpics(root: str | Path) -> Path:
@@ -75,8 +78,11 @@ class LabPicsDataset:
         for sample in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             if not (sample / "Image.jpg").is_file():
                 raise DataError(sample / "Image.jpg", "sample folder has no Image.jpg")
-            if (sample / "Vessels").is_dir():
+            vessels = sample / "Vessels"
+            if vessels.is_dir():
                 self.samples.append(sample)
+            elif vessels.exists():
+                raise DataError(vessels, "is a file, not a folder of vessel masks")
             else:
                 self.skipped.append(sample)
         if self.skipped:
@@ -101,9 +107,32 @@ class LabPicsDataset:
         return self.samples[index] / "Image.jpg"
 
     def mask_paths(self, index: int) -> list[Path]:
-        """The vessel mask files of sample ``index``, in name order."""
+        """The vessel mask files of sample ``index``, in name order: every file of
+        ``Vessels/`` in a lossless image format (:data:`MASK_SUFFIXES`). Hidden files
+        (names starting with ".", such as an OS's folder metadata) are not data.
+
+        Raises:
+            DataError: a file there is a lossy image (JPEG: its compression blurs the
+                mask's edge) or not an image at all; the message names it.
+        """
         vessels = self.samples[index] / "Vessels"
-        return sorted(p for p in vessels.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+        paths = []
+        for path in sorted(vessels.iterdir()):
+            suffix = path.suffix.lower()
+            if path.name.startswith("."):
+                continue
+            if suffix in LOSSY_SUFFIXES:
+                raise DataError(
+                    path,
+                    f"a vessel mask in a lossy format ({suffix}): compression blurs its edge, "
+                    "so it cannot hold the mask exactly; save it as PNG",
+                )
+            if suffix not in MASK_SUFFIXES or not path.is_file():
+                raise DataError(
+                    path, f"not a vessel mask (expected an image file: {', '.join(MASK_SUFFIXES)})"
+                )
+            paths.append(path)
+        return paths
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]

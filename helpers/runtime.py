@@ -30,6 +30,8 @@ _FALSE = {"", "0", "false", "no", "off"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The committed miniature data sets, in the real on-disk layouts.
 DATA_EXAMPLE = REPO_ROOT / "data_example"
+#: Where Colab mounts Google Drive (``drive.mount("/content/drive")``).
+COLAB_DRIVE = Path("/content/drive/MyDrive")
 
 
 def is_smoke() -> bool:
@@ -63,8 +65,8 @@ def cache_dir() -> Path:
     """
     if os.environ.get(CACHE_ENV):
         path = Path(os.environ[CACHE_ENV]).expanduser()
-    elif in_colab() and Path("/content/drive/MyDrive").is_dir():
-        path = Path("/content/drive/MyDrive/segcourse-cache")
+    elif in_colab() and COLAB_DRIVE.is_dir():
+        path = COLAB_DRIVE / "segcourse-cache"
     else:
         path = Path.home() / ".cache" / "segcourse"
     path.mkdir(parents=True, exist_ok=True)

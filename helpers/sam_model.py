@@ -18,6 +18,7 @@ Introduced in notebook 01; every later SAM notebook loads its model here.
 from __future__ import annotations
 
 import copy
+import hashlib
 from functools import partial
 from pathlib import Path
 
@@ -191,30 +192,94 @@ def load_sam(
     path = Path(checkpoint)
     state = _read_state_dict(path)
     check_state_dict(path, state, sam.state_dict(), f"SAM {variant}")
+    check_finite(path, state)
     sam.load_state_dict(state, strict=True)
     return sam.to(device).eval()
+
+
+#: ``(embed_dim, depth)`` of each variant's image encoder, to name a model's variant.
+ENCODER_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h", (64, 2): "tiny"}
+_FINGERPRINTS: dict[int, tuple[tuple, str]] = {}
+
+
+def variant_of(sam: Sam) -> str:
+    """``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``, from the image encoder's width and
+    depth (every variant has the same mask decoder, so its shapes cannot tell)."""
+    encoder = sam.image_encoder
+    shape = (encoder.patch_embed.proj.out_channels, len(encoder.blocks))
+    return ENCODER_SHAPES.get(shape, f"unknown (width {shape[0]}, depth {shape[1]})")
+
+
+def encoder_fingerprint(sam: Sam) -> str:
+    """SHA-1 over the image encoder's weights (names, shapes, bytes): the identity of
+    "this encoder" whatever file it came from. ~1 s for vit_b on a CPU, then remembered
+    until a weight of the encoder changes (any in-place update or reload bumps a tensor's
+    version)."""
+    encoder = sam.image_encoder
+    state = encoder.state_dict()
+    key = tuple((t.data_ptr(), t._version) for t in state.values())
+    cached = _FINGERPRINTS.get(id(encoder))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha1()
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _FINGERPRINTS[id(encoder)] = (key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def check_finite(path: Path, state: dict) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of ``state`` that holds NaN
+    or Inf (a damaged file, or one saved from a run that diverged)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path}: {name} holds {bad} NaN or Inf values (a damaged file, or saved from "
+                "a run that diverged); it cannot be used"
+            )
 
 
 def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
     """Save only ``mask_decoder.*`` (keys keep their prefix) to ``path``, atomically:
     written to a temporary file in the same folder, then renamed over ``path``.
 
+    The meta records what the decoder was trained with, for :func:`load_decoder` to
+    check: ``variant`` (:func:`variant_of`) and ``encoder_fingerprint``
+    (:func:`encoder_fingerprint`). A decoder reads its encoder's embeddings, so it is only
+    meaningful with that encoder.
+
     Args:
-        extra: optional metadata stored beside the weights under ``"meta"`` (variant,
-            epoch, metrics ...); plain Python values only.
+        extra: more metadata stored beside the weights under ``"meta"`` (epoch, metrics
+            ...); plain Python values only.
     """
     state = {
         k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")
     }
-    return atomic_save({"mask_decoder": state, "meta": dict(extra or {})}, path)
+    meta = {
+        "variant": variant_of(sam),
+        "encoder_fingerprint": encoder_fingerprint(sam),
+        **(extra or {}),
+    }
+    return atomic_save({"mask_decoder": state, "meta": meta}, path)
 
 
-def load_decoder(sam: Sam, path: str | Path) -> dict:
-    """Merge a :func:`save_decoder` file into ``sam`` (in place). Every key and shape is
-    checked before the model is touched. Returns the file's ``meta`` dict.
+def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict:
+    """Merge a :func:`save_decoder` file into ``sam`` (in place). Everything is checked
+    before the model is touched. Returns the file's ``meta`` dict.
+
+    Args:
+        check_encoder: refuse a decoder trained with another image encoder (another
+            variant, or other weights): its outputs would read embeddings it never saw.
+            False loads it anyway, for an experiment that means to.
 
     Raises:
-        CheckpointError: unreadable file, or keys/shapes that do not fit ``sam``'s decoder.
+        CheckpointError: unreadable file, keys or shapes that do not fit, NaN or Inf
+            weights, or (with ``check_encoder``) a variant or encoder fingerprint that is
+            missing from the file or differs from ``sam``'s; the message says both.
     """
     path = Path(path)
     payload = read_checkpoint(path, "decoder checkpoint")
@@ -225,8 +290,20 @@ def load_decoder(sam: Sam, path: str | Path) -> dict:
         )
     expected = {k: v for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
     check_state_dict(path, payload["mask_decoder"], expected, "this model's mask decoder")
+    check_finite(path, payload["mask_decoder"])
+    meta = payload.get("meta", {})
+    if check_encoder:
+        mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
+        for key, here in mine.items():
+            there = meta.get(key)
+            if there != here:
+                raise CheckpointError(
+                    f"{path}: trained with {key} {there!r}, this model's is {here!r}: a decoder "
+                    "reads the embeddings of the encoder it was trained with. Load it into that "
+                    "model (or pass check_encoder=False to load it anyway)."
+                )
     sam.load_state_dict(payload["mask_decoder"], strict=False)
-    return payload.get("meta", {})
+    return meta
 
 
 def with_own_decoder(sam: Sam, decoder_checkpoint: str | Path | None = None) -> Sam:

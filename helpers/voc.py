@@ -17,6 +17,7 @@ this reader. The class of an instance is the SegmentationClass value at its pixe
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,18 @@ class VOCInstanceDataset:
         self.split_file = self.voc_dir / "ImageSets" / "Segmentation" / f"{image_set}.txt"
         if not self.split_file.is_file():
             raise DataError(self.split_file, f"split file for image_set={image_set!r} not found")
-        self.ids = [
-            line.split()[0] for line in self.split_file.read_text().splitlines() if line.strip()
-        ]
+        # utf-8-sig: a byte-order mark written by some editors is dropped, not read as an id
+        lines = self.split_file.read_text(encoding="utf-8-sig").splitlines()
+        self.ids = [line.split()[0] for line in lines if line.strip()]
+        if not self.ids:
+            raise DataError(self.split_file, "the split file lists no image ids")
+        twice = [i for i, n in Counter(self.ids).items() if n > 1]
+        if twice:
+            raise DataError(
+                self.split_file,
+                f"{len(twice)} ids are listed more than once (e.g. {twice[0]!r}); each image "
+                "must appear once, or it would count twice in training and evaluation",
+            )
         for image_id in self.ids:
             for path in self._paths(image_id):
                 if not path.is_file():

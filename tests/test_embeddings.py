@@ -71,3 +71,19 @@ def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, da
     assert torch.equal(again.embedding, good)
     assert torch.equal(cache.get(images[1]).embedding, good) and cache.hits == 1  # rewritten whole
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".pt"]
+
+
+def test_a_changed_preprocessing_version_is_a_miss(tmp_path, images, sam, monkeypatch):
+    """Bumping PREPROCESSING_VERSION (what embeddings.py says to do when preprocess
+    changes) makes every stored embedding a miss, never a stale hit."""
+    import helpers.embeddings as emb_module
+
+    cache = EmbeddingCache(tmp_path, sam)
+    cache.get(images[0])
+    cache.get(images[0])
+    assert (cache.misses, cache.hits) == (1, 1)
+    monkeypatch.setattr(
+        emb_module, "PREPROCESSING_VERSION", emb_module.PREPROCESSING_VERSION + "-changed"
+    )
+    cache.get(images[0])
+    assert (cache.misses, cache.hits) == (2, 1)

@@ -131,3 +131,51 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
     assert (
         download_labpics(tmp_path / "cache", "http://127.0.0.1:9/unused") == root
     )  # no network needed now
+
+
+def _first_sample(data_copy):
+    ds = LabPicsDataset(data_copy / "LabPicsMedical", "Train")
+    return ds, ds.samples[0]
+
+
+def test_a_vessels_file_instead_of_a_folder_is_an_error_naming_it(data_copy):
+    _, sample = _first_sample(data_copy)
+    shutil.rmtree(sample / "Vessels")
+    (sample / "Vessels").write_text("not a folder")
+    with pytest.raises(DataError, match=r"Vessels: is a file, not a folder of vessel masks"):
+        LabPicsDataset(data_copy / "LabPicsMedical", "Train")
+
+
+def test_a_vessel_mask_in_another_lossless_format_is_read_the_same(data_copy):
+    ds, sample = _first_sample(data_copy)
+    before = ds[0]["masks"]
+    first = sorted((sample / "Vessels").glob("*.png"))[0]
+    Image.open(first).save(first.with_suffix(".bmp"))
+    first.unlink()
+    (sample / "Vessels" / ".DS_Store").write_bytes(b"\0")  # an OS's folder metadata: not data
+    after = ds[0]["masks"]
+    assert after.shape == before.shape and np.array_equal(after, before)
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("9.jpg", r"a vessel mask in a lossy format \(\.jpg\).*save it as PNG"),
+        ("notes.txt", r"not a vessel mask"),
+    ],
+)
+def test_a_file_that_cannot_be_an_exact_mask_is_an_error_naming_it(data_copy, name, reason):
+    ds, sample = _first_sample(data_copy)
+    (sample / "Vessels" / name).write_bytes(b"data")
+    with pytest.raises(DataError, match=rf"Vessels/{name}: {reason}"):
+        ds[0]
+
+
+def test_an_ignore_map_of_another_size_than_its_image_is_an_error(data_copy):
+    ds, sample = _first_sample(data_copy)
+    ignore = np.asarray(Image.open(sample / "Ignore.png"))
+    Image.fromarray(ignore[:-7]).save(sample / "Ignore.png")
+    with pytest.raises(
+        DataError, match=r"Ignore\.png: mask is \d+x\d+ \(width x height\) but its image is"
+    ):
+        ds[0]

@@ -108,6 +108,22 @@ def test_training_transforms_keep_boxes_masks_and_labels_together():
     assert len(images) == len(targets) == 2
 
 
+def test_area_after_the_training_transforms_is_each_masks_pixel_count():
+    """COCO's area (small / medium / large objects) must describe the transformed masks,
+    not the originals: a scale jitter of 1.25 changes an area by 1.56x."""
+    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms(scale=(1.25, 1.25)))
+    changed = 0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        for i in range(len(ds)):
+            _, t = ds[i]
+            counted = t["masks"].flatten(1).sum(1).float()
+            assert t["area"].tolist() == counted.tolist()
+            original = LabPicsDataset(LABPICS, "Train")[i]["masks"]
+            changed += int(len(counted) and counted.sum() != original.sum())
+    assert changed > 0  # the transforms did change the masks
+
+
 def test_instances_mostly_inside_ignore_are_left_out_of_training_targets():
     masks = np.zeros((2, 10, 10), bool)
     masks[0, :4, :4] = True
@@ -228,6 +244,54 @@ def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
     assert gt.dataset["annotations"][0]["iscrowd"] == 1
     assert coco_detections(0, _pred([masks[0]], [0.9]), ignore) == []
     assert len(encode_mask(masks[0])["counts"]) > 0
+
+
+def test_a_detection_inside_the_ignore_region_changes_no_ap_of_evaluate_detector():
+    """Through evaluate_detector: one vessel found, plus a confident spurious detection
+    lying in Ignore.png; AP is the same as without it (and lower when it lies outside)."""
+    from helpers.coco_eval import evaluate_detector
+
+    h = w = 40
+    vessel = np.zeros((h, w), bool)
+    vessel[20:36, 22:36] = True
+    ignore = np.zeros((h, w), bool)
+    ignore[:15, :15] = True
+    spurious_in = np.zeros((h, w), bool)
+    spurious_in[2:12, 2:12] = True
+    spurious_out = np.zeros((h, w), bool)
+    spurious_out[2:12, 25:35] = True
+    reader = [
+        {
+            "image": np.zeros((h, w, 3), np.uint8),
+            "masks": vessel[None],
+            "labels": np.ones(1, np.int64),
+            "ignore": ignore,
+        }
+    ]
+
+    class Fixed:
+        def __init__(self, masks, scores):
+            self.pred = _pred(masks, scores)
+
+        def eval(self):
+            return self
+
+        def to(self, device):
+            return self
+
+        def __call__(self, images):
+            return [self.pred]
+
+    alone = evaluate_detector(Fixed([vessel], [0.5]), reader, show_progress=False)
+    with_ignored = evaluate_detector(
+        Fixed([vessel, spurious_in], [0.5, 0.9]), reader, show_progress=False
+    )
+    with_wrong = evaluate_detector(
+        Fixed([vessel, spurious_out], [0.5, 0.9]), reader, show_progress=False
+    )
+    for kind in ("bbox", "segm"):
+        assert with_ignored[kind]["AP"] == alone[kind]["AP"] == pytest.approx(1.0)
+        assert with_wrong[kind]["AP"] < alone[kind]["AP"]
 
 
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):

@@ -68,7 +68,11 @@ def test_roi_align_accepts_a_list_of_boxes_per_image():
     x, rois, out, scale = random_case(3, torch.float64)
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(x.shape[0])]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(x.shape[0])])
-    assert torch.equal(roi_align(x, per_image, out, scale, 2), roi_align(x, ordered, out, scale, 2))
+    assert torch.allclose(
+        roi_align(x, ordered, out, scale, 2),
+        torchvision.ops.roi_align(x, ordered, out, scale, 2),
+        atol=1e-10,
+    )
     assert torch.allclose(
         roi_align(x, per_image, out, scale, 2),
         torchvision.ops.roi_align(x, per_image, out, scale, 2),
@@ -219,3 +223,27 @@ def test_the_rounded_box_variant_rounds_the_box_as_roi_pool_does():
     exact = torch.tensor([[float(v) for v in box]])
     expected = mask_iou(paste_masks_in_image(crop, exact, (64, 64), padding=1)[0, 0] > 0.5, mask)
     assert mask_roundtrip_iou(mask, box, 8, "align_rounded") == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_roi_pool_rounds_ties_as_torchvision_does(dtype):
+    """Box edges that scale to exactly k + 0.5 cells (random boxes never hit them): the
+    kernel's C round() goes half away from zero, where Python's round() goes to even."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 16, 16, generator=g, dtype=dtype)
+    edges = torch.tensor(
+        [2.0, 6.0, 10.0, 14.0, 18.0, 22.0, 26.0, 30.0]
+    )  # x / 4 = 0.5, 1.5, ... 7.5
+    rois = torch.tensor(
+        [
+            [0.0, a, b, c, d]
+            for a in edges[:4]
+            for b in edges[:3]
+            for c in edges[4:]
+            for d in edges[5:]
+        ],
+        dtype=dtype,
+    )
+    assert torch.equal(
+        roi_pool(x, rois, (3, 3), 0.25), torchvision.ops.roi_pool(x, rois, (3, 3), 0.25)
+    )

@@ -22,8 +22,27 @@ def test_smoke_switch_typo_is_an_error_not_a_silent_mode(monkeypatch):
         runtime.is_smoke()
 
 
-def test_test_suite_runs_in_smoke_mode():
-    assert runtime.is_smoke()
+def test_cache_dir_defaults_to_drive_in_colab_and_to_the_home_cache_elsewhere(
+    monkeypatch, tmp_path
+):
+    monkeypatch.delenv(runtime.CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    drive = tmp_path / "drive" / "MyDrive"
+    monkeypatch.setattr(runtime, "COLAB_DRIVE", drive)
+    assert runtime.cache_dir() == tmp_path / "home" / ".cache" / "segcourse"  # not in Colab
+    monkeypatch.setattr(runtime, "in_colab", lambda: True)
+    assert runtime.cache_dir() == tmp_path / "home" / ".cache" / "segcourse"  # Drive not mounted
+    drive.mkdir(parents=True)
+    assert runtime.cache_dir() == drive / "segcourse-cache"
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "mine"))
+    assert runtime.cache_dir() == tmp_path / "mine"  # the variable wins
+
+
+def test_describe_says_which_mode_and_that_smoke_numbers_mean_nothing(monkeypatch):
+    monkeypatch.setenv(runtime.SMOKE_ENV, "1")
+    assert "numbers mean nothing" in runtime.describe()
+    monkeypatch.setenv(runtime.SMOKE_ENV, "0")
+    assert runtime.describe().startswith("full mode")
 
 
 def test_cache_dir_follows_its_variable_and_is_created(monkeypatch, tmp_path):

@@ -8,6 +8,7 @@ from helpers.downloads import DownloadError
 from helpers.sam_model import (
     CheckpointError,
     build_sam,
+    encoder_fingerprint,
     load_decoder,
     load_sam,
     module_sizes,
@@ -103,7 +104,9 @@ def test_decoder_checkpoint_roundtrip_keeps_only_the_decoder(tmp_path):
     assert len(payload["mask_decoder"]) == len(trained.mask_decoder.state_dict())
     fresh = build_sam("tiny")
     encoder_before = {k: v.clone() for k, v in fresh.image_encoder.state_dict().items()}
-    assert load_decoder(fresh, path) == {"epoch": 3}
+    meta = load_decoder(fresh, path)
+    assert meta["epoch"] == 3 and meta["variant"] == "tiny"
+    assert meta["encoder_fingerprint"] == encoder_fingerprint(trained) == encoder_fingerprint(fresh)
     for k, v in trained.mask_decoder.state_dict().items():
         assert torch.equal(fresh.mask_decoder.state_dict()[k], v)
     for k, v in fresh.image_encoder.state_dict().items():
@@ -148,3 +151,49 @@ def test_interrupted_save_leaves_the_previous_decoder_file_intact(tmp_path, monk
         save_decoder(sam, path, {"epoch": 2})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.pth"]
+
+
+def test_a_decoder_trained_with_another_encoder_is_refused_saying_both(vit_b_file, tmp_path):
+    """Every variant's decoder has the same shapes, so only the recorded variant and the
+    encoder's fingerprint can tell a vit_b decoder from a tiny one."""
+    tiny = build_sam("tiny")
+    path = save_decoder(tiny, tmp_path / "decoder.pth")
+    vit_b = load_sam("vit_b", vit_b_file[0])
+    with pytest.raises(
+        CheckpointError, match=r"decoder\.pth: trained with variant 'tiny', this model's is 'vit_b'"
+    ):
+        load_decoder(vit_b, path)
+    other = build_sam("tiny")
+    with torch.no_grad():
+        other.image_encoder.neck[0].weight.mul_(2)  # the same variant, other encoder weights
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained with encoder_fingerprint '[0-9a-f]{40}', this model's is '[0-9a-f]{40}'",
+    ):
+        load_decoder(other, path)
+    assert load_decoder(other, path, check_encoder=False)["variant"] == "tiny"  # on purpose
+    payload = torch.load(path, weights_only=True)
+    del payload["meta"]["encoder_fingerprint"]  # a file that does not say
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="trained with encoder_fingerprint None"):
+        load_decoder(build_sam("tiny"), path)
+
+
+def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path):
+    sam = build_sam("tiny")
+    state = sam.state_dict()
+    state["mask_decoder.iou_token.weight"] = state["mask_decoder.iou_token.weight"].clone()
+    state["mask_decoder.iou_token.weight"][0, 3] = float("nan")
+    torch.save(state, tmp_path / "sam_tiny.pth")
+    with pytest.raises(
+        CheckpointError, match=r"sam_tiny\.pth: mask_decoder\.iou_token\.weight holds 1 NaN or Inf"
+    ):
+        load_sam("tiny", tmp_path / "sam_tiny.pth")
+    path = save_decoder(sam, tmp_path / "decoder.pth")
+    payload = torch.load(path, weights_only=True)
+    payload["mask_decoder"]["mask_decoder.mask_tokens.weight"][1, :2] = float("inf")
+    torch.save(payload, path)
+    with pytest.raises(
+        CheckpointError, match=r"mask_decoder\.mask_tokens\.weight holds 2 NaN or Inf"
+    ):
+        load_decoder(build_sam("tiny"), path)

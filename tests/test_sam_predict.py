@@ -76,16 +76,20 @@ def test_predict_equals_sam_predictor(setup, case, multimask, with_mask_input):
     assert out["masks"].any()  # the comparison was not between two empty masks
 
 
-def test_a_batch_of_prompts_equals_one_call_per_prompt(setup):
-    sam, image, _, emb = setup
+def test_each_prompt_of_a_batch_gets_sam_predictors_answer_for_it(setup):
+    """A batch of prompts (an image's instances) against SamPredictor, one prompt at a
+    time: rows are neither mixed up nor averaged."""
+    sam, image, predictor, emb = setup
     boxes = np.array(
         [[40.0, 30.0, 250.0, 300.0], [10.0, 10.0, 100.0, 80.0], [0.0, 0.0, 300.0, 300.0]]
     )
     with torch.no_grad():
         batch = predict(sam, emb, boxes=boxes)
-        single = [predict(sam, emb, boxes=b[None]) for b in boxes]
-    for i, one in enumerate(single):
-        torch.testing.assert_close(batch["logits"][i], one["logits"][0], rtol=0, atol=1e-4)
+    for i, box in enumerate(boxes):
+        masks, scores, _ = predictor.predict(box=box, multimask_output=True, return_logits=True)
+        torch.testing.assert_close(batch["logits"][i], torch.as_tensor(masks), rtol=0, atol=1e-4)
+        torch.testing.assert_close(batch["iou"][i], torch.as_tensor(scores), rtol=0, atol=1e-6)
+    assert not torch.allclose(batch["logits"][0], batch["logits"][1])  # the rows differ
 
 
 def test_bad_prompt_shapes_are_clear_errors(setup):

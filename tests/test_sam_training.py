@@ -249,9 +249,18 @@ def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(ite
     # training moved the decoder away from its initial weights
     fresh = build_tiny_sam().mask_decoder.state_dict()
     assert any(not torch.equal(v, fresh[k]) for k, v in resumed.mask_decoder.state_dict().items())
-    # best.pt holds the epoch with the best validation score (mIoU@1 and box mIoU)
+    # best.pt holds the epoch with the best validation score (mIoU@1 and box mIoU), the
+    # same decoder and meta in the straight and the resumed run
     best_epoch = max(h1, key=lambda r: r["val_score"])["epoch"]
-    assert load_best(build_tiny_sam(), tmp_path / "a")["epoch"] == best_epoch
+    best_a, best_b = build_tiny_sam(), build_tiny_sam()
+    meta_a, meta_b = load_best(best_a, tmp_path / "a"), load_best(best_b, tmp_path / "b")
+    assert meta_a == meta_b and meta_a["epoch"] == best_epoch
+    for (k, v), w in zip(
+        best_a.mask_decoder.state_dict().items(), best_b.mask_decoder.state_dict().values()
+    ):
+        assert torch.equal(v, w), k
+    # the schedule spans every epoch: the rate is still positive after epoch 1, then decays
+    assert h1[0]["lr"] > h1[1]["lr"] >= 0 and h1[0]["lr"] > 0
 
 
 def test_resume_with_other_settings_is_refused(items, tmp_path):
@@ -282,3 +291,49 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(
     with pytest.raises(FloatingPointError, match="non-finite loss .* at epoch 2"):
         train_decoder(build_tiny_sam(), train, val, cfg, tmp_path, show_progress=False)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_the_schedule_spans_all_epochs(items, tmp_path):
+    train, val = items
+    cfg = SamTrainConfig(epochs=3, lr=1e-3, click_rounds=0, refine_rounds=0, min_lr_frac=0.0)
+    history = train_decoder(build_tiny_sam(), train, [], cfg, tmp_path, show_progress=False)
+    lrs = [r["lr"] for r in history]
+    assert lrs[0] > lrs[1] > 0 and lrs[2] == pytest.approx(0, abs=1e-12)  # cosine to 0 at the end
+
+
+@pytest.mark.parametrize("recipe", ["sam", "seed"])
+def test_logits_on_void_or_padding_pixels_do_not_change_the_loss(items, monkeypatch, recipe):
+    """The loss and the IoU target count only valid low-res pixels: whatever the decoder
+    says on VOC's void border or on the padding of SAM's 1024 frame, in the output that
+    is scored, changes nothing (the seed's pass 1 is a prompt, not scored)."""
+    train, _ = items
+    item = train[0]
+    assert (~item.valid).any()
+    cfg = SamTrainConfig(recipe=recipe, click_rounds=0, refine_rounds=0)
+    sam = build_tiny_sam()
+    clean = (sam_step if recipe == "sam" else seed_step)(sam, item, cfg, np.random.default_rng(5))[
+        0
+    ]
+    noise = torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) * 50 * (~item.valid)
+
+    def noisy(real, scored):
+        def call(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if scored(kwargs):
+                out["low_res"] = out["low_res"] + noise  # the output that is scored
+            return out
+
+        return call
+
+    monkeypatch.setattr(
+        sam_training, "predict_round", noisy(sam_training.predict_round, lambda kw: True)
+    )
+    monkeypatch.setattr(
+        sam_training,
+        "predict",
+        noisy(sam_training.predict, lambda kw: kw.get("multimask") is False),
+    )
+    perturbed = (sam_step if recipe == "sam" else seed_step)(
+        sam, item, cfg, np.random.default_rng(5)
+    )[0]
+    assert perturbed == pytest.approx(clean, rel=1e-6)

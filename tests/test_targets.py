@@ -65,3 +65,9 @@ def test_targets_train_torchvision_mask_rcnn_without_complaint(reader):
     losses = model([image], [target])
     assert set(losses) >= {"loss_mask", "loss_box_reg", "loss_classifier"}
     assert all(torch.isfinite(v) for v in losses.values())
+    # boxes and areas are those of the masks, as torchvision computes boxes from masks
+    # (inclusive last pixel; a box on pixel edges ends one further)
+    edges = torchvision.ops.masks_to_boxes(target["masks"]) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    torch.testing.assert_close(target["boxes"], edges)
+    assert target["area"].tolist() == target["masks"].flatten(1).sum(1).float().tolist()
+    assert len(target["masks"]) == len(sample["masks"]) == len(target["labels"])

@@ -138,13 +138,59 @@ def test_truncated_segmentation_png_is_an_error_naming_the_file(data_copy):
         ds[0]
 
 
-def test_mask_of_another_size_than_its_image_is_an_error(data_copy):
+@pytest.mark.parametrize("folder", ["SegmentationClass", "SegmentationObject"])
+def test_mask_of_another_size_than_its_image_is_an_error(data_copy, folder):
     ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
-    path = ds.voc_dir / "SegmentationClass" / f"{ds.ids[1]}.png"
+    path = ds.voc_dir / folder / f"{ds.ids[1]}.png"
     small = np.asarray(Image.open(path))[:-10]
-    _break(data_copy, f"SegmentationClass/{ds.ids[1]}.png", small, "L")
-    with pytest.raises(DataError, match=rf"SegmentationClass/{ds.ids[1]}\.png: mask is \d+x\d+"):
+    _break(data_copy, f"{folder}/{ds.ids[1]}.png", small, "L")
+    with pytest.raises(DataError, match=rf"{folder}/{ds.ids[1]}\.png: mask is \d+x\d+"):
         ds[1]
+
+
+def test_an_instance_of_mixed_classes_takes_the_majority_class(data_copy):
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    s = ds[0]
+    cls_path = ds.voc_dir / "SegmentationClass" / f"{ds.ids[0]}.png"
+    classes = np.asarray(Image.open(cls_path)).copy()
+    rows, cols = np.nonzero(s["masks"][0])
+    major, minor = (12, 5) if s["labels"][0] != 12 else (13, 5)
+    classes[rows, cols] = major
+    third = len(rows) // 3  # a third of the instance carries another class
+    classes[rows[:third], cols[:third]] = minor
+    _break(data_copy, f"SegmentationClass/{ds.ids[0]}.png", classes, "L")
+    assert ds[0]["labels"][0] == major
+    classes[rows[: 2 * third + 1], cols[: 2 * third + 1]] = minor  # now the minority wins
+    _break(data_copy, f"SegmentationClass/{ds.ids[0]}.png", classes, "L")
+    assert ds[0]["labels"][0] == minor
+
+
+def _split(data_copy, text: str, encoding="utf-8"):
+    split = data_copy / "VOCdevkit" / "VOC2007" / "ImageSets" / "Segmentation" / "train.txt"
+    ids = split.read_text().split()
+    split.write_text(text.format(*ids), encoding=encoding)
+    return split, ids
+
+
+def test_an_empty_split_list_is_an_error_naming_it(data_copy):
+    split, _ = _split(data_copy, "\n\n")
+    with pytest.raises(DataError, match=r"train\.txt: the split file lists no image ids"):
+        VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+
+
+def test_an_id_listed_twice_is_an_error_naming_it(data_copy):
+    split, ids = _split(data_copy, "{0}\n{1}\n{0}\n")
+    with pytest.raises(
+        DataError, match=rf"train\.txt: 1 ids are listed more than once \(e\.g\. '{ids[0]}'\)"
+    ):
+        VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+
+
+def test_a_split_list_with_a_byte_order_mark_reads_the_same_ids(data_copy):
+    split, ids = _split(data_copy, "{0}\n{1}\n", encoding="utf-8-sig")
+    assert split.read_bytes().startswith(b"\xef\xbb\xbf")
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", "train")
+    assert ds.ids == ids[:2] and ds[0]["image_id"] == ids[0]
 
 
 def test_instance_without_class_is_an_error_naming_the_class_png(data_copy):

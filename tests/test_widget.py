@@ -90,10 +90,13 @@ def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(model
         assert "IoU vs ground truth" in ctl.describe(name)
     assert ctl.results["before"]["area"] != ctl.results["after"]["area"]
     area_one_click = ctl.results["after"]["area"]
+    mask_one_click = ctl.results["after"]["mask"].copy()
     ctl.on_pointer(click(5, 5, button=2))  # a negative point changes the answer
     assert ctl.state.points[-1][2] == 0
+    assert not np.array_equal(ctl.results["after"]["mask"], mask_one_click)
     ctl.undo()
     assert ctl.results["after"]["area"] == area_one_click
+    assert np.array_equal(ctl.results["after"]["mask"], mask_one_click)
     ctl.box_mode = True
     ctl.on_pointer({"x0": 10.5, "y0": 10.5, "x1": 200.5, "y1": 150.5, "button": 0, "shift": False})
     assert ctl.state.box == (10, 10, 200, 150)
@@ -211,3 +214,33 @@ def test_detection_labels_are_sized_for_display():
 
     assert label_font((1080, 1920)).size == round(1080 / 28)  # ~39 px on a LabPics photo
     assert label_font((200, 300)).size == 14  # never below 14 px
+
+
+def test_the_ground_truth_is_the_instance_under_the_first_positive_click(models):
+    """IoU is measured against the object the learner pointed at first; a later positive
+    click on another object (a mistake, or "this too") does not switch the reference."""
+    from helpers.metrics import mask_iou
+
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    sample = ds[0]
+    a, b = sample["masks"][0], sample["masks"][1]
+
+    def inside(mask):
+        ys, xs = np.nonzero(mask)
+        return float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
+
+    ctl = SamCompare(models, ds, fast=False)
+    ctl.on_pointer(click(5, 5, button=2))  # a negative click first: no reference yet
+    assert ctl.results["after"]["gt_iou"] is None
+    ctl.on_pointer(click(*inside(a)))
+    ctl.on_pointer(click(*inside(b)))
+    r = ctl.results["after"]
+    assert r["gt_iou"] == pytest.approx(mask_iou(r["mask"], a, sample["void"]))
+    assert r["gt_iou"] != pytest.approx(mask_iou(r["mask"], b, sample["void"]))
+    ctl.select_image(1)
+    ctl.undo()  # nothing to undo on a new image
+    assert (
+        ctl.state.empty()
+        and ctl.results["after"]["score"] is None
+        and ctl.sample["image_id"] == ds.ids[1]
+    )
