@@ -168,67 +168,82 @@ class LabPicsDataset:
 LABPICS_URL = "https://zenodo.org/records/4736111/files/LabPicsMedical.zip?download=1"
 
 
-def download_labpics(folder: str | Path | None = None, url: str = LABPICS_URL) -> Path:
-    """LabPics Medical in ``folder`` (default ``<cache>/labpics``), downloaded (~281 MB,
-    Zenodo record 4736111) and extracted on first use; returns the folder that holds
-    ``Train/`` and ``Test/``.
+def download_labpics(
+    folder: str | Path | None = None,
+    url: str = LABPICS_URL,
+    archive_dir: str | Path | None = None,
+) -> Path:
+    """LabPics Medical extracted in ``folder``, downloaded on first use (~281 MB, Zenodo
+    record 4736111); returns the folder that holds ``Train/`` and ``Test/``.
+
+    By default the archive is kept in ``<cache>/labpics`` (Google Drive in Colab) and
+    extracted into ``<data>/labpics`` (:func:`helpers.runtime.data_dir`: the runtime's
+    local disk in Colab), so a new Colab runtime extracts again without downloading.
+    Given ``folder``, both go there unless ``archive_dir`` says otherwise.
 
     No checksum is published for the archive, so none is made up here: the MD5 of what
-    was downloaded is logged (pin it if you need to), and what can be checked is checked:
-    the zip's own CRCs (``testzip``), the layout (``Train/`` and ``Test/`` with sample
-    folders holding ``Image.jpg``). Extraction goes to a temporary folder that is moved
-    into place only after the checks, with a ``.complete`` marker.
+    was downloaded is logged (pin it if you need to), the transfer's length is checked
+    against the server's (:func:`helpers.downloads.fetch`), and what can be checked after
+    it is checked: the zip's own CRCs (``testzip``), the layout (``Train/`` and ``Test/``
+    with sample folders holding ``Image.jpg``). An archive that fails is deleted, so the
+    next run downloads it again. Extraction goes to a temporary folder that is moved into
+    place only after the checks, with a ``.complete`` marker.
 
     Raises:
         helpers.downloads.DownloadError: no network.
-        DataError: a corrupt archive or an unexpected layout.
+        DataError: a corrupt archive or an unexpected layout; the message names the
+            archive (never the temporary folder).
     """
     import shutil
-    import tempfile
+    import time
     import zipfile
 
-    from .downloads import DownloadError, fetch
-    from .runtime import SMOKE_ENV, cache_dir
+    from .downloads import DownloadError, fetch, temporary_dir
+    from .runtime import SMOKE_ENV, cache_dir, data_dir
 
-    folder = Path(folder) if folder is not None else cache_dir() / "labpics"
+    if archive_dir is None:
+        archive_dir = cache_dir() / "labpics" if folder is None else folder
+    folder = Path(folder) if folder is not None else data_dir() / "labpics"
     target = folder / "LabPicsMedical"
     if (target / ".complete").is_file():
         return target
+    dest = Path(archive_dir) / "LabPicsMedical.zip"
     try:
-        archive = fetch(
-            url, folder / "LabPicsMedical.zip", md5=None, what="LabPics Medical archive"
-        )
+        archive = fetch(url, dest, md5=None, what="LabPics Medical archive")
     except DownloadError as err:
         raise DownloadError(
             f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
         ) from err.__cause__
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
-    try:
+
+    def refuse(problem: str) -> DataError:
+        archive.unlink(missing_ok=True)  # never left where the next run would trust it
+        return DataError(archive, f"{problem}; deleted, run again to download it again")
+
+    with temporary_dir(folder, ".extract-") as tmp:
+        log.info("checking and extracting %s into %s", archive.name, folder)
+        start = time.perf_counter()
         try:
             with zipfile.ZipFile(archive) as zf:
                 bad = zf.testzip()
                 if bad is not None:
-                    raise DataError(
-                        archive, f"corrupt member {bad!r}; delete the file to download again"
-                    )
-                zf.extractall(tmp)
+                    raise refuse(f"corrupt member {bad!r}")
+                zf.extractall(tmp / "unpacked")
         except zipfile.BadZipFile as err:
-            raise DataError(
-                archive, f"not a readable zip archive ({err}); delete it to download again"
-            ) from None
-        root = find_labpics(tmp)  # the archive's top folder, whatever its name
+            raise refuse(f"not a readable zip archive ({err})") from None
+        try:
+            root = find_labpics(tmp / "unpacked")  # the archive's top folder, whatever its name
+        except DataError:
+            raise refuse("no Train/ and Test/ folders in it") from None
         counts = {
             s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS
         }
         if not all(counts.values()):
-            raise DataError(
-                archive, f"expected samples with Image.jpg in Train/ and Test/, found {counts}"
-            )
+            raise refuse(f"expected samples with Image.jpg in Train/ and Test/, found {counts}")
+        n_files = sum(1 for p in root.rglob("*") if p.is_file())
+        log.info("extracted %d files in %.0f s", n_files, time.perf_counter() - start)
         log.info("LabPics Medical: %s samples", counts)
         if target.exists():
             shutil.rmtree(target)
         root.replace(target)
         (target / ".complete").write_text("ok\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -8,9 +8,13 @@ variables; every other module asks these functions.
   without downloaded weights and budgets of seconds. Numbers printed in smoke mode mean
   nothing. Unset or ``0`` means full mode (the default): real checkpoints and data sets.
   The test suite sets it (see ``tests/conftest.py``).
-- ``SEGCOURSE_CACHE``: the folder for downloads (checkpoints, data sets) and the
-  embedding cache. Default: ``/content/drive/MyDrive/segcourse-cache`` when Google
-  Drive is mounted in Colab, else ``~/.cache/segcourse``.
+- ``SEGCOURSE_CACHE``: the folder for downloads (checkpoints, data set archives), the
+  embedding cache and training runs. Default: ``/content/drive/MyDrive/segcourse-cache``
+  when Google Drive is mounted in Colab, else ``~/.cache/segcourse``.
+- ``SEGCOURSE_DATA``: the folder for extracted data sets. Default: the runtime's own disk
+  (``/content/segcourse-data``) when the cache is on Google Drive, since writing tens of
+  thousands of small files through the Drive mount is slow and a reconnect re-extracts
+  them from the archives kept on Drive; else the cache folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 SMOKE_ENV = "SEGCOURSE_SMOKE"
 CACHE_ENV = "SEGCOURSE_CACHE"
+DATA_ENV = "SEGCOURSE_DATA"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -32,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_EXAMPLE = REPO_ROOT / "data_example"
 #: Where Colab mounts Google Drive (``drive.mount("/content/drive")``).
 COLAB_DRIVE = Path("/content/drive/MyDrive")
+#: Where extracted data sets go in Colab when the cache is on Drive (the VM's local disk).
+COLAB_LOCAL_DATA = Path("/content/segcourse-data")
 
 
 def is_smoke() -> bool:
@@ -73,6 +80,29 @@ def cache_dir() -> Path:
     return path
 
 
+def on_drive(path: str | Path) -> bool:
+    """True when ``path`` lies on the Google Drive mount of Colab."""
+    return Path(path).resolve().is_relative_to(COLAB_DRIVE.parent.resolve())
+
+
+def data_dir() -> Path:
+    """The folder for extracted data sets (created on first call).
+
+    ``SEGCOURSE_DATA`` wins; otherwise the runtime's local disk
+    (``/content/segcourse-data``) when the cache folder is on Google Drive (archives stay
+    on Drive, and after a reconnect the data sets are extracted again from them), else the
+    cache folder itself.
+    """
+    if os.environ.get(DATA_ENV):
+        path = Path(os.environ[DATA_ENV]).expanduser()
+    elif on_drive(cache_dir()):
+        path = COLAB_LOCAL_DATA
+    else:
+        path = cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def default_device() -> str:
     """``"cuda"`` when a CUDA GPU is visible to torch, else ``"cpu"``."""
     import torch
@@ -81,13 +111,17 @@ def default_device() -> str:
 
 
 def describe() -> str:
-    """One line for a notebook's setup cell: mode, device, cache folder."""
+    """One line for a notebook's setup cell: mode, device, cache folder (and the data
+    set folder where it differs)."""
     mode = (
         "SMOKE mode: tiny data and models, numbers mean nothing"
         if is_smoke()
         else "full mode: real checkpoints and data sets"
     )
-    return f"{mode} | device: {default_device()} | cache: {cache_dir()}"
+    where = f"cache: {cache_dir()}"
+    if data_dir() != cache_dir():
+        where += f" | data sets: {data_dir()}"
+    return f"{mode} | device: {default_device()} | {where}"
 
 
 def progress(iterable=None, show: bool = True, **kwargs):

@@ -211,62 +211,75 @@ def download_voc2007(
     folder: str | Path | None = None,
     sources: list[dict] | None = None,
     expected_counts: dict | None = None,
+    archive_dir: str | Path | None = None,
 ) -> Path:
-    """VOC2007 (trainval and test) in ``folder`` (default ``<cache>/voc2007``), downloaded
-    and extracted on first use (about 900 MB of archives); returns the ``VOCdevkit`` folder
-    to pass to :class:`VOCInstanceDataset`.
+    """VOC2007 (trainval and test) extracted in ``folder``, downloaded on first use (about
+    900 MB of archives); returns the ``VOCdevkit`` folder to pass to
+    :class:`VOCInstanceDataset`.
+
+    By default the archives are kept in ``<cache>/voc2007/archives`` (Google Drive in
+    Colab) and extracted into ``<data>/voc2007`` (:func:`helpers.runtime.data_dir`: the
+    runtime's local disk in Colab), so a new Colab runtime extracts again without
+    downloading. Given ``folder``, both go there unless ``archive_dir`` says otherwise.
 
     Both archives are MD5-checked (:func:`helpers.downloads.fetch`), extracted into a
     temporary folder, checked (every split lists the expected number of images and
     every listed image has its files), and only then moved into place with a
-    ``.complete`` marker, so an interrupted run starts over cleanly.
+    ``.complete`` marker; a run killed half-way leaves a temporary folder that the next
+    run removes.
 
     Raises:
         helpers.downloads.DownloadError: no network or a wrong checksum.
-        DataError: the archives do not hold the expected layout.
+        DataError: the archives do not hold the expected layout; the message names the
+            archives and the final folder (never the temporary one).
     """
     import shutil
-    import tempfile
+    import time
 
     from torchvision.datasets.utils import extract_archive
 
-    from .downloads import DownloadError, fetch
-    from .runtime import SMOKE_ENV, cache_dir
+    from .downloads import DownloadError, fetch, temporary_dir
+    from .runtime import SMOKE_ENV, cache_dir, data_dir
 
-    folder = Path(folder) if folder is not None else cache_dir() / "voc2007"
+    if archive_dir is None:
+        archive_dir = cache_dir() / "voc2007" if folder is None else Path(folder)
+        archive_dir = archive_dir / "archives"
+    folder = Path(folder) if folder is not None else data_dir() / "voc2007"
     devkit = folder / "VOCdevkit"
     marker = devkit / "VOC2007" / ".complete"
     if marker.is_file():
         return devkit
     sources = sources if sources is not None else voc2007_sources()
     expected = VOC2007_SEGMENTATION_COUNTS if expected_counts is None else expected_counts
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
-    try:
-        for src in sources:
-            try:
-                archive = fetch(
-                    src["url"],
-                    folder / "archives" / src["filename"],
-                    src["md5"],
-                    what=src["filename"],
-                )
-            except DownloadError as err:
-                raise DownloadError(
-                    f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
-                ) from err.__cause__
-            log.info("extracting %s", archive)
+    archives = []
+    for src in sources:
+        dest = Path(archive_dir) / src["filename"]
+        try:
+            archives.append(fetch(src["url"], dest, src["md5"], src["filename"]))
+        except DownloadError as err:
+            raise DownloadError(
+                f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
+            ) from err.__cause__
+    with temporary_dir(folder, ".extract-") as tmp:
+        start = time.perf_counter()
+        for archive in archives:
+            log.info("extracting %s into %s", archive.name, folder)
             extract_archive(str(archive), str(tmp))
-        for image_set, n in expected.items():
-            found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # checks every file
-            if found != n:
-                raise DataError(
-                    tmp / "VOCdevkit", f"{image_set} lists {found} images, expected {n}"
-                )
+        n_files = sum(1 for p in (tmp / "VOCdevkit").rglob("*") if p.is_file())
+        log.info("extracted %d files in %.0f s", n_files, time.perf_counter() - start)
+        names = " and ".join(a.name for a in archives)
+        try:
+            for image_set, n in expected.items():
+                found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # reads every file
+                if found != n:
+                    raise DataError(devkit, f"{image_set} lists {found} images, expected {n}")
+        except DataError as err:
+            where = Path(str(err.path).replace(str(tmp), str(folder)))
+            raise DataError(
+                where, f"{err.problem} (as extracted from {names}; nothing was put in place)"
+            ) from None
         if devkit.exists():
             shutil.rmtree(devkit)
         (tmp / "VOCdevkit").replace(devkit)
         marker.write_text("ok\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return devkit

@@ -118,10 +118,25 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        with pytest.raises(DataError, match="not a readable zip archive"):
+        # a zip that is no zip (no checksum to catch it): deleted so that a rerun downloads
+        bad = tmp_path / "bad" / "LabPicsMedical.zip"
+        with pytest.raises(DataError, match="not a readable zip archive .*deleted, run again"):
             download_labpics(tmp_path / "bad", f"{base}/broken.zip")
+        assert not bad.exists()
+        assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == []
+        # a killed extraction's temporary folder is removed by the next run
+        (tmp_path / "cache" / ".extract-killed").mkdir(parents=True)
+        (tmp_path / "cache" / ".extract-killed" / ".owner").write_text("gone-vm 1\n")
         with caplog.at_level(logging.WARNING, logger="helpers.downloads"):
             root = download_labpics(tmp_path / "cache", f"{base}/LabPicsMedical.zip")
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+            "LabPicsMedical",
+            "LabPicsMedical.zip",
+        ]
+        # the archive on "Drive", extracted on local disk
+        drive, local = tmp_path / "drive" / "labpics", tmp_path / "local" / "labpics"
+        url = f"{base}/LabPicsMedical.zip"
+        assert download_labpics(local, url, archive_dir=drive) == local / "LabPicsMedical"
     finally:
         httpd.shutdown()
     assert (
@@ -131,6 +146,9 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
     assert (
         download_labpics(tmp_path / "cache", "http://127.0.0.1:9/unused") == root
     )  # no network needed now
+    shutil.rmtree(tmp_path / "local")  # a new Colab runtime: extracted again from Drive
+    again = download_labpics(local, "http://127.0.0.1:9/unused", archive_dir=drive)
+    assert len(LabPicsDataset(again, "Test")) == 4
 
 
 def _first_sample(data_copy):

@@ -38,6 +38,27 @@ def test_cache_dir_defaults_to_drive_in_colab_and_to_the_home_cache_elsewhere(
     assert runtime.cache_dir() == tmp_path / "mine"  # the variable wins
 
 
+def test_data_sets_are_extracted_to_local_disk_when_the_cache_is_on_drive(monkeypatch, tmp_path):
+    monkeypatch.delenv(runtime.CACHE_ENV, raising=False)
+    monkeypatch.delenv(runtime.DATA_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    drive = tmp_path / "drive" / "MyDrive"
+    monkeypatch.setattr(runtime, "COLAB_DRIVE", drive)
+    monkeypatch.setattr(runtime, "COLAB_LOCAL_DATA", tmp_path / "content" / "segcourse-data")
+    assert runtime.data_dir() == runtime.cache_dir()  # no Drive: one folder for all
+    assert "data sets:" not in runtime.describe()
+    monkeypatch.setattr(runtime, "in_colab", lambda: True)
+    drive.mkdir(parents=True)
+    assert runtime.cache_dir() == drive / "segcourse-cache"
+    assert runtime.data_dir() == tmp_path / "content" / "segcourse-data"
+    assert runtime.data_dir().is_dir()
+    assert f"data sets: {tmp_path / 'content' / 'segcourse-data'}" in runtime.describe()
+    monkeypatch.setenv(runtime.CACHE_ENV, str(drive / "elsewhere"))  # still on Drive
+    assert runtime.data_dir() == tmp_path / "content" / "segcourse-data"
+    monkeypatch.setenv(runtime.DATA_ENV, str(tmp_path / "mine"))
+    assert runtime.data_dir() == tmp_path / "mine"  # the variable wins
+
+
 def test_describe_says_which_mode_and_that_smoke_numbers_mean_nothing(monkeypatch):
     monkeypatch.setenv(runtime.SMOKE_ENV, "1")
     assert "numbers mean nothing" in runtime.describe()

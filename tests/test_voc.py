@@ -1,3 +1,4 @@
+import shutil
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -290,16 +291,36 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
         for s in sources:
             s["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/{s['filename']}"
         counts = {"train": 8, "val": 4, "trainval": 12, "test": 4}
-        # wrong expected counts: refused, nothing left in place
-        with pytest.raises(DataError, match="train lists 8 images, expected 209"):
+        # wrong expected counts: refused, nothing left in place, the final folder named
+        with pytest.raises(DataError, match="train lists 8 images, expected 209") as err:
             download_voc2007(tmp_path / "cache", sources)
-        assert not (tmp_path / "cache" / "VOCdevkit").exists()
+        assert str(err.value).startswith(f"{tmp_path / 'cache' / 'VOCdevkit'}: ")
+        assert "trainval.tar and test.tar" in str(err.value) and ".extract-" not in str(err.value)
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["archives"]
+        # a file missing from the archives: named where it would be, not in the temporary folder
+        with pytest.raises(DataError, match="as extracted from trainval.tar;") as err:
+            download_voc2007(tmp_path / "cache", sources[:1], counts)
+        assert str(err.value).startswith(
+            f"{tmp_path / 'cache' / 'VOCdevkit' / 'VOC2007' / 'ImageSets'}"
+        ), err.value
+        # an extraction killed earlier left its temporary folder: the next run removes it
+        stale = tmp_path / "cache" / ".extract-killed"
+        stale.mkdir()
+        (stale / ".owner").write_text("a-colab-vm-gone 1\n")
         devkit = download_voc2007(tmp_path / "cache", sources, counts)
         assert len(VOCInstanceDataset(devkit, "test")) == 4
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["VOCdevkit", "archives"]
+        # archives on "Drive", extraction on local disk
+        drive, local = tmp_path / "drive" / "voc2007", tmp_path / "local" / "voc2007"
+        assert download_voc2007(local, sources, counts, archive_dir=drive) == local / "VOCdevkit"
     finally:
         httpd.shutdown()
     # the second call needs no server
     assert download_voc2007(tmp_path / "cache", sources, counts) == devkit
+    # a new runtime (local disk empty, archives on Drive) extracts again without a network
+    shutil.rmtree(tmp_path / "local")
+    again = download_voc2007(local, sources, counts, archive_dir=drive)
+    assert len(VOCInstanceDataset(again, "trainval")) == 12
     with pytest.raises(DownloadError, match="SEGCOURSE_SMOKE=1"):
         download_voc2007(
             tmp_path / "other", [dict(sources[0], url="http://127.0.0.1:9/x.tar")], counts
