@@ -259,6 +259,7 @@ def _wrong(path: Path, what: str, url: str, got: str, expected: str, kept: bool)
 def _check_in_place(dest: Path, url: str, md5, sha256_prefix, what: str) -> Path:
     if (md5 is None and sha256_prefix is None) or _stamp(dest).is_file():
         return dest
+    log.info("checking the %s of %s (once)", "SHA-256" if sha256_prefix else "MD5", dest)
     _check_hash(dest, md5, sha256_prefix, what, url, kept=True)
     _stamp(dest).write_text("ok\n")
     return dest
