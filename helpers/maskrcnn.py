@@ -18,10 +18,16 @@ The model's contract (what the seed got wrong):
   computed for every RoI and never used, and the weights no longer load into a 2-class
   Mask R-CNN (``load_state_dict`` reports a size mismatch of ``mask_fcn_logits``);
 - weights are asked for by enum (``weights="DEFAULT"``), not the deprecated
-  ``pretrained=True``; torchvision downloads and hash-checks them into torch's cache.
+  ``pretrained=True``. They are fetched into torch.hub's cache
+  (``$TORCH_HOME/hub/checkpoints/``, where torchvision looks for them) by
+  :func:`ensure_coco_weights`, the course's download path: length and SHA-256 checked,
+  and without a network an error that names the file, its place and smoke mode.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import torch
 from torchvision.models.detection import (
@@ -48,6 +54,48 @@ SMOKE_MODEL_KWARGS = dict(
 )
 
 
+#: torchvision's URL of the COCO weights (the file name carries its SHA-256 prefix).
+COCO_WEIGHTS_URL = MaskRCNN_ResNet50_FPN_Weights.DEFAULT.url
+
+
+def coco_weights_file(url: str | None = None) -> Path:
+    """Where torchvision looks for the COCO weights: torch.hub's cache,
+    ``$TORCH_HOME/hub/checkpoints/<the URL's file name>`` (``TORCH_HOME`` defaults to
+    ``~/.cache/torch``)."""
+    name = (url or COCO_WEIGHTS_URL).rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def ensure_coco_weights(url: str | None = None) -> Path:
+    """The COCO weights in torch.hub's cache, downloaded (170 MB) through
+    :func:`helpers.downloads.fetch` if they are not there yet; torchvision then loads
+    them from there without a network call.
+
+    Raises:
+        helpers.downloads.DownloadError: no network, a cut transfer or a wrong SHA-256;
+            the message names the file, where it belongs and how to run in smoke mode.
+    """
+    from .downloads import DownloadError, fetch
+    from .runtime import SMOKE_ENV
+
+    url = url or COCO_WEIGHTS_URL
+    dest = coco_weights_file(url)
+    found = re.search(r"-([a-f0-9]{6,})\.", dest.name)  # torch.hub's naming rule
+    try:
+        return fetch(
+            url,
+            dest,
+            sha256_prefix=found.group(1) if found else None,
+            what=f"Mask R-CNN's COCO weights ({dest.name})",
+        )
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\nThey belong in torch.hub's cache, $TORCH_HOME/hub/checkpoints/ "
+            f"(here: {dest.parent}). Or set {SMOKE_ENV}=1 to run without them (smoke mode: "
+            "random weights, the built-in data)."
+        ) from err.__cause__
+
+
 def coco_category_ids(names=VESSEL_LIKE_COCO) -> list[int]:
     """The label ids torchvision's COCO models use for ``names`` (from the weights' own
     metadata, not typed in by hand)."""
@@ -67,8 +115,9 @@ def build_maskrcnn(
     (background included).
 
     Args:
-        pretrained: start from COCO weights (``weights="DEFAULT"``); False builds it
-            without any downloaded weights (smoke mode, tests).
+        pretrained: start from COCO weights (``weights="DEFAULT"``, fetched by
+            :func:`ensure_coco_weights`); False builds it without any downloaded weights
+            (smoke mode, tests).
         trainable_backbone_layers: how many ResNet stages (from the top, 0..5) train;
             with ``pretrained=False`` all do.
         min_size, max_size: the model's own resize (see the module docstring).
@@ -78,6 +127,7 @@ def build_maskrcnn(
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT if pretrained else None
     if pretrained:  # without weights every layer trains anyway (torchvision warns otherwise)
         kwargs["trainable_backbone_layers"] = trainable_backbone_layers
+        ensure_coco_weights()
     model = maskrcnn_resnet50_fpn(
         weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
     )
@@ -94,6 +144,8 @@ def build_coco_maskrcnn(
     """The COCO model as it comes (91 classes), for the "before" measurement; without
     ``pretrained`` its weights are random (smoke mode)."""
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT if pretrained else None
+    if pretrained:
+        ensure_coco_weights()
     return maskrcnn_resnet50_fpn(
         weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
     )

@@ -413,3 +413,79 @@ def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_b
         build_maskrcnn(num_classes=2, pretrained=False, **SMOKE_MODEL_KWARGS).load_state_dict(
             seed_style.state_dict()
         )
+
+
+def _coco_layout_state_dict(seed: int = 0) -> dict:
+    """A COCO Mask R-CNN's state dict in the real key layout (FrozenBatchNorm2d, as
+    torchvision builds the model when weights are asked for), random values."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.resnet import resnet50
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(seed)
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)
+    return MaskRCNN(backbone, num_classes=91).state_dict()
+
+
+def test_coco_weights_offline_name_the_file_its_place_and_smoke_mode(tmp_path, monkeypatch):
+    import helpers.maskrcnn as maskrcnn
+    from helpers.downloads import DownloadError
+
+    real_name = maskrcnn.COCO_WEIGHTS_URL.rsplit("/", 1)[-1]
+    assert real_name.startswith("maskrcnn_resnet50_fpn_coco-")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(maskrcnn, "COCO_WEIGHTS_URL", f"http://127.0.0.1:9/{real_name}")
+    place = tmp_path / "torch" / "hub" / "checkpoints"
+    for build in (maskrcnn.build_maskrcnn, maskrcnn.build_coco_maskrcnn):
+        with pytest.raises(DownloadError) as err:
+            build(pretrained=True)
+        message = str(err.value)
+        for part in (real_name, str(place), "$TORCH_HOME/hub/checkpoints", "SEGCOURSE_SMOKE=1"):
+            assert part in message, (part, message)
+    assert not place.exists() or list(place.iterdir()) == []
+
+
+def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_path, monkeypatch):
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    import helpers.maskrcnn as maskrcnn
+    from helpers.downloads import DownloadError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served = tmp_path / "served"
+    served.mkdir()
+    weights = _coco_layout_state_dict()
+    torch.save(weights, served / "w.pth")
+    digest = hashlib.sha256((served / "w.pth").read_bytes()).hexdigest()
+    (served / "w.pth").rename(served / f"maskrcnn_coco-{digest[:8]}.pth")
+    (served / "maskrcnn_coco-00000000.pth").hardlink_to(served / f"maskrcnn_coco-{digest[:8]}.pth")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        got = maskrcnn.ensure_coco_weights(f"{base}/maskrcnn_coco-{digest[:8]}.pth")
+        assert got == tmp_path / "torch" / "hub" / "checkpoints" / f"maskrcnn_coco-{digest[:8]}.pth"
+        with pytest.raises(DownloadError, match="SHA-256 is .* expected 00000000"):
+            maskrcnn.ensure_coco_weights(f"{base}/maskrcnn_coco-00000000.pth")
+        assert sorted(p.name for p in got.parent.iterdir() if p.suffix == ".pth") == [got.name]
+    finally:
+        httpd.shutdown()
+
+    # under the real name: a copy that was never checked is refused (a partial copy?) ...
+    real = maskrcnn.coco_weights_file()
+    got.replace(real)
+    with pytest.raises(DownloadError, match="is there but its SHA-256 is .* Delete it"):
+        maskrcnn.build_coco_maskrcnn(pretrained=True)
+    # ... one whose hash was checked when it was downloaded loads from there, offline
+    real.with_name(real.name + ".md5-ok").write_text("ok\n")
+    coco = maskrcnn.build_coco_maskrcnn(pretrained=True, **SMOKE_MODEL_KWARGS)
+    assert all(torch.equal(v, weights[k]) for k, v in coco.state_dict().items())
+    ours = maskrcnn.build_maskrcnn(pretrained=True, **SMOKE_MODEL_KWARGS)
+    trunk = {k: v for k, v in ours.state_dict().items() if not k.startswith("roi_heads.")}
+    assert all(torch.equal(v, weights[k]) for k, v in trunk.items())
