@@ -294,8 +294,10 @@ print(
 #
 # The data set above reads from disk per sample (`benchmarks/maskrcnn_data.py` measures
 # peak memory against an eager load-everything data set: see the README). The weights
-# are asked for with `weights="DEFAULT"` (`MaskRCNN_ResNet50_FPN_Weights.DEFAULT`), which
-# torchvision downloads and hash-checks.
+# are asked for with `weights="DEFAULT"` (`MaskRCNN_ResNet50_FPN_Weights.DEFAULT`);
+# `build_maskrcnn` first fetches the file into torch.hub's cache
+# (`helpers.maskrcnn.ensure_coco_weights`: length and SHA-256 checked), where torchvision
+# then finds it.
 #
 # ## Training
 #
