@@ -23,8 +23,8 @@ STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
 
 def encode_mask(mask: np.ndarray) -> dict:
-    """RLE of an ``H x W`` bool mask, as COCO stores it."""
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    """RLE of an ``H x W`` bool or uint8 (0/1) mask, as COCO stores it."""
+    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
 
 
 def gt_entries(
@@ -90,25 +90,41 @@ def coco_detections(
     mask_threshold: float = 0.5,
     ignore_overlap: float = IGNORE_OVERLAP,
 ) -> list[dict]:
-    """COCO result entries of one image's Mask R-CNN output (``boxes`` xyxy, ``scores``,
-    ``labels``, ``masks`` ``K x 1 x H x W`` probabilities). Detections mostly inside
-    ``ignore`` are dropped."""
-    masks = (prediction["masks"][:, 0] > mask_threshold).cpu().numpy()
-    if ignore is not None:
-        keep = ~ignored_instances(masks, ignore, ignore_overlap)
+    """COCO result entries of one image's Mask R-CNN output (``boxes`` ``K x 4`` xyxy
+    pixels, ``scores``, ``labels``, ``masks`` ``K x 1 x H x W`` float probabilities), on
+    whatever device the model left them. Detections mostly inside ``ignore`` (``H x W``
+    bool) are dropped (the rule of :func:`helpers.detection_data.ignored_instances`).
+
+    Memory: the masks are thresholded and checked against ``ignore`` where they lie (the
+    GPU in training); each kept one then crosses to the CPU alone, as ``H x W`` uint8, to
+    be RLE-encoded. The CPU never holds more than one mask (2 MB for a 1920 x 1080
+    image), where copying the output would cost ``K`` float masks (830 MB for 100).
+    """
+    probs = prediction["masks"]
+    binary = probs[:, 0] > mask_threshold  # K x H x W bool, on the model's device
+    if ignore is not None and len(binary):
+        ign = torch.as_tensor(np.asarray(ignore, dtype=bool), device=binary.device)
+        area = binary.flatten(1).sum(1)
+        inside = (binary & ign).flatten(1).sum(1)
+        keep = (inside <= ignore_overlap * area.clamp(min=1)).tolist()
     else:
-        keep = np.ones(len(masks), bool)
+        keep = [True] * len(binary)
+    boxes = prediction["boxes"].detach().cpu().tolist()
+    scores = prediction["scores"].detach().cpu().tolist()
+    labels = prediction["labels"].detach().cpu().tolist()
     out = []
-    boxes = prediction["boxes"].detach().cpu().numpy()
-    for k in np.flatnonzero(keep):
-        x0, y0, x1, y1 = boxes[k].tolist()
+    for k in range(len(binary)):
+        if not keep[k]:
+            continue
+        x0, y0, x1, y1 = boxes[k]
+        mask = binary[k].to(torch.uint8).cpu().numpy()  # one H x W uint8 on the CPU
         out.append(
             {
                 "image_id": int(image_id),
-                "category_id": int(prediction["labels"][k]),
-                "score": float(prediction["scores"][k]),
+                "category_id": int(labels[k]),
+                "score": float(scores[k]),
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "segmentation": encode_mask(masks[k]),
+                "segmentation": encode_mask(mask),
             }
         )
     return out
@@ -149,6 +165,10 @@ def evaluate_detector(
 
     Returns:
         ``{"bbox": {...}, "segm": {...}}`` as :func:`coco_ap`.
+
+    Memory: ground truth and detections are kept as RLE; each output stays on the device
+    and crosses to the CPU one uint8 mask at a time (:func:`coco_detections`), so host
+    memory does not grow with the image size times the number of detections.
     """
     model.eval().to(device)
     images, annotations, detections = [], [], []
@@ -162,9 +182,10 @@ def evaluate_detector(
             if transform is not None
             else torch.from_numpy(s["image"]).permute(2, 0, 1).float() / 255
         )
-        out = {k: v.cpu() for k, v in model([x.to(device)])[0].items()}
+        out = model([x.to(device)])[0]  # left on the device: see coco_detections
         if postprocess is not None:
             out = postprocess(out)
         detections += coco_detections(i, out, s.get("ignore"))
+        del out
     gt = coco_dataset(images, annotations)
     return {"bbox": coco_ap(gt, detections, "bbox"), "segm": coco_ap(gt, detections, "segm")}

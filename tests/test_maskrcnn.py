@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -292,6 +293,73 @@ def test_a_detection_inside_the_ignore_region_changes_no_ap_of_evaluate_detector
     for kind in ("bbox", "segm"):
         assert with_ignored[kind]["AP"] == alone[kind]["AP"] == pytest.approx(1.0)
         assert with_wrong[kind]["AP"] < alone[kind]["AP"]
+
+
+def test_evaluate_detector_copies_one_uint8_mask_at_a_time_to_the_cpu():
+    """A model's output stays on its device; what crosses to the host (``.cpu()``,
+    ``.numpy()``, ``.tolist()``, recorded by a TorchFunctionMode) is never more than one
+    ``H x W`` uint8 mask, whatever the number of detections: CPU memory bounded by one
+    image's mask, not ``K`` float masks (830 MB for 100 at 1920 x 1080). The scores match
+    evaluating a host copy of the same output."""
+    from torch.overrides import TorchFunctionMode
+
+    from helpers.coco_eval import evaluate_detector
+
+    class HostCopies(TorchFunctionMode):
+        largest = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.tolist):
+                t = args[0]
+                HostCopies.largest = max(HostCopies.largest, t.numel() * t.element_size())
+            return func(*args, **(kwargs or {}))
+
+    h, w, k = 135, 240, 30
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(k):
+        m = np.zeros((h, w), bool)
+        y, x = rng.integers(0, h - 30), rng.integers(0, w - 30)
+        m[y : y + rng.integers(10, 30), x : x + rng.integers(10, 30)] = True
+        masks.append(m)
+    ignore = np.zeros((h, w), bool)
+    ignore[:40, :60] = True
+    half = np.zeros((h, w), bool)
+    half[:20, 50:70] = True  # exactly half inside: kept (dropped only when more than half)
+    masks.append(half)
+    k += 1
+    reader = [
+        {
+            "image": np.zeros((h, w, 3), np.uint8),
+            "masks": np.stack(masks[:5]),
+            "labels": np.ones(5, np.int64),
+            "ignore": ignore,
+        }
+    ]
+    scores = rng.uniform(0.1, 1.0, k).tolist()
+    pred = _pred(masks, scores)
+
+    class Fixed:
+        def eval(self):
+            return self
+
+        def to(self, device):
+            return self
+
+        def __call__(self, images):
+            return [pred]
+
+    with HostCopies():
+        ap = evaluate_detector(Fixed(), reader, show_progress=False)
+    assert 0 < HostCopies.largest <= h * w, HostCopies.largest
+    # the same detections as the numpy rule keeps, with the same masks, and so the same AP
+    kept = np.flatnonzero(~ignored_instances(np.stack(masks), ignore))
+    assert 0 < len(kept) < k  # some detections lie in the ignore region
+    dets = coco_detections(0, pred, ignore)
+    assert [d["score"] for d in dets] == pytest.approx([scores[i] for i in kept])
+    for d, i in zip(dets, kept):
+        assert d["segmentation"] == mask_utils.encode(np.asfortranarray(masks[i], np.uint8))
+    assert ap["segm"] == coco_ap(coco_ground_truth(reader), dets, "segm")
 
 
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
