@@ -11,9 +11,22 @@
    on the same batches and the same starting weights. ``loop_overhead`` = ours / bare - 1
    (goal: under 0.05).
 
+3. Throughput of the training data path at LabPics' real size: synthetic samples of
+   1920 x 1080 (a JPEG photo, 3-8 vessel PNGs, an Ignore.png) written to a temporary
+   folder. Today's path as it was before (flip, RandomAffine and ColorJitter on the full
+   photo, boxes by ``torchvision.ops.masks_to_boxes``, loading in the main process) vs
+   the course's (``ZoomForModel`` to the working size of notebook 04's model, 640/1024,
+   then flip and jitter; worker processes by CPU count, persistent). Samples per second
+   of one epoch through a DataLoader each, side by side: ``data_speedup`` = new / old
+   for the epochs after the first, when the persistent workers are running (goal: at
+   least 4); ``data_speedup_first_epoch`` includes starting them. And each path on one
+   core (one thread, no workers):
+   ``one_core_s_per_sample`` (goal: under 0.2 s, the estimated T4 step time for one
+   image) and ``one_core_speedup``.
+
 Prints one JSON object.
 
-    python benchmarks/maskrcnn_data.py [--sizes 50 400] [--batches 6]
+    python benchmarks/maskrcnn_data.py [--sizes 50 400] [--batches 6] [--photos 24]
 """
 
 import argparse
@@ -28,10 +41,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
+from PIL import Image, ImageDraw
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from helpers import DATA_EXAMPLE, LabPicsDataset
-from helpers.detection_data import LabPicsDetection, collate, train_transforms
+from helpers.detection_data import (
+    LabPicsDetection,
+    SeededShuffle,
+    collate,
+    default_num_workers,
+    ignored_instances,
+    train_transforms,
+)
 from helpers.targets import detection_target
+
+#: notebook 04's model in full mode (its own resize)
+MIN_SIZE, MAX_SIZE = 640, 1024
 
 
 class EagerLabPics(torch.utils.data.Dataset):
@@ -40,7 +67,7 @@ class EagerLabPics(torch.utils.data.Dataset):
     def __init__(self, root):
         reader = LabPicsDataset(root, "Train")
         self.samples = [reader[i] for i in range(len(reader))]
-        self.transforms = train_transforms()
+        self.transforms = train_transforms(MIN_SIZE, MAX_SIZE)
 
     def __len__(self):
         return len(self.samples)
@@ -70,7 +97,7 @@ def child(kind: str, root: str) -> None:
     ds = (
         EagerLabPics(root)
         if kind == "eager"
-        else LabPicsDetection(LabPicsDataset(root, "Train"), train_transforms())
+        else LabPicsDetection(LabPicsDataset(root, "Train"), train_transforms(MIN_SIZE, MAX_SIZE))
     )
     for _images, _targets in torch.utils.data.DataLoader(
         ds, batch_size=2, shuffle=True, collate_fn=collate
@@ -96,7 +123,8 @@ def loop_overhead(n_batches: int) -> dict:
 
     torch.manual_seed(0)
     ds = LabPicsDetection(
-        LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"), train_transforms()
+        LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train"),
+        train_transforms(MIN_SIZE, MAX_SIZE),
     )
     batches = [
         collate([ds[(2 * b) % len(ds)], ds[(2 * b + 1) % len(ds)]]) for b in range(n_batches)
@@ -151,6 +179,131 @@ def loop_overhead(n_batches: int) -> dict:
     }
 
 
+def make_photos(root: Path, n: int, seed: int = 0) -> None:
+    """``n`` samples in LabPics' layout at its real size: a 1920 x 1080 JPEG (gradients
+    and noise, so that it compresses like a photo: ~0.7 MB), 3-8 vessel PNGs (rounded
+    rectangles, each darkening the photo where it lies) and an Ignore.png."""
+    rng = np.random.default_rng(seed)
+    h, w = 1080, 1920
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w * 200 + 30, yy / h * 180 + 40, (xx + yy) / (w + h) * 150 + 60], -1)
+    for i in range(n):
+        folder = root / "Train" / f"photo_{i:03d}"
+        (folder / "Vessels").mkdir(parents=True)
+        image = base + rng.normal(0, 12, (h, w, 3))
+        for j in range(int(rng.integers(3, 9))):
+            mask = Image.new("L", (w, h), 0)
+            cx, cy = rng.integers(200, w - 200), rng.integers(200, h - 200)
+            rx, ry = rng.integers(60, 220), rng.integers(100, 300)
+            ImageDraw.Draw(mask).rounded_rectangle(
+                [cx - rx, cy - ry, cx + rx, cy + ry], radius=int(rx * 0.6), fill=255
+            )
+            mask.save(folder / "Vessels" / f"{j}.png")
+            inside = np.asarray(mask) > 0
+            image[inside] = image[inside] * 0.6 + rng.uniform(40, 200, 3) * 0.4
+        ignore = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(ignore).rectangle([0, 0, 300, 200], fill=255)
+        ignore.save(folder / "Ignore.png")
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            folder / "Image.jpg", quality=92
+        )
+    (root / "Test").mkdir(exist_ok=True)
+
+
+class BeforeLabPics(LabPicsDetection):
+    """The course's data path before this benchmark's change, kept here to compare with:
+    the transforms on the full photo, boxes listed pixel by pixel."""
+
+    def __init__(self, reader):
+        super().__init__(
+            reader,
+            v2.Compose(
+                [
+                    v2.RandomHorizontalFlip(0.5),
+                    v2.RandomAffine(degrees=0, scale=(0.8, 1.25)),
+                    v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+                    v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                    v2.SanitizeBoundingBoxes(min_size=1),
+                ]
+            ),
+        )
+
+    def __getitem__(self, index):
+        s = self.reader[index]
+        keep = ~ignored_instances(s["masks"], s["ignore"], self.ignore_overlap)
+        masks = torch.from_numpy(s["masks"][keep])
+        h, w = s["image"].shape[:2]
+        image = tv_tensors.Image(torch.from_numpy(s["image"]).permute(2, 0, 1).contiguous())
+        boxes = torchvision.ops.masks_to_boxes(masks).float() + torch.tensor([0, 0, 1.0, 1.0])
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "labels": torch.ones(len(masks), dtype=torch.int64),
+            "image_id": index,
+        }
+        image, target = self.transforms(image, target)
+        target["area"] = target["masks"].flatten(1).sum(1).to(torch.float32)
+        target["iscrowd"] = torch.zeros(len(target["labels"]), dtype=torch.int64)
+        return image, target
+
+
+def epoch_seconds(loader) -> float:
+    t0 = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - t0
+
+
+def throughput(n_photos: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        make_photos(Path(tmp), n_photos)
+        reader = LabPicsDataset(tmp, "Train")
+        before = BeforeLabPics(reader)
+        after = LabPicsDetection(reader, train_transforms(MIN_SIZE, MAX_SIZE))
+        workers = default_num_workers()
+        torch.manual_seed(0)
+        old_loader = torch.utils.data.DataLoader(
+            before, batch_size=2, shuffle=True, collate_fn=collate, num_workers=0
+        )
+        new_loader = torch.utils.data.DataLoader(
+            after,
+            batch_size=2,
+            sampler=SeededShuffle(len(after)),
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator(),
+        )
+        old_s = epoch_seconds(old_loader)
+        new_s = epoch_seconds(new_loader)  # worker start-up included
+        new_s_warm = epoch_seconds(new_loader)  # the next epochs: workers already there
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        one = {}
+        for name, ds in (("old", before), ("new", after)):
+            ds[0]  # first-call costs
+            t0 = time.perf_counter()
+            for i in range(len(ds)):
+                ds[i]
+            one[name] = (time.perf_counter() - t0) / len(ds)
+        torch.set_num_threads(threads)
+        working_size = list(after[0][0].shape[1:])
+    return {
+        "photos": n_photos,
+        "photo_size": [1080, 1920],
+        "working_size": working_size,
+        "workers": workers,
+        "old_samples_per_s": round(n_photos / old_s, 2),
+        "new_samples_per_s": round(n_photos / new_s, 2),
+        "new_samples_per_s_warm": round(n_photos / new_s_warm, 2),
+        "data_speedup": round(old_s / new_s_warm, 2),  # epochs after the first
+        "data_speedup_first_epoch": round(old_s / new_s, 2),  # worker start-up included
+        "one_core_s_per_sample_old": round(one["old"], 3),
+        "one_core_s_per_sample": round(one["new"], 3),
+        "one_core_speedup": round(one["old"] / one["new"], 2),
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
@@ -158,6 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[50, 400])
     parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--photos", type=int, default=24)
     args = parser.parse_args()
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +328,7 @@ def main() -> None:
         result[f"eager_peak_mib_{large}"] / result[f"eager_peak_mib_{small}"] - 1, 4
     )
     result.update(loop_overhead(args.batches))
+    result.update(throughput(args.photos))  # last: its photos would inflate the RSS children
     result["threads"] = torch.get_num_threads()
     print(json.dumps(result))
 

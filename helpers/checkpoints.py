@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -166,8 +166,14 @@ def resume_training(
             f"{path}: not a training state of this course (no {', '.join(missing)})"
         )
     wanted = asdict(config) if is_dataclass(config) else dict(config)
-    if state["config"] != wanted:
-        found = state["config"]
+    found = dict(state["config"])
+    # settings that change how fast, not what is computed (e.g. data-loading workers) are
+    # declared with field(metadata={"compared": False}) and may differ on resume
+    for f in fields(config) if is_dataclass(config) else ():
+        if not f.metadata.get("compared", True):
+            wanted.pop(f.name, None)
+            found.pop(f.name, None)
+    if found != wanted:
         diff = [
             f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now"
             for k in sorted(set(wanted) | set(found))

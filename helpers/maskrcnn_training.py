@@ -7,8 +7,10 @@ with the running loss) and ``train_maskrcnn`` around it: the course's training s
 history) written atomically after every epoch, resume, and ``best.pt`` (weights, checked
 when loaded) chosen by validation mask AP.
 
-Randomness (shuffling, augmentation) is seeded per epoch from ``(seed, epoch)``, so a
-resumed run sees the same batches as an uninterrupted one.
+Randomness is seeded per epoch from ``(seed, epoch)``: the order and one augmentation
+seed per sample by :class:`helpers.detection_data.SeededShuffle`, the model's own sampling
+by the global RNG. A resumed run sees the same batches as an uninterrupted one, whatever
+the number of data-loading workers (persistent, one per CPU by default).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,7 +31,7 @@ from .checkpoints import (
     say_where_training_starts,
 )
 from .coco_eval import evaluate_detector
-from .detection_data import collate
+from .detection_data import SeededShuffle, collate, default_num_workers
 from .runtime import progress
 from .schedules import warmup_cosine
 
@@ -52,7 +54,13 @@ class MaskRCNNTrainConfig:
     grad_clip: float = 10.0
     amp: bool = True  # CUDA only
     seed: int = 0
-    num_workers: int = 0
+    #: data-loading processes; None: one per CPU, at most 4 (default_num_workers). The
+    #: batches do not depend on it (SeededShuffle), so a run may resume with another.
+    num_workers: int | None = field(default=None, metadata={"compared": False})
+
+
+def _to(v, device):
+    return v.to(device, non_blocking=True) if torch.is_tensor(v) else v
 
 
 def train_one_epoch(
@@ -76,10 +84,8 @@ def train_one_epoch(
         loader, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False
     )
     for images, targets in bar:
-        images = [img.to(device) for img in images]
-        targets = [
-            {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
-        ]
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             losses = model(images, targets)
             loss = sum(losses.values())
@@ -144,19 +150,24 @@ def train_maskrcnn(
     history, best_ap = (state["history"], state["best_score"]) if state else ([], -1.0)
     first, last_epoch = len(history) + 1, min(cfg.epochs, until_epoch or cfg.epochs)
     say_where_training_starts(last, first, last_epoch, cfg.epochs, "Mask R-CNN")
+    sampler = SeededShuffle(len(train_dataset), cfg.seed)
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    loader = torch.utils.data.DataLoader(
+        train_dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,  # started once, not every epoch
+        pin_memory=torch.device(device).type == "cuda",  # faster, asynchronous copies
+        generator=torch.Generator(),  # the loader's own draws leave the global RNG alone
+    )
     for epoch in progress(
         range(first, last_epoch + 1), show=show_progress, desc="Mask R-CNN, epochs"
     ):
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations draw from the global RNG
-        loader = torch.utils.data.DataLoader(
-            train_dataset,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            num_workers=cfg.num_workers,
-            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
-        )
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # the model's own sampling (RPN, heads)
+        sampler.set_epoch(epoch)  # the order and the augmentations: SeededShuffle
         losses = train_one_epoch(
             model, optimizer, scheduler, loader, device, epoch, scaler, cfg, show_progress
         )

@@ -135,10 +135,17 @@ print(S)
 # before/after numbers.
 #
 # `LabPicsDetection` reads a sample only when the loader asks for it. Its training
-# transforms (flip, mild scale and colour jitter) are torchvision's v2 transforms on
+# transforms (mild scale jitter, flip, colour jitter) are torchvision's v2 transforms on
 # `tv_tensors`: tensors tagged with what they are (`Image`, `BoundingBoxes` with their
 # format and canvas size, `Mask`), so that one transform moves the image, its boxes and
-# its masks together. `Ignore.png` marks regions the annotators left undecided:
+# its masks together. The first, `ZoomForModel`, does the scale jitter and the model's
+# own resize (shorter side to `min_size`, longer at most `max_size`) in one step, so the
+# rest runs on a 1024 x 576 tensor rather than on LabPics' 1920 x 1080 photo: about 4x
+# fewer pixels to jitter, and the data loader keeps up with the GPU
+# (`benchmarks/maskrcnn_data.py`). Boxes are then recomputed from the transformed masks.
+# The loader runs one worker process per CPU; `SeededShuffle` hands every sample its
+# own augmentation seed, so the batches are the same with any number of workers and
+# after a resume. `Ignore.png` marks regions the annotators left undecided:
 # an instance more than half inside one is left out of training, counts as a COCO
 # *crowd* region in evaluation (neither to be found nor a false positive, see below), and
 # detections more than half inside one are not scored.
@@ -155,7 +162,9 @@ train_reader = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: 
 print(
     f"train {len(train_reader)}, val {len(val_reader)}, test {len(test_reader)} samples; skipped without Vessels/: {len(train_all.skipped) + len(test_reader.skipped)}"
 )
-train_ds = LabPicsDetection(train_reader, train_transforms())
+train_ds = LabPicsDetection(
+    train_reader, train_transforms(S.model_kwargs["min_size"], S.model_kwargs["max_size"])
+)
 image, target = train_ds[0]
 check_input_contract([image])
 print(

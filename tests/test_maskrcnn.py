@@ -6,17 +6,23 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchvision
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from helpers import DATA_EXAMPLE, LabPicsDataset
 from helpers.coco_eval import coco_ap, coco_detections, coco_ground_truth, encode_mask
 from helpers.detection_data import (
     LabPicsDetection,
+    SeededShuffle,
+    ZoomForModel,
     collate,
     eval_transforms,
     ignored_instances,
+    model_working_size,
     train_transforms,
 )
 from helpers.maskrcnn import (
@@ -29,6 +35,7 @@ from helpers.maskrcnn import (
 from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_maskrcnn
 
 LABPICS = DATA_EXAMPLE / "LabPicsMedical"
+SIZES = dict(min_size=SMOKE_MODEL_KWARGS["min_size"], max_size=SMOKE_MODEL_KWARGS["max_size"])
 
 
 def test_both_heads_are_replaced_for_background_plus_vessel():
@@ -95,24 +102,92 @@ def test_dataset_gives_rgb_floats_in_0_1_matching_the_reader_and_reads_lazily():
 
 def test_training_transforms_keep_boxes_masks_and_labels_together():
     torch.manual_seed(0)
-    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms())
+    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms(**SIZES))
     for i in range(len(ds)):
         image, t = ds[i]
         assert image.shape[1:] == t["masks"].shape[1:]
         assert len(t["labels"]) == len(t["masks"]) == len(t["boxes"]) == len(t["iscrowd"])
-        for box, mask in zip(t["boxes"], t["masks"].bool()):
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            if len(xs):
-                assert xs.min() >= box[0] - 1 and xs.max() < box[2] + 1
-                assert ys.min() >= box[1] - 1 and ys.max() < box[3] + 1
+        assert t["masks"].flatten(1).any(1).all()  # no instance without a pixel
+        tight = torchvision.ops.masks_to_boxes(t["masks"]) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        assert torch.equal(t["boxes"].as_subclass(torch.Tensor), tight)  # the masks' own boxes
     images, targets = collate([ds[0], ds[1]])
     assert len(images) == len(targets) == 2
+
+
+@pytest.mark.parametrize("h, w", [(1080, 1920), (1920, 1080), (480, 640), (100, 1000), (500, 777)])
+def test_zoom_for_model_outputs_what_the_models_own_resize_would_give(h, w):
+    """Oracle: torchvision's GeneralizedRCNNTransform, the resize inside Mask R-CNN. Our
+    output is the size it picks for the photo, and at that size it resizes no more."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    model_resize = GeneralizedRCNNTransform(640, 1024, [0.0] * 3, [1.0] * 3).eval()
+    image = tv_tensors.Image(torch.zeros(3, h, w))
+    picked = model_resize([image.as_subclass(torch.Tensor)])[0].image_sizes[0]
+    assert model_working_size(h, w, 640, 1024) == tuple(picked)
+    out = ZoomForModel(640, 1024, scale=(1.0, 1.0))(image)
+    assert tuple(out.shape[1:]) == tuple(picked)
+    again = model_resize([out.as_subclass(torch.Tensor)])[0].image_sizes[0]
+    assert tuple(again) == tuple(picked)
+
+
+@pytest.mark.parametrize("s", [0.8, 1.0, 1.25])
+def test_zoom_for_model_is_random_affine_scale_then_the_models_resize(s):
+    """Oracle: what the old path did, v2.RandomAffine(scale) about the centre at the
+    photo's size, followed by the model's resize to its working size."""
+    h, w = 216, 384
+    masks = torch.zeros(3, h, w, dtype=torch.uint8)
+    masks[0, 20:90, 30:200] = 1  # a box-shaped object near the top left
+    masks[1, 100:210, 250:380] = 1  # one that a zoom-in pushes over the edge
+    masks[2, 100:116, 180:200] = 1  # a small one at the centre
+    image = tv_tensors.Image((masks * torch.tensor([60, 120, 180]).view(3, 1, 1)).to(torch.uint8))
+    target = tv_tensors.Mask(masks)
+    ours = ZoomForModel(96, 160, scale=(s, s))(image, target)[1]
+    affine = v2.RandomAffine(degrees=0, scale=(s, s))(image, target)[1]
+    out = model_working_size(h, w, 96, 160)
+    old = torch.nn.functional.interpolate(affine[None].float(), size=out, mode="nearest")[0]
+    assert ours.shape == old.shape == (3, *out)
+    for a, b in zip(ours.bool(), old.bool()):
+        iou = (a & b).sum() / (a | b).sum()
+        assert iou > 0.9, f"IoU {iou:.3f} at scale {s}"
+    area_ratio = ours[0].sum() / masks[0].sum() / (out[0] / h) ** 2
+    assert area_ratio == pytest.approx(s * s, rel=0.08)  # s > 1 enlarges objects
+
+
+def test_an_instance_zoomed_out_of_the_canvas_leaves_with_its_label():
+    class Reader:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            masks = np.zeros((3, 100, 200), bool)
+            masks[0, 0:4, 0:4] = True  # in the corner: a zoom of 1.25 crops it away
+            masks[1, 40:60, 90:120] = True
+            masks[2, 10:30, 150:190] = True
+            return {
+                "image": np.full((100, 200, 3), 128, np.uint8),
+                "masks": masks,
+                "labels": np.array([7, 8, 9]),
+                "ignore": np.zeros((100, 200), bool),
+            }
+
+    ds = LabPicsDetection(Reader(), train_transforms(100, 200, scale=(1.25, 1.25)))
+    _, t = ds[0]
+    assert t["labels"].tolist() == [8, 9]
+    assert len(t["masks"]) == len(t["boxes"]) == len(t["area"]) == len(t["iscrowd"]) == 2
+    assert t["masks"].flatten(1).any(1).all()
+
+
+def test_zoom_for_model_rejects_a_bad_scale_range():
+    with pytest.raises(ValueError, match="scale"):
+        ZoomForModel(640, 1024, scale=(1.25, 0.8))
 
 
 def test_area_after_the_training_transforms_is_each_masks_pixel_count():
     """COCO's area (small / medium / large objects) must describe the transformed masks,
     not the originals: a scale jitter of 1.25 changes an area by 1.56x."""
-    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms(scale=(1.25, 1.25)))
+    ds = LabPicsDetection(
+        LabPicsDataset(LABPICS, "Train"), train_transforms(**SIZES, scale=(1.25, 1.25))
+    )
     changed = 0
     for seed in range(3):
         torch.manual_seed(seed)
@@ -362,17 +437,54 @@ def test_evaluate_detector_copies_one_uint8_mask_at_a_time_to_the_cpu():
     assert ap["segm"] == coco_ap(coco_ground_truth(reader), dets, "segm")
 
 
+def test_seeded_shuffle_gives_the_same_samples_for_any_number_of_workers():
+    ds = LabPicsDetection(LabPicsDataset(LABPICS, "Train"), train_transforms(**SIZES))
+    sampler = SeededShuffle(len(ds), seed=3)
+    sampler.set_epoch(2)
+    assert sorted(i for i, _ in sampler) == list(range(len(ds)))
+
+    def batches(workers):
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=2,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            generator=torch.Generator(),  # as train_maskrcnn: the loader's draws stay apart
+        )
+        return [(images, targets) for images, targets in loader]
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    main, two = batches(0), batches(2)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is left alone
+    for (ia, ta), (ib, tb) in zip(main, two, strict=True):
+        for a, b in zip(ia, ib):
+            assert torch.equal(a, b)
+        for a, b in zip(ta, tb):
+            assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["boxes"], b["boxes"])
+
+
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
-    two = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(2))
-    cfg = MaskRCNNTrainConfig(epochs=2, batch_size=2, lr=0.002)
+    """Also across data-loading workers: the straight run loads in the main process, the
+    interrupted one with 2 worker processes and its resumption with 1 (SeededShuffle)."""
+    three = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(3))
     kwargs = dict(SMOKE_MODEL_KWARGS, min_size=128, max_size=160)
 
-    def run(out, **kw):
+    keys = []
+
+    class Recorded(LabPicsDetection):
+        def __getitem__(self, key):
+            keys.append(tuple(key))
+            return super().__getitem__(key)
+
+    def run(out, workers, **kw):
         torch.manual_seed(0)
         model = build_maskrcnn(pretrained=False, **kwargs)
+        cfg = MaskRCNNTrainConfig(epochs=2, batch_size=2, lr=0.002, num_workers=workers)
         train_maskrcnn(
             model,
-            LabPicsDetection(two, train_transforms()),
+            Recorded(three, train_transforms(128, 160)),
             None,
             cfg,
             out,
@@ -381,9 +493,16 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
         )
         return model
 
-    straight = run(tmp_path / "a")
-    run(tmp_path / "b", until_epoch=1)
-    resumed = run(tmp_path / "b")
+    straight = run(tmp_path / "a", 0)
+    # each epoch its own order and augmentation seeds, as SeededShuffle makes them
+    expected = []
+    for epoch in (1, 2):
+        sampler = SeededShuffle(3, seed=0)
+        sampler.set_epoch(epoch)
+        expected += list(sampler)
+    assert keys == expected and keys[:3] != keys[3:]
+    run(tmp_path / "b", 2, until_epoch=1)
+    resumed = run(tmp_path / "b", 1)  # another worker count: not a setting that must match
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
@@ -417,7 +536,7 @@ def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkey
         model = build_maskrcnn(pretrained=False, **kwargs)
         history = mt.train_maskrcnn(
             model,
-            LabPicsDetection(two, train_transforms()),
+            LabPicsDetection(two, train_transforms(**SIZES)),
             two,
             cfg,
             out,

@@ -23,6 +23,32 @@ def test_boxes_sit_on_pixel_edges_one_wider_than_torchvision_centres():
     assert boxes[1].tolist() == [11.0, 7.0, 12.0, 8.0]
 
 
+def test_boxes_equal_torchvision_on_random_masks_touching_every_border():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(40, 9, 13, generator=g) > 0.93
+    masks[0] = False
+    masks[0, 0, 0] = True  # top-left pixel only
+    masks[1] = False
+    masks[1, 8, 12] = True  # bottom-right pixel only
+    masks[2] = True  # the whole canvas
+    masks = masks[masks.flatten(1).any(1)]
+    expected = torchvision.ops.masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(masks_to_boxes_xyxy(masks), expected)
+    assert masks_to_boxes_xyxy(masks[:3]).tolist() == [[0, 0, 1, 1], [12, 8, 13, 9], [0, 0, 13, 9]]
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8])
+def test_pixel_counts_equal_torchs_sum(dtype):
+    from helpers.targets import pixel_counts
+
+    masks = (torch.rand(5, 7, 11, generator=torch.Generator().manual_seed(1)) > 0.6).to(dtype)
+    masks[2] = 0
+    counts = pixel_counts(masks)
+    assert counts.dtype == torch.int64
+    assert torch.equal(counts, masks.flatten(1).long().sum(1)) and counts[2] == 0
+    assert torch.equal(pixel_counts(masks[:, 1:, ::2]), masks[:, 1:, ::2].flatten(1).long().sum(1))
+
+
 def test_empty_mask_has_no_box():
     with pytest.raises(ValueError, match="empty mask"):
         masks_to_boxes_xyxy(torch.zeros(1, 4, 4, dtype=torch.bool))
