@@ -414,3 +414,25 @@ def draw_detections_rgb(image: np.ndarray, prediction: dict, threshold: float = 
         draw.rectangle(list(rect), fill=colour)
         draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+def show_automatic_masks(axes, image, gt, generated: dict, scores: dict | None = None) -> None:
+    """Ground truth and each model's automatic masks on one image, a panel each.
+
+    Args:
+        axes: ``1 + len(generated)`` matplotlib axes.
+        gt: ``N x H x W`` bool ground-truth instances.
+        generated: model name -> list of ``H x W`` bool masks (largest drawn first, so
+            small masks stay visible on top).
+        scores: model name -> a short text for the title (e.g. its mean best IoU).
+    """
+    axes[0].imshow(overlay_masks(image, np.asarray(gt, bool), alpha=0.55))
+    axes[0].set_title(f"ground truth ({len(gt)})", fontsize=9)
+    for ax, (name, masks) in zip(axes[1:], generated.items()):
+        ordered = sorted(masks, key=lambda m: -int(np.count_nonzero(m)))
+        stack = np.asarray(ordered, bool).reshape(-1, *image.shape[:2])
+        ax.imshow(overlay_masks(image, stack, alpha=0.55))
+        extra = f", {scores[name]}" if scores and name in scores else ""
+        ax.set_title(f"{name}: masks {len(masks)}{extra}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")

@@ -1,0 +1,104 @@
+"""SAM's vit_b prompt encoder + mask decoder per click: PyTorch vs onnxruntime fp32 vs
+onnxruntime int8 (dynamic quantisation), side by side in one run on this CPU.
+
+The decoder is vit_b's (4,058,340 parameters; every variant has the same decoder) with
+random weights, as built by segment-anything (timing does not depend on the values).
+Embeddings: data_example's VOC test images through the tiny encoder (a cached embedding
+is all a click needs); prompts: the first click of the course's protocol on each
+instance (the deepest pixel of the instance), full-size masks as an app shows them.
+
+- ``torch_ms``, ``onnx_ms``, ``onnx_int8_ms``: median ms per click over ``--clicks``
+  clicks, the three interleaved click by click; the same threads for each (``--threads``,
+  default torch's).
+- ``int8_miou_vs_fp32``: mean IoU of the int8 mask against the fp32 mask (the best of
+  three by the IoU head's score, as at click 1) over the test instances. Random weights
+  give logits that hover near the threshold, so this is a harsher test than the trained
+  decoder is expected to be; ``int8_max_low_res_diff`` says how far the logits moved.
+- file sizes of both ``.onnx`` files.
+
+    python benchmarks/onnx_decoder.py [--clicks 50] [--threads N]
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.clicks import next_click
+from helpers.onnx_decoder import (
+    OnnxDecoder,
+    click_latency,
+    export_decoder,
+    first_click_agreement,
+    quantize_int8,
+)
+from helpers.sam_model import build_sam, build_tiny_sam
+from helpers.sam_predict import embed_image, predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clicks", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sam = build_sam("vit_b").eval()
+    tiny = build_tiny_sam()
+    reader = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "test")
+    cases = []  # (embedding, point) per test instance
+    for i in range(len(reader)):
+        s = reader[i]
+        emb = embed_image(tiny, s["image"])
+        for m in s["masks"]:
+            x, y, _ = next_click(np.zeros_like(m), m, s["void"])
+            cases.append((emb, np.array([[x, y]], np.float32)))
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = export_decoder(sam, Path(tmp) / "decoder.onnx")
+        int8_path = quantize_int8(fp32_path, Path(tmp) / "decoder.int8.onnx")
+        # the embeddings come from another encoder: no fingerprint check here
+        fp32 = OnnxDecoder(fp32_path, threads=args.threads)
+        int8 = OnnxDecoder(int8_path, threads=args.threads)
+        sizes = {
+            "onnx_mb": fp32_path.stat().st_size / 1e6,
+            "int8_mb": int8_path.stat().st_size / 1e6,
+        }
+
+        def run_torch(emb, point):
+            with torch.no_grad():
+                return predict(sam, emb, points=point[None], labels=np.ones((1, 1)))
+
+        def run_onnx(decoder):
+            return lambda emb, point: decoder.predict(emb, points=point, labels=np.ones(1))
+
+        ms = click_latency(
+            {"torch": run_torch, "onnx": run_onnx(fp32), "onnx_int8": run_onnx(int8)},
+            cases,
+            args.clicks,
+        )
+        agreement = first_click_agreement(fp32, int8, cases)
+    print(
+        json.dumps(
+            {
+                "torch_ms": round(ms["torch"], 2),
+                "onnx_ms": round(ms["onnx"], 2),
+                "onnx_int8_ms": round(ms["onnx_int8"], 2),
+                "onnx_vs_torch": round(ms["torch"] / ms["onnx"], 2),
+                "int8_miou_vs_fp32": round(agreement["miou"], 4),
+                "int8_min_iou_vs_fp32": round(agreement["min_iou"], 4),
+                "int8_max_low_res_diff": round(agreement["max_low_res_diff"], 3),
+                "instances": len(cases),
+                "clicks": args.clicks,
+                "threads": args.threads,
+                **{k: round(v, 2) for k, v in sizes.items()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
