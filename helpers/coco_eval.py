@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .detection_data import IGNORE_OVERLAP, ignored_instances
+from .distributed import Place, broadcast_from_main, gather_to_main
 from .runtime import progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -154,6 +155,7 @@ def evaluate_detector(
     postprocess=None,
     show_progress: bool = True,
     desc: str = "evaluating",
+    place: Place | None = None,
 ) -> dict:
     """Box and mask AP of ``model`` on every sample of ``reader``.
 
@@ -162,6 +164,9 @@ def evaluate_detector(
             (default: RGB float in [0, 1], the model's contract).
         postprocess: applied to each output dict before scoring (e.g.
             :func:`helpers.maskrcnn.map_to_vessel` for a COCO model).
+        place: under ``torchrun`` (:func:`helpers.distributed.setup`), each process
+            runs the model on its share of the images; ground truth and detections (RLE)
+            are gathered on rank 0 for pycocotools and the result sent to every process.
 
     Returns:
         ``{"bbox": {...}, "segm": {...}}`` as :func:`coco_ap`.
@@ -171,8 +176,10 @@ def evaluate_detector(
     memory does not grow with the image size times the number of detections.
     """
     model.eval().to(device)
+    place = place or Place()
     images, annotations, detections = [], [], []
-    for i in progress(range(len(reader)), show=show_progress, desc=desc, unit="img", leave=False):
+    mine = range(place.rank, len(reader), place.world)  # this process's share
+    for i in progress(mine, show=show_progress and place.main, desc=desc, unit="img", leave=False):
         s = reader[i]
         entry, anns = gt_entries(i, s, len(annotations) + 1)  # RLE: no pixels kept
         images.append(entry)
@@ -187,5 +194,15 @@ def evaluate_detector(
             out = postprocess(out)
         detections += coco_detections(i, out, s.get("ignore"))
         del out
-    gt = coco_dataset(images, annotations)
-    return {"bbox": coco_ap(gt, detections, "bbox"), "segm": coco_ap(gt, detections, "segm")}
+    parts = gather_to_main((images, annotations, detections), place)
+    result = None
+    if place.main:  # pycocotools on rank 0, over every process's images
+        images, annotations, detections = [], [], []
+        for imgs, anns, dets in parts:
+            images += imgs
+            for a in anns:  # annotation ids unique over all processes
+                annotations.append({**a, "id": len(annotations) + 1})
+            detections += dets
+        gt = coco_dataset(sorted(images, key=lambda e: e["id"]), annotations)
+        result = {"bbox": coco_ap(gt, detections, "bbox"), "segm": coco_ap(gt, detections, "segm")}
+    return broadcast_from_main(result, place)

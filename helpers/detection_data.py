@@ -186,22 +186,31 @@ class SeededShuffle(torch.utils.data.Sampler):
     are the same for any ``k`` (0 included) and for persistent workers, and a run resumed
     at epoch ``e`` (``set_epoch(e)``) sees what an uninterrupted run saw there: the seeds
     are made here, in the main process, not drawn from each worker's own RNG.
+
+    Under ``torchrun`` (``rank`` of ``world`` processes) each process takes every
+    ``world``-th key of the same epoch order, as ``DistributedSampler`` does (the order is
+    padded with its own first keys to a multiple of ``world``, so every process has as
+    many batches and none waits for the others).
     """
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} processes")
+        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
         seeds = torch.randint(0, 2**62, (self.n,), generator=g).tolist()
-        return iter(zip(order, seeds))
+        keys = list(zip(order, seeds))
+        keys += keys[: len(self) * self.world - self.n]  # padding: equal shares
+        return iter(keys[self.rank :: self.world])
 
 
 def default_num_workers(limit: int = 4) -> int:

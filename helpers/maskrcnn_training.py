@@ -32,6 +32,7 @@ from .checkpoints import (
 )
 from .coco_eval import evaluate_detector
 from .detection_data import SeededShuffle, collate, default_num_workers
+from .distributed import Place, any_rank, barrier, sum_over_ranks
 from .runtime import progress
 from .schedules import warmup_cosine
 
@@ -89,10 +90,12 @@ def train_one_epoch(
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             losses = model(images, targets)
             loss = sum(losses.values())
-        if not torch.isfinite(loss):
+        bad = not bool(torch.isfinite(loss))
+        if any_rank(bad, loss.device):  # under torchrun: every process stops, none waits
             raise FloatingPointError(
                 f"non-finite loss at epoch {epoch}: "
-                f"{ {k: float(v) for k, v in losses.items()} }; stopped"
+                + (f"{ {k: float(v) for k, v in losses.items()} }" if bad else "on another process")
+                + "; stopped"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -120,6 +123,7 @@ def train_maskrcnn(
     resume: bool = True,
     until_epoch: int | None = None,
     show_progress: bool = True,
+    place: Place | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` in place; return the history (one dict per epoch with the
     mean losses, ``val_segm_ap``, ``val_bbox_ap``, ``lr``, ``seconds``).
@@ -131,7 +135,19 @@ def train_maskrcnn(
         out_dir: ``last.pt`` (resumable) and ``best.pt`` (model weights of the best
             validation mask AP) go here.
         until_epoch: stop after this epoch as an interruption would.
+        place: under ``torchrun`` (:func:`helpers.distributed.setup`): the model is
+            wrapped in ``DistributedDataParallel`` (which averages gradients during the
+            backward pass), each process reads its share of every epoch's order
+            (:class:`SeededShuffle`), ``cfg.batch_size`` is per process (the step sees
+            ``batch_size x world`` images, as in torchvision's references, whose lr is
+            for that global batch), the validation is split and gathered on rank 0 for
+            pycocotools, and only rank 0 writes and prints. No SyncBatchNorm: with
+            COCO weights the backbone's batch norms are frozen (``FrozenBatchNorm2d``),
+            as in those references when fine-tuning (without them, as in smoke mode,
+            each process keeps its own running statistics and DDP sends rank 0's at
+            every forward).
     """
+    place = place or Place()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
@@ -139,7 +155,8 @@ def train_maskrcnn(
     optimizer = torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    steps_per_epoch = math.ceil(len(train_dataset) / cfg.batch_size)
+    sampler = SeededShuffle(len(train_dataset), cfg.seed, place.rank, place.world)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_frac, cfg.min_lr_frac)
@@ -149,8 +166,14 @@ def train_maskrcnn(
     state = resume_training(last, cfg, model, optimizer, scheduler, scaler) if resume else None
     history, best_ap = (state["history"], state["best_score"]) if state else ([], -1.0)
     first, last_epoch = len(history) + 1, min(cfg.epochs, until_epoch or cfg.epochs)
-    say_where_training_starts(last, first, last_epoch, cfg.epochs, "Mask R-CNN")
-    sampler = SeededShuffle(len(train_dataset), cfg.seed)
+    if place.main:
+        say_where_training_starts(last, first, last_epoch, cfg.epochs, "Mask R-CNN")
+    show = show_progress and place.main
+    trained = model  # what the loop calls: the model, or its DDP wrapper
+    if place.world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[place.local_rank] if torch.device(device).type == "cuda" else None
+        )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     loader = torch.utils.data.DataLoader(
         train_dataset,
@@ -162,19 +185,21 @@ def train_maskrcnn(
         pin_memory=torch.device(device).type == "cuda",  # faster, asynchronous copies
         generator=torch.Generator(),  # the loader's own draws leave the global RNG alone
     )
-    for epoch in progress(
-        range(first, last_epoch + 1), show=show_progress, desc="Mask R-CNN, epochs"
-    ):
+    for epoch in progress(range(first, last_epoch + 1), show=show, desc="Mask R-CNN, epochs"):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # the model's own sampling (RPN, heads)
         sampler.set_epoch(epoch)  # the order and the augmentations: SeededShuffle
         losses = train_one_epoch(
-            model, optimizer, scheduler, loader, device, epoch, scaler, cfg, show_progress
+            trained, optimizer, scheduler, loader, device, epoch, scaler, cfg, show
         )
+        if place.world > 1:  # every process's mean losses, averaged
+            keys = sorted(losses)
+            summed = sum_over_ranks([losses[k] for k in keys], device)
+            losses = {k: v / place.world for k, v in zip(keys, summed)}
         ap = None
         if val_reader is not None:
             ap = evaluate_detector(
-                model, val_reader, device, show_progress=show_progress, desc="validation"
+                model, val_reader, device, show_progress=show, desc="validation", place=place
             )
         record = {
             "epoch": epoch,
@@ -185,32 +210,36 @@ def train_maskrcnn(
             "val_bbox_ap": ap["bbox"]["AP"] if ap else float("nan"),
         }
         history.append(record)
-        log.info(
-            "epoch %d/%d: loss %.3f (mask %.3f), val mask AP %.3f, val box AP %.3f, "
-            "lr %.2e, %.0f s",
-            epoch,
-            cfg.epochs,
-            record["loss"],
-            record["loss_mask"],
-            record["val_segm_ap"],
-            record["val_bbox_ap"],
-            record["lr"],
-            record["seconds"],
-        )
+        if place.main:
+            log.info(
+                "epoch %d/%d: loss %.3f (mask %.3f), val mask AP %.3f, val box AP %.3f, "
+                "lr %.2e, %.0f s",
+                epoch,
+                cfg.epochs,
+                record["loss"],
+                record["loss_mask"],
+                record["val_segm_ap"],
+                record["val_bbox_ap"],
+                record["lr"],
+                record["seconds"],
+            )
         if ap is not None and ap["segm"]["AP"] > best_ap:
             best_ap = ap["segm"]["AP"]
-            save_weights(model, out_dir / "best.pt", {"epoch": epoch, "val_segm_ap": best_ap})
-        save_training_state(
-            last,
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            scaler=scaler,
-            epoch=epoch,
-            config=cfg,
-            history=history,
-            best_score=best_ap,
-        )
+            if place.main:
+                save_weights(model, out_dir / "best.pt", {"epoch": epoch, "val_segm_ap": best_ap})
+        if place.main:
+            save_training_state(
+                last,
+                model=model,
+                optimizer=optimizer,
+                lr_scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                config=cfg,
+                history=history,
+                best_score=best_ap,
+            )
+        barrier()  # every process sees this epoch's files before going on
     model.eval()
     return history
 

@@ -47,8 +47,11 @@ decay; gradient clipping; fp16 autocast on CUDA; a stop on a non-finite loss; th
 training loss per epoch over its images; ``best.pt`` (decoder only) at the epoch with
 the best validation mIoU@1 and box mIoU (the numbers the notebook reports; the seed kept
 the epoch of lowest *training* loss) and ``last.pt`` with everything needed to resume.
-Prompts, clicks and the image order are drawn from a generator seeded by
-``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+The image order is drawn from a generator seeded by ``(seed, epoch)``, and each image's
+prompts and clicks from one seeded by ``(seed, epoch, step, slot)``, so a resumed run ends
+with the same weights as an uninterrupted one, and a run on several processes (each
+image drawn the same wherever it is computed) the same as a run on one
+(:mod:`helpers.distributed`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from segment_anything.modeling import Sam
 
 from .checkpoints import resume_training, save_training_state, say_where_training_starts
 from .clicks import error_clicks
+from .distributed import Place, any_rank, barrier, sum_gradients, sum_over_ranks
 from .losses import bce_dice_per_mask, iou_of_logits
 from .prompts import PromptConfig, sample_prompts
 from .runtime import progress
@@ -95,6 +99,9 @@ class SamTrainConfig:
         click_rounds, refine_rounds: ``"sam"`` only; the paper uses 8 and 2.
         prompts: the first prompt; default: :class:`PromptConfig` for ``"sam"``,
             :meth:`PromptConfig.seed` for ``"seed"``.
+        batch_images: images per optimizer step (the loss is their mean); under
+            ``torchrun`` the step's images are dealt to the processes, so a run on ``N``
+            processes takes the same steps as one process (divisible by ``N``).
     """
 
     recipe: str = "sam"
@@ -111,10 +118,13 @@ class SamTrainConfig:
     prompts: PromptConfig | None = None
     seed: int = 0
     amp: bool = True  # fp16 autocast, CUDA only
+    batch_images: int = 1  # images per optimizer step, over all processes (notebook 06)
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise ValueError(f"SamTrainConfig.recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.batch_images < 1:
+            raise ValueError("SamTrainConfig: batch_images must be >= 1")
         if self.click_rounds < 0 or self.refine_rounds < 0:
             raise ValueError("SamTrainConfig: click_rounds and refine_rounds must be >= 0")
         if self.prompts is None:
@@ -256,6 +266,7 @@ def train_decoder(
     resume: bool = True,
     until_epoch: int | None = None,
     show_progress: bool = True,
+    place: Place | None = None,
 ) -> list[dict]:
     """Fine-tune ``sam.mask_decoder`` in place; return the history (one dict per epoch:
     ``epoch``, ``train_loss``, the entries of :func:`validation`, ``lr``, ``seconds``).
@@ -266,16 +277,34 @@ def train_decoder(
         resume: continue from ``out_dir/last.pt`` when it exists (settings must match).
         until_epoch: stop after this epoch (1-based) even if ``cfg.epochs`` is larger,
             as an interruption would; a later call with ``resume`` finishes the run.
+        place: this process's place under ``torchrun`` (:func:`helpers.distributed.setup`);
+            default: one process. Every process holds all items; each computes its share
+            of a step's images, the gradients are summed over processes (one all-reduce
+            per step, see below), validation is split and its sums reduced, and only
+            rank 0 writes files and prints.
+
+    Why not ``DistributedDataParallel``: DDP all-reduces during the backward pass and
+    expects one forward per backward; the interactive recipe calls the decoder up to 11
+    times per image, back-propagating each round as it goes, so the gradients are summed
+    explicitly, once, after all of a step's rounds (the same arithmetic as DDP's
+    averaging, since each image's loss is already divided by the step's image count).
 
     Raises:
-        FloatingPointError: a non-finite loss; ``last.pt`` holds the last good epoch.
+        FloatingPointError: a non-finite loss on any process (all stop); ``last.pt``
+            holds the last good epoch.
     """
+    place = place or Place()
+    if cfg.batch_images % place.world:
+        raise ValueError(
+            f"batch_images {cfg.batch_images} is not divisible by the {place.world} processes"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = sam.device
     params = _freeze_all_but_decoder(sam)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(train_items)
+    steps_per_epoch = math.ceil(len(train_items) / cfg.batch_images)
+    total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, cfg)
     )
@@ -289,46 +318,61 @@ def train_decoder(
     )
     history, best_score = (state["history"], state["best_score"]) if state else ([], -math.inf)
     first, last_epoch = len(history) + 1, min(cfg.epochs, until_epoch or cfg.epochs)
-    say_where_training_starts(last_path, first, last_epoch, cfg.epochs, f"the {cfg.recipe} recipe")
-
+    if place.main:
+        say_where_training_starts(
+            last_path, first, last_epoch, cfg.epochs, f"the {cfg.recipe} recipe"
+        )
+    show = show_progress and place.main
     step = STEPS[cfg.recipe]
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.float16, enabled=use_amp)
 
-    def backward(loss):
-        scaler.scale(loss).backward()
-
-    epochs = progress(
-        range(first, last_epoch + 1), show=show_progress, desc=f"{cfg.recipe} recipe, epochs"
-    )
+    epochs = progress(range(first, last_epoch + 1), show=show, desc=f"{cfg.recipe} recipe, epochs")
     for epoch in epochs:
         t0 = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, epoch])
         sam.mask_decoder.train()
         running, n = 0.0, 0
-        order = rng.permutation(len(train_items))
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))
         bar = progress(
-            order, show=show_progress, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False
+            range(steps_per_epoch),
+            show=show,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="step" if cfg.batch_images > 1 else "img",
+            leave=False,
         )
-        for i in bar:
-            item = train_items[i]
+        for k in bar:
+            batch = order[k * cfg.batch_images : (k + 1) * cfg.batch_images]
             optimizer.zero_grad(set_to_none=True)
-            loss, parts = step(sam, item, cfg, rng, backward, autocast)
-            if not math.isfinite(loss):
+
+            share = len(batch)
+
+            def backward(loss):
+                scaler.scale(loss / share).backward()  # the mean over the step
+
+            bad = None
+            for slot in range(place.rank, len(batch), place.world):  # this process's share
+                item = train_items[batch[slot]]
+                rng = np.random.default_rng([cfg.seed, epoch, k, slot])
+                loss, parts = step(sam, item, cfg, rng, backward, autocast)
+                running += loss
+                n += 1
+                if not math.isfinite(loss) and bad is None:
+                    bad = f"non-finite loss ({loss}) at epoch {epoch}, image {item.image_id}"
+            if any_rank(bad is not None, device):
                 raise FloatingPointError(
-                    f"non-finite loss ({loss}) at epoch {epoch}, image {item.image_id}; "
-                    f"stopped. {last_path} holds the last finished epoch."
+                    (bad or f"non-finite loss on another process at epoch {epoch}")
+                    + f"; stopped. {last_path} holds the last finished epoch."
                 )
+            sum_gradients(params)
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            running += loss
-            n += 1
-            bar.set_postfix(loss=f"{running / n:.4f}")
-        val = validation(sam, val_items, cfg)
+            bar.set_postfix(loss=f"{running / max(n, 1):.4f}")
+        running, n = sum_over_ranks([running, n], device)
+        val = validation(sam, val_items, cfg, place)
         record = {
             "epoch": epoch,
             "train_loss": running / max(n, 1),
@@ -337,44 +381,51 @@ def train_decoder(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
-        log.info(
-            "epoch %d/%d: train loss %.4f, val loss %.4f, val mIoU@1 %.3f, val box mIoU %.3f, "
-            "lr %.2e, %.1f s",
-            epoch,
-            cfg.epochs,
-            record["train_loss"],
-            val["val_loss"],
-            val["val_miou@1"],
-            val["val_box_miou"],
-            record["lr"],
-            record["seconds"],
-        )
+        if place.main:
+            log.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, val mIoU@1 %.3f, "
+                "val box mIoU %.3f, lr %.2e, %.1f s",
+                epoch,
+                cfg.epochs,
+                record["train_loss"],
+                val["val_loss"],
+                val["val_miou@1"],
+                val["val_box_miou"],
+                record["lr"],
+                record["seconds"],
+            )
         if val["val_score"] > best_score or math.isnan(val["val_score"]):  # no validation: the last
             best_score = val["val_score"]
             meta = {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}}
-            save_decoder(sam, out_dir / "best.pt", meta)
-        save_training_state(
-            last_path,
-            model=sam.mask_decoder,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            scaler=scaler,
-            epoch=epoch,
-            config=cfg,
-            history=history,
-            best_score=best_score,
-        )
+            if place.main:
+                save_decoder(sam, out_dir / "best.pt", meta)
+        if place.main:
+            save_training_state(
+                last_path,
+                model=sam.mask_decoder,
+                optimizer=optimizer,
+                lr_scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                config=cfg,
+                history=history,
+                best_score=best_score,
+            )
+        barrier()  # every process sees this epoch's files before going on
     sam.mask_decoder.eval()
     return history
 
 
 @torch.no_grad()
-def validation(sam: Sam, items: list[SamItem], cfg: SamTrainConfig) -> dict:
+def validation(
+    sam: Sam, items: list[SamItem], cfg: SamTrainConfig, place: Place | None = None
+) -> dict:
     """The numbers that choose ``best.pt``, on the validation images.
 
     Returns:
-        ``val_loss``: the recipe's mean loss, prompts and clicks from a fixed generator
-        (the same draws every epoch, so epochs compare); ``val_miou@1`` and
+        ``val_loss``: the recipe's mean loss, prompts and clicks from fixed generators
+        (the same draws every epoch, so epochs compare, one per image, so processes
+        split the images without changing the numbers); ``val_miou@1`` and
         ``val_box_miou``: the evaluation's first click and box prompt
         (:mod:`helpers.sam_eval`, one click, no early stop); ``val_score``: their mean,
         what the best epoch maximises: the checkpoint is chosen by what is measured.
@@ -383,14 +434,22 @@ def validation(sam: Sam, items: list[SamItem], cfg: SamTrainConfig) -> dict:
     if not items:
         nan = float("nan")
         return {"val_loss": nan, "val_miou@1": nan, "val_box_miou": nan, "val_score": nan}
+    place = place or Place()
     sam.mask_decoder.eval()
-    rng = np.random.default_rng([cfg.seed, 1_000_003])
-    loss = sum(STEPS[cfg.recipe](sam, item, cfg, rng)[0] for item in items) / len(items)
-    one_click = np.concatenate([click_ious(sam, item, max_clicks=1)[:, 0] for item in items])
-    box = np.concatenate([box_ious(sam, item) for item in items])
-    miou, box_miou = float(one_click.mean()), float(box.mean())
+    loss, one_click, box = 0.0, [], []
+    for i in range(place.rank, len(items), place.world):  # this process's share
+        rng = np.random.default_rng([cfg.seed, 1_000_003, i])  # the same draws every epoch
+        loss += STEPS[cfg.recipe](sam, items[i], cfg, rng)[0]
+        one_click.append(click_ious(sam, items[i], max_clicks=1)[:, 0])
+        box.append(box_ious(sam, items[i]))
+    one_click = np.concatenate(one_click) if one_click else np.zeros(0)
+    box = np.concatenate(box) if box else np.zeros(0)
+    loss, click_sum, clicks, box_sum, boxes = sum_over_ranks(
+        [loss, one_click.sum(), len(one_click), box.sum(), len(box)], sam.device
+    )
+    miou, box_miou = click_sum / clicks, box_sum / boxes
     return {
-        "val_loss": loss,
+        "val_loss": loss / len(items),
         "val_miou@1": miou,
         "val_box_miou": box_miou,
         "val_score": (miou + box_miou) / 2,

@@ -465,6 +465,29 @@ def test_seeded_shuffle_gives_the_same_samples_for_any_number_of_workers():
             assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["boxes"], b["boxes"])
 
 
+def test_seeded_shuffle_deals_one_order_to_the_processes_as_distributed_sampler_does():
+    whole = SeededShuffle(7, seed=2)
+    whole.set_epoch(3)
+    keys = list(whole)
+    shares = []
+    for rank in range(3):
+        part = SeededShuffle(7, seed=2, rank=rank, world=3)
+        part.set_epoch(3)
+        shares.append(list(part))
+        assert len(part) == len(shares[-1]) == 3  # equal shares: 7 padded to 9
+    padded = keys + keys[:2]
+    assert [k for r in range(3) for k in padded[r::3]] == [k for s in shares for k in s]
+    # the same indices as torchvision's DistributedSampler deals out of the same order
+    from torch.utils.data.distributed import DistributedSampler
+
+    order = [i for i, _ in keys]
+    for rank in range(3):
+        ds = DistributedSampler(range(7), num_replicas=3, rank=rank, shuffle=False)
+        assert [order[j] for j in ds] == [i for i, _ in shares[rank]]
+    with pytest.raises(ValueError, match="rank 3"):
+        SeededShuffle(7, rank=3, world=3)
+
+
 def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     """Also across data-loading workers: the straight run loads in the main process, the
     interrupted one with 2 worker processes and its resumption with 1 (SeededShuffle)."""

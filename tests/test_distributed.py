@@ -1,0 +1,96 @@
+"""Both fine-tuning jobs under torchrun with 2 CPU processes (gloo), against one process.
+
+- SAM: a 2-process run, interrupted after epoch 1 and resumed, ends with the weights of
+  a 1-process run with the same global batch (within 1e-5); the embedding cache, filled
+  in parallel, holds each image once; each process encoded its share.
+- Mask R-CNN: the entry point trains under DDP and the processes' weights stay equal.
+- Evaluation split over processes and gathered on rank 0 gives the AP of one process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.sam_model import build_tiny_sam
+
+ROOT = Path(__file__).parent.parent
+SAM_ARGS = ["--epochs", "2", "--batch-images", "2", "--click-rounds", "1", "--refine-rounds", "0"]
+SAM_ARGS += ["--train-images", "4", "--val-images", "1"]
+
+
+def torchrun(*args, timeout=180):
+    """``torchrun --standalone --nproc_per_node 2 ...``; returns the JSON lines printed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEGCOURSE_SMOKE="1", TQDM_DISABLE="1")
+    done = subprocess.run(
+        cmd + list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in lines]
+
+
+def test_sam_decoder_on_two_processes_resumed_equals_one_process(tmp_path):
+    from helpers.train_sam_decoder import main
+
+    one = main(SAM_ARGS + ["--out", str(tmp_path / "one"), "--embeddings", str(tmp_path / "e1")])
+    assert one["world"] == 1 and one["epochs"] == 2
+    common = SAM_ARGS + ["--out", str(tmp_path / "two"), "--embeddings", str(tmp_path / "e2")]
+    first = torchrun("-m", "helpers.train_sam_decoder", *common, "--until-epoch", "1")
+    assert [r["world"] for r in first] == [2] and first[0]["epochs"] == 1  # rank 0 speaks
+    assert first[0]["encoded_here"] == 3  # its share of the 5 train + val images: 2 + 1
+    files = sorted((tmp_path / "e2").iterdir())
+    assert len(files) == 5 and all(f.suffix == ".pt" for f in files)  # each image once
+    second = torchrun("-m", "helpers.train_sam_decoder", *common)
+    assert second[0]["epochs"] == 2 and second[0]["encoded_here"] == 0  # all from the cache
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    start = build_tiny_sam().mask_decoder.state_dict()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    assert moved > 1e-4  # training moved the weights well beyond the tolerance
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
+    assert second[0]["last"]["val_miou@1"] == pytest.approx(one["last"]["val_miou@1"], abs=1e-6)
+
+
+def test_maskrcnn_trains_under_ddp_with_processes_in_step(tmp_path):
+    out = torchrun(
+        "-m",
+        "helpers.train_maskrcnn",
+        "--epochs",
+        "1",
+        "--train-images",
+        "4",
+        "--num-workers",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert out[0]["world"] == 2 and out[0]["epochs"] == 1 and out[0]["ranks_in_sync"] is True
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_evaluation_gathered_on_rank_0_equals_one_process_and_a_nan_on_one_rank_stops_all(
+    tmp_path,
+):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from distributed_eval_job import reader_and_model
+
+    from helpers.coco_eval import evaluate_detector
+
+    reader, model = reader_and_model()
+    alone = evaluate_detector(model, reader, show_progress=False)
+    assert 0 < alone["segm"]["AP"] < 1  # a non-trivial result
+    out = torchrun(str(ROOT / "tests" / "distributed_eval_job.py"), str(tmp_path))
+    assert sorted(r["rank"] for r in out) == [0, 1]  # both ranks finished: none hung
+    for r in out:  # every rank has the result gathered on rank 0
+        assert r["segm"] == alone["segm"]["AP"] and r["bbox"] == alone["bbox"]["AP"]
+    by_rank = {r["rank"]: r["raised"] for r in out}
+    for loop in ("sam", "maskrcnn"):
+        assert "non-finite loss" in by_rank[1][loop]
+        assert "on another process" in by_rank[0][loop]  # rank 0 stopped too
