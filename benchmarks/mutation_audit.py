@@ -1,0 +1,847 @@
+"""How well the unit tests catch realistic bugs: a mutation audit of helpers/.
+
+Each entry of :data:`MUTATIONS` is one bug a developer could plausibly make (an
+off-by-one, swapped x/y, a dropped void mask, argmin for argmax, a missing detach, a
+forgotten check ...): a module, an exact ``old`` snippet that occurs once in it, its
+``new`` replacement, and a one-line description. For each, the unit tests run on a copy
+of the module with that one bug in it; the bug is **caught** when they fail (pytest exit
+code 1) and **escapes** when they pass (exit code 0). Anything else (timeout, collection
+error, exit codes 2-5) is recorded apart with its reason. A mutation whose snippet is not
+found exactly once is **invalid** (fix the list), never counted as caught.
+
+Everything runs in a snapshot: the repository's committed HEAD exported into a temporary
+folder (``git archive HEAD``), with ``PYTHONPATH`` and the working directory set to it,
+so that uncommitted edits in the checkout are neither tested nor touched. The unmutated
+snapshot must pass first (the baseline); bytecode is never written, so a mutation of the
+same size within the same second cannot be served a stale ``.pyc``.
+
+    python benchmarks/mutation_audit.py                    # all, JSON summary on stdout
+    python benchmarks/mutation_audit.py --only clicks      # one module (repeatable)
+    python benchmarks/mutation_audit.py --list             # the mutations, checked
+    python benchmarks/mutation_audit.py --out audit.json   # the summary also to a file
+    python benchmarks/mutation_audit.py --targeted         # only the tests naming the module
+
+One line per mutation goes to stderr as it finishes. A full run takes about as many
+test-suite runs as there are mutations (a caught one stops at the first failure: ``-x``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: slow and about other things: the real-browser widget test, the torchrun tests
+IGNORED_TEST_FILES = ("test_widget_browser.py", "test_distributed.py")
+PYTEST_ARGS = [
+    "-m",
+    "pytest",
+    "-q",
+    "-x",
+    "-p",
+    "no:cacheprovider",
+    "tests",
+    *[f"--ignore=tests/{name}" for name in IGNORED_TEST_FILES],
+]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    module: str  # path relative to the repository root, e.g. "helpers/clicks.py"
+    old: str  # must occur exactly once in the module
+    new: str
+    description: str
+
+
+M = Mutation
+MUTATIONS: list[Mutation] = [
+    # --- clicks: the evaluation clicker and the training clicker
+    M(
+        "helpers/clicks.py",
+        "positive = bool(fn_max > fp_max)",
+        "positive = bool(fn_max >= fp_max)",
+        "tie between missed and spurious regions becomes a positive click",
+    ),
+    M(
+        "helpers/clicks.py",
+        "return float(col), float(row), positive",
+        "return float(row), float(col), positive",
+        "next_click returns (row, col) instead of (x, y)",
+    ),
+    M(
+        "helpers/clicks.py",
+        "fp = pred & ~gt & keep",
+        "fp = pred & ~gt",
+        "void pixels count as spurious (false-positive) region",
+    ),
+    M(
+        "helpers/clicks.py",
+        "rows[i], cols[i] = divmod(k, w)",
+        "cols[i], rows[i] = divmod(k, w)",
+        "training clicker unflattens the error cell as (col, row)",
+    ),
+    M(
+        "helpers/clicks.py",
+        "if iou >= threshold:",
+        "if iou > threshold:",
+        "NoC: an IoU exactly at the threshold does not count as reached",
+    ),
+    # --- losses
+    M(
+        "helpers/losses.py",
+        "n_valid = weight.flatten(-2).sum(-1).clamp(min=1)",
+        "n_valid = torch.ones_like(weight).flatten(-2).sum(-1)",
+        "BCE divided by all pixels instead of the valid ones",
+    ),
+    M(
+        "helpers/losses.py",
+        "t = targets * weight",
+        "t = targets",
+        "Dice counts target pixels on void/padding",
+    ),
+    M(
+        "helpers/losses.py",
+        "dice = 1 - (2 * inter + eps)",
+        "dice = 1 - (inter + eps)",
+        "Dice without the factor 2 on the intersection",
+    ),
+    M(
+        "helpers/losses.py",
+        "torch.ones_like(union))",
+        "torch.zeros_like(union))",
+        "IoU target of an empty prediction on an empty target is 0 instead of 1",
+    ),
+    # --- prompts
+    M(
+        "helpers/prompts.py",
+        "box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)",
+        "box = np.array([ys.min(), xs.min(), ys.max(), xs.max()], dtype=np.float32)",
+        "instance box built as (y0, x0, y1, x1)",
+    ),
+    M(
+        "helpers/prompts.py",
+        "pts.append(np.stack([xs, ys], axis=1))",
+        "pts.append(np.stack([ys, xs], axis=1))",
+        "point prompts as (row, col) instead of (x, y)",
+    ),
+    M(
+        "helpers/prompts.py",
+        "if u < cfg.p_points + cfg.p_box:",
+        "if u < cfg.p_box:",
+        "prompt kind drawn with non-cumulative thresholds (box probability wrong)",
+    ),
+    M(
+        "helpers/prompts.py",
+        "std = np.minimum(cfg.box_noise * np.array([bw, bh, bw, bh]), cap)",
+        "std = np.maximum(cfg.box_noise * np.array([bw, bh, bw, bh]), cap)",
+        "box-noise cap used as a floor (max instead of min)",
+    ),
+    # --- sam_predict
+    M(
+        "helpers/sam_predict.py",
+        "pts = transform.apply_coords_torch(pts, emb.original_size)",
+        "pts = transform.apply_coords_torch(pts, emb.input_size)",
+        "points scaled from the resized size instead of the original size",
+    ),
+    M(
+        "helpers/sam_predict.py",
+        'out["iou"].argmax(dim=1)',
+        'out["iou"].argmin(dim=1)',
+        "ambiguous prompt keeps the mask with the lowest predicted IoU",
+    ),
+    M(
+        "helpers/sam_predict.py",
+        "return boxes is None and mask_input is None and points is not None",
+        "return mask_input is None and points is not None",
+        "one point plus a box treated as ambiguous (three masks)",
+    ),
+    M(
+        "helpers/sam_predict.py",
+        "return sam.preprocess(x), tuple(resized.shape[:2])",
+        "return sam.preprocess(x), tuple(image.shape[:2])",
+        "preprocess reports the original size as the resized input size",
+    ),
+    # --- sam_eval
+    M(
+        "helpers/sam_eval.py",
+        "clicked[i, int(y), int(x)] = True",
+        "clicked[i, int(x), int(y)] = True",
+        "clicked pixel recorded transposed (x as row)",
+    ),
+    M(
+        "helpers/sam_eval.py",
+        "out = predict_round(sam, item.emb, points, labels, mask_input=low)",
+        "out = predict_round(sam, item.emb, points, labels, mask_input=None)",
+        "previous round's logits not fed back as the mask prompt",
+    ),
+    M(
+        "helpers/sam_eval.py",
+        "float(curves[:, k - 1].mean())",
+        "float(curves[:, k].mean())",
+        "mIoU@k read one click late (0-based column off by one)",
+    ),
+    M(
+        "helpers/sam_eval.py",
+        "(ious[:, : k + 1].max(axis=1) >= stop_at).all()",
+        "(ious[:, : k + 1].max(axis=1) >= stop_at).any()",
+        "early stop once any instance (not every one) reached the IoU",
+    ),
+    # --- sam_training
+    M(
+        "helpers/sam_training.py",
+        "mask_loss = per_mask.min(dim=1).values.mean()",
+        "mask_loss = per_mask.mean()",
+        "ambiguous round back-propagates the mean of the three losses, not the lowest",
+    ),
+    M(
+        "helpers/sam_training.py",
+        'prev = out["chosen_low_res"][:, 0].detach().float()',
+        'prev = out["chosen_low_res"][:, 0].float()',
+        "previous round's logits fed back without detach",
+    ),
+    M(
+        "helpers/sam_training.py",
+        "lab = np.where(has, positive.astype(np.int64), -1)",
+        "lab = np.where(has, positive.astype(np.int64), 0)",
+        "instance without error gets a background click instead of a padding point",
+    ),
+    M(
+        "helpers/sam_training.py",
+        "order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))",
+        "order = np.random.default_rng(cfg.seed).permutation(len(train_items))",
+        "every epoch draws the same prompts, clicks and image order",
+    ),
+    M(
+        "helpers/sam_training.py",
+        'first["low_res"][rows, first["iou"].argmax(dim=1)]',
+        'first["low_res"][rows, first["iou"].argmin(dim=1)]',
+        "seed recipe feeds back the pass-1 mask with the lowest predicted IoU",
+    ),
+    # --- sam_data
+    M(
+        "helpers/sam_data.py",
+        "padded = F.pad(resized, (0, FRAME - w, 0, FRAME - h))",
+        "padded = F.pad(resized, (0, FRAME - h, 0, FRAME - w))",
+        "low-res targets padded with width and height swapped",
+    ),
+    M(
+        "helpers/sam_data.py",
+        "return targets, (void_low < 0.5) & (inside > 0.5)",
+        "return targets, void_low < 0.5",
+        "padding cells count as valid in the low-res frame",
+    ),
+    M(
+        "helpers/sam_data.py",
+        "x = np.clip((4 * np.asarray(cols, np.float64) + 1.5)",
+        "x = np.clip((4 * np.asarray(cols, np.float64) + 2)",
+        "low-res cell to pixel: half pixel added twice on x",
+    ),
+    # --- checkpoints
+    M(
+        "helpers/checkpoints.py",
+        '    torch.set_rng_state(state["rng"])\n',
+        "",
+        "resume does not restore torch's random state",
+    ),
+    M(
+        "helpers/checkpoints.py",
+        "if missing or unexpected or wrong:",
+        "if missing or unexpected:",
+        "shape mismatches not reported as CheckpointError",
+    ),
+    M(
+        "helpers/checkpoints.py",
+        "except BaseException:",
+        "except Exception:",
+        "an interrupt (KeyboardInterrupt) during save leaves the temporary file",
+    ),
+    # --- sam_model
+    M(
+        "helpers/sam_model.py",
+        'mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}',
+        'mine = {"variant": variant_of(sam)}',
+        "decoder trained with other encoder weights of the same variant is accepted",
+    ),
+    M(
+        "helpers/sam_model.py",
+        '    check_finite(path, payload["mask_decoder"])\n',
+        "",
+        "decoder checkpoint with NaN/Inf weights is loaded",
+    ),
+    M(
+        "helpers/sam_model.py",
+        "key = tuple((t.data_ptr(), t._version) for t in state.values())",
+        "key = tuple(t.data_ptr() for t in state.values())",
+        "fingerprint cache ignores in-place weight updates (stale fingerprint)",
+    ),
+    # --- embeddings
+    M(
+        "helpers/embeddings.py",
+        'f"{self.fingerprint}|{PREPROCESSING_VERSION}|{image_key(image)}"',
+        'f"{PREPROCESSING_VERSION}|{image_key(image)}"',
+        "cache key without the encoder fingerprint (another encoder's embedding is a hit)",
+    ),
+    M(
+        "helpers/embeddings.py",
+        "                and bool(torch.isfinite(emb).all())\n",
+        "",
+        "cache entry holding NaN/Inf is accepted",
+    ),
+    M(
+        "helpers/embeddings.py",
+        "digest = hashlib.sha1(str(image.shape).encode())",
+        "digest = hashlib.sha1()",
+        "image key ignores the shape (same bytes, other shape collide)",
+    ),
+    # --- compare (widget controllers)
+    M(
+        "helpers/compare.py",
+        "self.box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))",
+        "self.box = (x0, y0, x1, y1)",
+        "box dragged up/left is not normalised to x0 <= x1, y0 <= y1",
+    ),
+    M(
+        "helpers/compare.py",
+        'x0, y0, x1, y1 = (event[k] - 0.5 for k in ("x0", "y0", "x1", "y1"))',
+        'x0, y0, x1, y1 = (event[k] + 0.5 for k in ("x0", "y0", "x1", "y1"))',
+        "canvas position to pixel index: half-pixel shift with the wrong sign",
+    ),
+    M(
+        "helpers/compare.py",
+        "            self.state.undo()\n            self._rounds.pop()\n",
+        "            self.state.undo()\n",
+        "undo restores the prompts but keeps the undone round's masks and logits",
+    ),
+    M(
+        "helpers/compare.py",
+        "hit = np.flatnonzero(masks[:, y, x])",
+        "hit = np.flatnonzero(masks[:, x, y])",
+        "ground-truth instance looked up at the transposed pixel",
+    ),
+    # --- voc
+    M(
+        "helpers/voc.py",
+        "if i not in (0, VOID_INDEX)]",
+        "if i != 0]",
+        "void (255) becomes an instance",
+    ),
+    M(
+        "helpers/voc.py",
+        "labels[k] = int(np.argmax(counts))",
+        "labels[k] = int(values[0])",
+        "instance class from its first pixel instead of the majority",
+    ),
+    M(
+        "helpers/voc.py",
+        'encoding="utf-8-sig"',
+        'encoding="utf-8"',
+        "a byte-order mark in a split file becomes part of the first id",
+    ),
+    # --- labpics
+    M(
+        "helpers/labpics.py",
+        "            check_same_size(ignore_path, ignore, hw)\n",
+        "",
+        "Ignore.png of the wrong size is not detected",
+    ),
+    M(
+        "helpers/labpics.py",
+        '"labels": np.ones(len(masks), dtype=np.int64)',
+        '"labels": np.zeros(len(masks), dtype=np.int64)',
+        "vessels labelled 0 (background)",
+    ),
+    M(
+        "helpers/labpics.py",
+        "if vessels.is_dir():",
+        "if vessels.exists():",
+        "a Vessels file (not a folder) is accepted as annotations",
+    ),
+    # --- targets
+    M(
+        "helpers/targets.py",
+        "x1, y1 = w - cols.flip(1).argmax(dim=1), h - rows.flip(1).argmax(dim=1)",
+        "x1, y1 = w - 1 - cols.flip(1).argmax(dim=1), h - 1 - rows.flip(1).argmax(dim=1)",
+        "boxes end on the last pixel's centre, not its edge (missing +1)",
+    ),
+    M(
+        "helpers/targets.py",
+        'np.asarray(sample["labels"] if labels is None else labels)',
+        'np.asarray(sample["labels"])',
+        "the labels argument is ignored",
+    ),
+    # --- detection_data
+    M(
+        "helpers/detection_data.py",
+        "return inside > overlap * np.maximum(area, 1)",
+        "return inside >= overlap * np.maximum(area, 1)",
+        "an instance exactly half inside Ignore counts as ignored",
+    ),
+    M(
+        "helpers/detection_data.py",
+        '        target["area"] = pixel_counts(target["masks"]).to(torch.float32)\n',
+        "",
+        "area not recomputed after the transforms",
+    ),
+    M(
+        "helpers/detection_data.py",
+        'keep = ~ignored_instances(s["masks"], s["ignore"], self.ignore_overlap)',
+        'keep = ignored_instances(s["masks"], s["ignore"], self.ignore_overlap)',
+        "training keeps only the ignored instances (missing ~)",
+    ),
+    # --- coco_eval
+    M(
+        "helpers/coco_eval.py",
+        '"bbox": [x0, y0, x1 - x0, y1 - y0],',
+        '"bbox": [x0, y0, x1, y1],',
+        "detection boxes passed to COCO as xyxy instead of xywh",
+    ),
+    M(
+        "helpers/coco_eval.py",
+        '"iscrowd": int(is_crowd),',
+        '"iscrowd": 0,',
+        "ground truth mostly inside Ignore is not marked crowd",
+    ),
+    M(
+        "helpers/coco_eval.py",
+        'detections += coco_detections(i, out, s.get("ignore"))',
+        "detections += coco_detections(i, out)",
+        "evaluate_detector does not drop detections inside Ignore",
+    ),
+    # --- maskrcnn
+    M(
+        "helpers/maskrcnn.py",
+        "    model.roi_heads.mask_predictor = MaskRCNNPredictor(mask_channels, 256, num_classes)\n",
+        "",
+        "only the box predictor replaced (the seed's bug): COCO's 91-class mask head kept",
+    ),
+    M(
+        "helpers/maskrcnn.py",
+        '    out["labels"] = torch.ones_like(out["labels"])\n',
+        "",
+        "vessel-like COCO detections keep their COCO labels",
+    ),
+    M(
+        "helpers/maskrcnn.py",
+        "if lo < 0 or hi > 1:",
+        "if lo < 0 or hi > 255:",
+        "0-255 float images pass the input check",
+    ),
+    # --- maskrcnn_training
+    M(
+        "helpers/maskrcnn_training.py",
+        "        optimizer.zero_grad(set_to_none=True)\n",
+        "",
+        "gradients never zeroed (accumulate across iterations)",
+    ),
+    M(
+        "helpers/maskrcnn_training.py",
+        'if ap is not None and ap["segm"]["AP"] > best_ap:',
+        'if ap is not None and ap["bbox"]["AP"] > best_ap:',
+        "best.pt chosen by comparing box AP with the best mask AP",
+    ),
+    M(
+        "helpers/maskrcnn_training.py",
+        "steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)",
+        "steps_per_epoch = len(sampler) // cfg.batch_size",
+        "schedule length ignores the last partial batch",
+    ),
+    # --- roi_align
+    M(
+        "helpers/roi_align.py",
+        "+ (i + 0.5) * bin_size / gridf",
+        "+ i * bin_size / gridf",
+        "RoI Align samples at sub-cell corners instead of centres",
+    ),
+    M(
+        "helpers/roi_align.py",
+        "gh = torch.ceil(roi_h / ph).to(torch.int64)",
+        "gh = torch.ceil(roi_w / ph).to(torch.int64)",
+        "adaptive sampling count of rows taken from the RoI width",
+    ),
+    M(
+        "helpers/roi_align.py",
+        "r1 = min(max(math.ceil(t(p + 1) * bin_h) + sy, 0), h)",
+        "r1 = min(max(math.floor(t(p + 1) * bin_h) + sy, 0), h)",
+        "RoI Pool bin end rounded down instead of up",
+    ),
+    M(
+        "helpers/roi_align.py",
+        "    v = float(v)\n"
+        "    return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))",
+        "    return round(float(v))",
+        "RoI Pool box rounding with Python's round (ties to even), not C's",
+    ),
+    M(
+        "helpers/roi_align.py",
+        "torch.log2(area.sqrt() / canonical_size)",
+        "torch.log2(area / canonical_size)",
+        "FPN level from the area instead of its square root",
+    ),
+    # --- metrics
+    M(
+        "helpers/metrics.py",
+        "return 1.0 if union == 0 else",
+        "return 0.0 if union == 0 else",
+        "IoU of two empty masks is 0",
+    ),
+    M(
+        "helpers/metrics.py",
+        "pred, target = pred & keep, target & keep",
+        "pred = pred & keep",
+        "ignored pixels dropped from the prediction only, not the target",
+    ),
+    # --- schedules
+    M(
+        "helpers/schedules.py",
+        "return (step + 1) / warm",
+        "return step / warm",
+        "warm-up starts at lr 0 (first step wasted)",
+    ),
+    M(
+        "helpers/schedules.py",
+        "t = (step - warm) / max(1, total - warm)",
+        "t = step / max(1, total - warm)",
+        "cosine phase counted from step 0, not from the end of warm-up",
+    ),
+    M(
+        "helpers/schedules.py",
+        "return min_lr_frac + (1 - min_lr_frac) * 0.5 *",
+        "return min_lr_frac + 0.5 *",
+        "cosine not scaled by (1 - min_lr_frac): starts above 1",
+    ),
+    # --- downloads
+    M(
+        "helpers/downloads.py",
+        "if (md5 is None and sha256_prefix is None) or _stamp(dest).is_file():",
+        "if md5 is None or _stamp(dest).is_file():",
+        "a file in place with only a SHA-256 prefix is trusted without checking it",
+    ),
+    M(
+        "helpers/downloads.py",
+        "if have and resp.status == 206:",
+        "if have:",
+        "resume appends to the partial file even when the server ignored the Range request",
+    ),
+    M(
+        "helpers/downloads.py",
+        "stale = host != socket.gethostname() or not _process_alive(int(pid))",
+        "stale = not _process_alive(int(pid))",
+        "another host's temporary folder judged by a local pid",
+    ),
+    # --- image_files
+    M(
+        "helpers/image_files.py",
+        "        img.load()\n",
+        "",
+        "lazy open: a truncated file is not detected at read time",
+    ),
+    M(
+        "helpers/image_files.py",
+        'n_colour = {"RGBA": 3, "LA": 1}.get(img.mode, arr.shape[2])',
+        "n_colour = arr.shape[2]",
+        "alpha channel counted as colour in binary masks",
+    ),
+    # --- jupyter_save
+    M(
+        "helpers/jupyter_save.py",
+        'if model.get("type") != "notebook" or not is_smoke():',
+        'if model.get("type") != "notebook":',
+        "outputs stripped in full mode too",
+    ),
+    M(
+        "helpers/jupyter_save.py",
+        'return path.suffix == ".ipynb" and path.parent == NOTEBOOKS.resolve()',
+        'return path.suffix == ".ipynb"',
+        "any notebook (not only the course's) is stripped",
+    ),
+    # --- local_setup
+    M(
+        "helpers/local_setup.py",
+        'config.setdefault("ContentsManager", {})["pre_save_hook"] = HOOK',
+        'config = {"ContentsManager": {"pre_save_hook": HOOK}}',
+        "installing the hook overwrites the rest of the Jupyter config",
+    ),
+    M(
+        "helpers/local_setup.py",
+        'json.loads(path.read_text() or "{}")',
+        "json.loads(path.read_text())",
+        "an empty Jupyter config file is an error",
+    ),
+    # --- colab_setup
+    M(
+        "helpers/colab_setup.py",
+        'if not re.fullmatch(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
+        'if not re.match(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
+        "repository URL with trailing junk accepted (match instead of fullmatch)",
+    ),
+    M(
+        "helpers/colab_setup.py",
+        'github = repository.removeprefix("https://github.com/")',
+        'github = repository.removeprefix("https://github.com")',
+        "badge URL gets a double slash (prefix without its trailing /)",
+    ),
+    # --- runtime
+    M(
+        "helpers/runtime.py",
+        'raw = os.environ.get(SMOKE_ENV, "").strip().lower()',
+        'raw = os.environ.get(SMOKE_ENV, "").strip()',
+        "SEGCOURSE_SMOKE=TRUE / Yes not understood (case-sensitive)",
+    ),
+    M(
+        "helpers/runtime.py",
+        "path = Path(os.environ[CACHE_ENV]).expanduser()",
+        "path = Path(os.environ[CACHE_ENV])",
+        "SEGCOURSE_CACHE=~/... not expanded",
+    ),
+    # --- plotting (stack_labels)
+    M(
+        "helpers/plotting.py",
+        "y += h + gap",
+        "y += h",
+        "stacked labels placed without the gap",
+    ),
+    M(
+        "helpers/plotting.py",
+        "x < bx1 and bx0 < x + w and y < by1 and by0 < y + h",
+        "y < by1 and by0 < y + h",
+        "label overlap tested on y only: labels side by side get stacked",
+    ),
+]
+
+
+def module_name(path: str) -> str:
+    """``helpers/clicks.py`` -> ``clicks``."""
+    return Path(path).stem
+
+
+def make_snapshot(dest: Path) -> None:
+    """Export the committed HEAD of the repository into ``dest``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def committed(module: str) -> str | None:
+    """``module``'s text at the committed HEAD (what a snapshot holds), or None."""
+    show = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"HEAD:{module}"], capture_output=True, text=True
+    )
+    return show.stdout if show.returncode == 0 else None
+
+
+def tests_for(module: str, snapshot: Path) -> list[str]:
+    """The test files that can see ``module``: those naming ``helpers.<module>`` or one of
+    the module's top-level functions or classes. Running only these (``--targeted``)
+    makes the audit minutes instead of hours; a bug caught only by an unrelated test file
+    then counts as escaped, so the measured share can only be lower than the whole
+    suite's."""
+    source = (snapshot / module).read_text()
+    names = {module_name(module)} | set(re.findall(r"^(?:def|class) (\w+)", source, re.M))
+    names = {n for n in names if not n.startswith("_")}
+    pattern = re.compile(
+        rf"helpers\.{module_name(module)}\b|\b(?:{'|'.join(map(re.escape, names))})\b"
+    )
+    files = []
+    for path in sorted((snapshot / "tests").glob("test_*.py")):
+        if path.name in IGNORED_TEST_FILES:
+            continue
+        if pattern.search(path.read_text()):
+            files.append(f"tests/{path.name}")
+    return files
+
+
+def run_tests(snapshot: Path, python: str, timeout: float, files: list[str] | None = None) -> dict:
+    """Run the unit tests in ``snapshot`` (only ``files`` when given). Returns ``rc``
+    (None on timeout), ``seconds`` and ``tail`` (the last lines of the output)."""
+    env = dict(os.environ, PYTHONPATH=str(snapshot), PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.perf_counter()
+    args = PYTEST_ARGS if not files else [a for a in PYTEST_ARGS if a != "tests"] + files
+    proc = subprocess.Popen(
+        [python, *args],
+        cwd=snapshot,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a timeout kills its children too
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        rc = None
+    return {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": out[-3000:]}
+
+
+def first_failure(tail: str) -> str | None:
+    """The first ``FAILED``/``ERROR`` line of pytest's short summary, if any."""
+    for line in tail.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line[:200]
+    return None
+
+
+def check(mutation: Mutation, source: str) -> str | None:
+    """Why ``mutation`` cannot be applied to ``source``, or None when it can."""
+    if mutation.old == mutation.new:
+        return "old and new are the same"
+    n = source.count(mutation.old)
+    return None if n == 1 else f"old snippet found {n} times (must be exactly once)"
+
+
+def audit_one(
+    mutation: Mutation, snapshot: Path, python: str, timeout: float, targeted: bool = False
+) -> dict:
+    """Apply ``mutation`` in ``snapshot``, run the tests (with ``targeted``, only
+    :func:`tests_for` the module), restore the file."""
+    path = snapshot / mutation.module
+    record = {"module": mutation.module, "description": mutation.description}
+    if not path.is_file():
+        return {**record, "outcome": "invalid", "reason": "module not found"}
+    original = path.read_text()
+    problem = check(mutation, original)
+    if problem:
+        return {**record, "outcome": "invalid", "reason": problem}
+    try:
+        files = tests_for(mutation.module, snapshot) if targeted else None
+        if files == []:
+            return {**record, "outcome": "escaped", "reason": "no test file names it"}
+        path.write_text(original.replace(mutation.old, mutation.new))
+        result = run_tests(snapshot, python, timeout, files)
+    finally:
+        path.write_text(original)
+    rc = result["rc"]
+    if rc == 1:
+        outcome, reason = "caught", first_failure(result["tail"])
+    elif rc == 0:
+        outcome, reason = "escaped", None
+    elif rc is None:
+        outcome, reason = "other", f"timeout after {timeout:.0f} s"
+    else:
+        last = result["tail"].strip().splitlines()[-1:] or [""]
+        outcome, reason = "other", f"pytest exit code {rc}: {last[0][:200]}"
+    return {**record, "outcome": outcome, "reason": reason, "seconds": result["seconds"]}
+
+
+def summarise(records: list[tuple[Mutation, dict]]) -> dict:
+    modules: dict[str, dict] = {}
+    for mutation, r in records:
+        m = modules.setdefault(
+            mutation.module,
+            {"tried": 0, "caught": 0, "escaped": 0, "invalid": 0, "other": 0, "escaped_list": []},
+        )
+        if r["outcome"] == "invalid":
+            m["invalid"] += 1
+            continue
+        m["tried"] += 1
+        m[r["outcome"]] += 1
+        if r["outcome"] == "escaped":
+            m["escaped_list"].append(
+                {"description": mutation.description, "old": mutation.old, "new": mutation.new}
+            )
+    totals = {k: sum(m[k] for m in modules.values()) for k in ("tried", "caught", "escaped")}
+    totals["invalid"] = sum(m["invalid"] for m in modules.values())
+    totals["other"] = sum(m["other"] for m in modules.values())
+    return {
+        "modules": modules,
+        "totals": totals,
+        # of the mutations that ran (invalid ones excluded; "other" counts as not caught)
+        "caught_share": round(totals["caught"] / totals["tried"], 3) if totals["tried"] else None,
+        "invalid_or_other": [
+            {"module": r["module"], "description": r["description"], "reason": r["reason"]}
+            for _, r in records
+            if r["outcome"] in ("other", "invalid")
+        ],
+        "results": [
+            {k: r.get(k) for k in ("module", "description", "outcome", "reason", "seconds")}
+            for _, r in records
+        ],
+    }
+
+
+def selected(only: list[str] | None) -> list[Mutation]:
+    if not only:
+        return list(MUTATIONS)
+    wanted = {module_name(o) for o in only}
+    unknown = wanted - {module_name(m.module) for m in MUTATIONS}
+    if unknown:
+        raise SystemExit(f"no mutations for: {', '.join(sorted(unknown))}")
+    return [m for m in MUTATIONS if module_name(m.module) in wanted]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", metavar="MODULE", help="e.g. clicks")
+    parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per test run")
+    parser.add_argument("--python", default=sys.executable, help="interpreter running pytest")
+    parser.add_argument("--out", type=Path, help="also write the JSON summary here")
+    parser.add_argument(
+        "--targeted",
+        action="store_true",
+        help="run only the test files that name the mutated module (tests_for)",
+    )
+    args = parser.parse_args()
+    mutations = selected(args.only)
+
+    if args.list:
+        for i, m in enumerate(mutations, 1):
+            source = committed(m.module)
+            problem = "module not found at HEAD" if source is None else check(m, source)
+            status = "ok" if problem is None else f"INVALID: {problem}"
+            print(f"{i:3d}. {m.module}: {m.description} [{status}]")
+            print(f"     - {m.old!r}\n     + {m.new!r}")
+        print(f"{len(mutations)} mutations (checked against the committed HEAD)")
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="mutation-audit-"))
+    try:
+        snapshot = tmp / "repo"
+        snapshot.mkdir()
+        make_snapshot(snapshot)
+        baseline = run_tests(snapshot, args.python, args.timeout)
+        print(f"baseline: exit code {baseline['rc']} in {baseline['seconds']} s", file=sys.stderr)
+        if baseline["rc"] != 0:
+            print(baseline["tail"], file=sys.stderr)
+            raise SystemExit("the unmutated snapshot does not pass its tests: nothing measured")
+        records = []
+        for i, m in enumerate(mutations, 1):
+            r = audit_one(m, snapshot, args.python, args.timeout, args.targeted)
+            records.append((m, r))
+            extra = f" ({r['reason']})" if r.get("reason") else ""
+            secs = f" {r['seconds']} s" if "seconds" in r else ""
+            print(
+                f"[{i}/{len(mutations)}] {r['outcome'].upper():8s}{secs} {m.module}: "
+                f"{m.description}{extra}",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    summary = {
+        "baseline_seconds": baseline["seconds"],
+        "targeted": args.targeted,
+        **summarise(records),
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
