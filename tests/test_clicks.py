@@ -53,6 +53,18 @@ def test_void_pixels_are_neither_error():
     assert next_click(np.zeros_like(gt), gt, void) is None
 
 
+def test_a_prediction_on_void_is_no_spurious_region():
+    """A prediction that spills over void (pixels that count nowhere) is not wrong there:
+    the missed part of the object gets the click, though the spill reaches deeper."""
+    gt = np.zeros((30, 30), bool)
+    gt[2:8, 2:8] = True  # missed entirely: depth 3
+    void = np.zeros_like(gt)
+    void[10:30, 10:30] = True
+    pred = void.copy()  # all of it on void: depth 10 if it counted
+    x, y, positive = next_click(pred, gt, void)
+    assert positive and gt[int(y), int(x)]
+
+
 def test_clicked_pixels_are_excluded_from_both_regions():
     gt = np.zeros((9, 9), bool)
     gt[3:6, 3:6] = True
@@ -72,6 +84,7 @@ def test_perfect_prediction_needs_no_click_and_noc_counts_from_one():
     gt[1:4, 1:4] = True
     assert next_click(gt, gt) is None
     assert noc([0.5, 0.86, 0.95], 0.85) == 2
+    assert noc([0.5, 0.85, 0.95], 0.85) == 2  # exactly at the threshold: reached
     assert noc([0.5, 0.86, 0.95], 0.90) == 3
     assert noc([0.5, 0.6], 0.90, max_clicks=20) == 20
 

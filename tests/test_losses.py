@@ -43,6 +43,18 @@ def test_invalid_pixels_count_in_neither_term():
     assert math.isclose(full.item(), masked.item(), rel_tol=1e-6)
 
 
+def test_a_target_pixel_on_void_counts_in_neither_term():
+    """Void inside an object (VOC's outline band): its target is 1 there, and it must not
+    count, in Dice's target sum either."""
+    logits = torch.tensor([[[5.0, -5.0, 2.0, -50.0]]])
+    targets = torch.tensor([[[1.0, 0.0, 1.0, 1.0]]])  # the last pixel: object, but void
+    valid = torch.tensor([[True, True, True, False]])
+    full = bce_dice_per_mask(logits[..., :3], targets[..., :3])
+    masked = bce_dice_per_mask(logits, targets, valid)
+    for a, b in zip(full, masked):
+        torch.testing.assert_close(a, b)
+
+
 def test_per_mask_losses_keep_the_mask_dimensions_and_agree_with_the_mean():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 3, 8, 8, generator=g) * 3

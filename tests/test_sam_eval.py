@@ -121,3 +121,47 @@ def test_evaluation_reads_each_click_and_leaves_void_out(setup, monkeypatch):
     assert any(
         line.startswith("noc@85") and line.split()[1:] == ["5.000", "5.000"] for line in lines
     )
+
+
+def test_a_clicked_pixel_is_never_clicked_again_and_clicking_stops_when_every_instance_is_done(
+    setup, monkeypatch
+):
+    """Two instances: a model that never changes its answer for the first (so the clicker
+    must move on from pixels it already clicked) and one that is right after one click
+    for the second; with ``stop_at`` the clicking goes on until *every* instance reached it."""
+    _, _, item = setup
+    h, w = item.void.shape
+    gt = np.zeros((2, h, w), bool)
+    gt[0, 20:30, 40:60] = True
+    gt[1, 50:60, 10:20] = True
+    two = ev.SamItem(
+        "two",
+        item.emb,
+        gt,
+        np.array([3, 3]),
+        np.zeros((h, w), bool),
+        item.cands[:1] * 2,
+        item.targets[:1].repeat(2, 1, 1),
+        item.valid,
+    )
+    sent = []
+
+    def oracle(sam, emb, points=None, labels=None, boxes=None, mask_input=None, full_size=True):
+        sent.append(points.copy())
+        k = points.shape[1]
+        pred = np.zeros((2, h, w), bool)  # instance 0: nothing found, ever ...
+        pred[0, 20:30, 40 : 40 + (20 if k >= 4 else 0)] = True  # ... until click 4
+        pred[1] = gt[1]  # instance 1: right at once
+        return {
+            "chosen_masks": torch.from_numpy(pred),
+            "chosen_low_res": torch.zeros(2, 1, 256, 256),
+            "chosen_iou": torch.ones(2),
+        }
+
+    monkeypatch.setattr(ev, "predict_round", oracle)
+    curve = click_ious(None, two, max_clicks=8, stop_at=0.85, min_clicks=1)
+    assert curve[0].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]  # instance 0 waited for click 4
+    assert len(sent) == 4  # then it stopped: every instance had reached 0.85
+    clicks_0 = [tuple(p) for p in sent[-1][0]]
+    assert len(set(clicks_0)) == 4  # four different pixels, none clicked twice
+    assert all(gt[0, int(y), int(x)] for x, y in clicks_0)

@@ -337,3 +337,59 @@ def test_logits_on_void_or_padding_pixels_do_not_change_the_loss(items, monkeypa
         sam, item, cfg, np.random.default_rng(5)
     )[0]
     assert perturbed == pytest.approx(clean, rel=1e-6)
+
+
+def test_an_instance_without_error_gets_a_padding_point_not_a_background_click(items, monkeypatch):
+    """When the training clicker finds no error cell for an instance, that instance's new
+    point must be SAM's "no point" (label -1), not a background click at (0, 0)."""
+    train, _ = items
+    item = train[0]
+    n = len(item.masks)
+    real = sam_training.error_clicks
+
+    def none_left(logits, targets, valid, rng):
+        rows, cols, positive, has = real(logits, targets, valid, rng)
+        return rows, cols, positive, np.zeros_like(has)  # as if every mask were right
+
+    monkeypatch.setattr(sam_training, "error_clicks", none_left)
+    seen = []
+    real_round = sam_training.predict_round
+
+    def spy(sam, emb, points=None, labels=None, boxes=None, mask_input=None, full_size=True):
+        seen.append(None if labels is None else np.array(labels))
+        return real_round(sam, emb, points, labels, boxes, mask_input, full_size)
+
+    monkeypatch.setattr(sam_training, "predict_round", spy)
+    cfg = SamTrainConfig(click_rounds=1, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
+    sam_step(build_tiny_sam(), item, cfg, np.random.default_rng(0))
+    assert len(seen) == 2 and seen[1].shape == (n, 2)
+    assert (seen[1][:, -1] == -1).all()
+
+
+def test_each_epoch_has_its_own_order_and_draws(items, tmp_path, monkeypatch):
+    """The image order and each image's prompt draws change from epoch to epoch (seeded by
+    the epoch), and every epoch visits every image once."""
+    train, _ = items
+    import copy
+
+    four = [copy.copy(it) for it in train * 2]  # 4 distinct items (2 images twice)
+    visits = []
+
+    def recording(sam, item, cfg, rng, backward=None, autocast=None):
+        visits.append((id(item), float(rng.random())))
+        loss = sum(p.sum() for p in sam.mask_decoder.parameters()) * 0
+        if backward is not None:
+            backward(loss)
+        return 0.0, {}
+
+    monkeypatch.setitem(sam_training.STEPS, "sam", recording)
+    positions = {id(it): k for k, it in enumerate(four)}
+    cfg = SamTrainConfig(epochs=3, click_rounds=0, refine_rounds=0, seed=1)
+    train_decoder(build_tiny_sam(), four, [], cfg, tmp_path, show_progress=False)
+    epochs = [visits[4 * e : 4 * e + 4] for e in range(3)]
+    draws = [[d for _, d in e] for e in epochs]
+    assert len(set(map(tuple, draws))) == 3  # new draws every epoch
+    orders = [tuple(id_ for id_, _ in e) for e in epochs]
+    assert len(set(orders)) > 1  # the order changes too
+    for e in epochs:  # every image once per epoch
+        assert sorted(positions[i] for i, _ in e) == [0, 1, 2, 3]
