@@ -52,7 +52,7 @@ def test_a_changed_image_or_encoder_is_a_miss(tmp_path, images, sam):
     assert other.misses == 1 and len(list(tmp_path.glob("*.pt"))) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape", "nan"])
 def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, damage, caplog):
     cache = EmbeddingCache(tmp_path, sam)
     good = cache.get(images[1]).embedding
@@ -61,6 +61,10 @@ def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, da
         path.write_bytes(path.read_bytes()[:1000])
     elif damage == "garbage":
         path.write_bytes(b"not a tensor file")
+    elif damage == "nan":  # a run that diverged, or bad memory: right shape, wrong values
+        entry = torch.load(path, weights_only=True)
+        entry["embedding"][0, 0, 0, 0] = float("nan")
+        torch.save(entry, path)
     else:
         entry = torch.load(path, weights_only=True)
         entry["embedding"] = entry["embedding"][:, :128]
@@ -87,3 +91,14 @@ def test_a_changed_preprocessing_version_is_a_miss(tmp_path, images, sam, monkey
     )
     cache.get(images[0])
     assert (cache.misses, cache.hits) == (2, 1)
+
+
+def test_images_with_the_same_bytes_in_another_shape_have_other_keys(tmp_path, sam):
+    from helpers.embeddings import image_key
+
+    a = (torch.arange(2 * 6 * 3) % 256).to(torch.uint8).numpy().reshape(2, 6, 3)
+    b = a.reshape(6, 2, 3)  # the same bytes, another image
+    assert a.tobytes() == b.tobytes()
+    assert image_key(a) != image_key(b)
+    cache = EmbeddingCache(tmp_path, sam)
+    assert cache.path(a) != cache.path(b)

@@ -197,3 +197,14 @@ def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path):
         CheckpointError, match=r"mask_decoder\.mask_tokens\.weight holds 2 NaN or Inf"
     ):
         load_decoder(build_sam("tiny"), path)
+
+
+def test_the_encoder_fingerprint_follows_an_in_place_change_of_a_weight():
+    from helpers.sam_model import encoder_fingerprint
+
+    sam = sam_model.build_tiny_sam()
+    before = encoder_fingerprint(sam)
+    assert encoder_fingerprint(sam) == before  # remembered, and stable
+    with torch.no_grad():
+        next(sam.image_encoder.parameters()).add_(1e-3)  # same tensor, same storage
+    assert encoder_fingerprint(sam) != before

@@ -393,3 +393,42 @@ def test_each_epoch_has_its_own_order_and_draws(items, tmp_path, monkeypatch):
     assert len(set(orders)) > 1  # the order changes too
     for e in epochs:  # every image once per epoch
         assert sorted(positions[i] for i, _ in e) == [0, 1, 2, 3]
+
+
+def test_the_seed_recipe_feeds_back_the_pass_1_mask_its_iou_head_ranks_best(items, monkeypatch):
+    train, _ = items
+    item = train[0]
+    calls = []
+    real = sam_training.predict
+
+    def spy(sam, emb, points, labels, boxes, mask_input=None, multimask=True, full_size=True):
+        out = real(sam, emb, points, labels, boxes, mask_input, multimask, full_size)
+        calls.append({"mask_input": mask_input, "out": out})
+        return out
+
+    monkeypatch.setattr(sam_training, "predict", spy)
+    sam = build_tiny_sam()
+    seed_step(sam, item, SamTrainConfig(recipe="seed"), np.random.default_rng(0))
+    first, second = calls
+    best = first["out"]["iou"].argmax(dim=1)
+    rows = torch.arange(len(best))
+    assert second["mask_input"].shape[1] == 1
+    torch.testing.assert_close(second["mask_input"][:, 0], first["out"]["low_res"][rows, best])
+    worst = first["out"]["iou"].argmin(dim=1)
+    assert not torch.equal(first["out"]["low_res"][rows, worst], second["mask_input"][:, 0])
+
+
+def test_a_low_res_cell_maps_to_the_pixel_sam_encodes_at_its_centre():
+    """Oracle: SAM's own arithmetic. ResizeLongestSide scales the index, the prompt
+    encoder adds half a pixel; the result must be the cell's centre, 4c + 2, on both axes."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from helpers.sam_data import lowres_cell_to_pixel
+    from helpers.sam_predict import ImageEmbedding
+
+    emb = ImageEmbedding(torch.zeros(1), (300, 500), (614, 1024))  # landscape
+    rows, cols = np.array([10, 40, 70]), np.array([20, 100, 200])
+    xy = lowres_cell_to_pixel(rows, cols, emb)
+    moved = ResizeLongestSide(1024).apply_coords(xy.astype(np.float64), (300, 500)) + 0.5
+    np.testing.assert_allclose(moved[:, 0], 4 * cols + 2, atol=1e-3)
+    np.testing.assert_allclose(moved[:, 1], 4 * rows + 2, atol=1e-3)
