@@ -517,6 +517,16 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
         return model
 
     straight = run(tmp_path / "a", 0)
+    # the schedule counts every step, the last, partial batch included: 3 images in
+    # batches of 2 are 2 steps an epoch, 4 in all
+    from helpers.schedules import warmup_cosine
+
+    history = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["history"]
+    defaults = MaskRCNNTrainConfig()
+    expected = [
+        0.002 * warmup_cosine(s, 4, defaults.warmup_frac, defaults.min_lr_frac) for s in (2, 4)
+    ]
+    assert [r["lr"] for r in history] == pytest.approx(expected)
     # each epoch its own order and augmentation seeds, as SeededShuffle makes them
     expected = []
     for epoch in (1, 2):
@@ -550,7 +560,8 @@ def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkey
         result = real(model, reader, device, **kw)
         calls.append(len(reader))
         ap = [0.2, 0.6, 0.4][len(calls) - 1]
-        return {"bbox": dict(result["bbox"], AP=ap), "segm": dict(result["segm"], AP=ap)}
+        box_ap = [0.7, 0.1, 0.9][len(calls) - 1]  # box AP would choose another epoch
+        return {"bbox": dict(result["bbox"], AP=box_ap), "segm": dict(result["segm"], AP=ap)}
 
     monkeypatch.setattr(mt, "evaluate_detector", scripted)
 

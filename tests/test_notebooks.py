@@ -272,3 +272,30 @@ def test_every_table_row_of_the_readme_renders_inside_a_table():
         rows = [i for i, line in enumerate(lines) if line.startswith("|") and i not in fenced]
         stray = [f"{doc.name}:{i + 1}: {lines[i][:60]}" for i in rows if i not in in_tables]
         assert not stray, "table rows rendered as text:\n" + "\n".join(stray)
+
+
+def test_an_empty_jupyter_config_file_is_filled_not_refused(tmp_path):
+    from helpers.local_setup import HOOK, HOOK_CONFIG, install_save_hook
+
+    path = tmp_path / HOOK_CONFIG
+    path.parent.mkdir(parents=True)
+    path.write_text("")  # e.g. made by `touch`
+    install_save_hook(tmp_path)
+    assert json.loads(path.read_text())["ContentsManager"]["pre_save_hook"] == HOOK
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/owner/repo/../../evil",
+        "https://github.com/owner/repo extra",
+        "http://github.com/owner/repo",
+    ],
+)
+def test_a_repository_setting_that_is_not_a_github_repository_is_refused(tmp_path, url):
+    from helpers.colab_setup import course_repository
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(f'[tool.segcourse]\nrepository = "{url}"\nbranch = "main"\n')
+    with pytest.raises(ValueError, match="repository must be"):
+        course_repository(pyproject)

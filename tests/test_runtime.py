@@ -70,3 +70,11 @@ def test_cache_dir_follows_its_variable_and_is_created(monkeypatch, tmp_path):
     monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "c"))
     assert runtime.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
     assert str(tmp_path / "c") in runtime.describe()
+
+
+def test_a_home_relative_cache_and_data_folder_are_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(runtime.CACHE_ENV, "~/course-cache")
+    monkeypatch.setenv(runtime.DATA_ENV, "~/course-data")
+    assert runtime.cache_dir() == tmp_path / "course-cache"
+    assert runtime.data_dir() == tmp_path / "course-data"

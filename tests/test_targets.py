@@ -97,3 +97,11 @@ def test_targets_train_torchvision_mask_rcnn_without_complaint(reader):
     torch.testing.assert_close(target["boxes"], edges)
     assert target["area"].tolist() == target["masks"].flatten(1).sum(1).float().tolist()
     assert len(target["masks"]) == len(sample["masks"]) == len(target["labels"])
+
+
+def test_labels_given_to_detection_target_replace_the_samples():
+    masks = np.zeros((2, 6, 6), bool)
+    masks[0, :2, :2] = True
+    masks[1, 3:, 3:] = True
+    t = detection_target({"masks": masks, "labels": np.array([4, 9])}, 0, labels=np.ones(2))
+    assert t["labels"].tolist() == [1, 1]

@@ -207,6 +207,8 @@ def test_labels_of_crowded_detections_never_overlap():
         for b in rects[:i]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
     assert rects[3] == (300, 80, 340, 98)  # a label with room stays at its anchor
+    # a label pushed down moves by its height plus the gap: one pixel between labels
+    assert rects[1][1] == 84 + 18 + 1 and rects[1][1] - rects[0][3] >= 1
 
 
 def test_detection_labels_are_sized_for_display():
