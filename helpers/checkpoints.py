@@ -54,8 +54,8 @@ class CheckpointError(ValueError):
     """A checkpoint file does not fit what it is loaded into; the message names it."""
 
 
-def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save(obj)`` to a temporary file in ``path``'s folder, then rename it over
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(temporary path)`` in ``path``'s folder, then rename the file over
     ``path`` (``os.replace`` is atomic on one file system). If anything fails, including
     an interrupt, the temporary file is removed and an existing ``path`` is untouched."""
     path = Path(path)
@@ -63,12 +63,17 @@ def atomic_save(obj, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:

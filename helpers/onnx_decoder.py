@@ -28,8 +28,6 @@ it is given.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,7 +36,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, atomic_write
 from .sam_model import encoder_fingerprint, variant_of
 from .sam_predict import ImageEmbedding
 
@@ -52,20 +50,6 @@ INPUTS = (
 )
 OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 OPSET = 17  # as segment-anything's export script
-
-
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(temporary path)`` in ``path``'s folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _set_metadata(path: Path, meta: dict) -> None:
@@ -145,7 +129,7 @@ def export_decoder(sam: Sam, path: str | Path) -> Path:
         _set_metadata(tmp, meta)
 
     try:
-        return _atomic(path, write)
+        return atomic_write(path, write)
     finally:
         model.to(sam.device)
 
@@ -172,7 +156,7 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
             root.setLevel(level)
         _set_metadata(tmp, meta)
 
-    return _atomic(dst, write)
+    return atomic_write(dst, write)
 
 
 def _read_metadata(path: Path) -> dict:
