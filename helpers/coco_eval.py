@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .detection_data import IGNORE_OVERLAP, ignored_instances
-from .distributed import Place, broadcast_from_main, gather_to_main
+from .distributed import Place, broadcast_from_main, gather_to_main, shard
 from .runtime import progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -178,7 +178,7 @@ def evaluate_detector(
     model.eval().to(device)
     place = place or Place()
     images, annotations, detections = [], [], []
-    mine = range(place.rank, len(reader), place.world)  # this process's share
+    mine = shard(len(reader), place)  # this process's share
     for i in progress(mine, show=show_progress and place.main, desc=desc, unit="img", leave=False):
         s = reader[i]
         entry, anns = gt_entries(i, s, len(annotations) + 1)  # RLE: no pixels kept

@@ -71,7 +71,7 @@ from segment_anything.modeling import Sam
 
 from .checkpoints import resume_training, save_training_state, say_where_training_starts
 from .clicks import error_clicks
-from .distributed import Place, any_rank, barrier, sum_gradients, sum_over_ranks
+from .distributed import Place, any_rank, barrier, shard, sum_gradients, sum_over_ranks
 from .losses import bce_dice_per_mask, iou_of_logits
 from .prompts import PromptConfig, sample_prompts
 from .runtime import progress
@@ -351,7 +351,7 @@ def train_decoder(
                 scaler.scale(loss / share).backward()  # the mean over the step
 
             bad = None
-            for slot in range(place.rank, len(batch), place.world):  # this process's share
+            for slot in shard(len(batch), place):  # this process's share
                 item = train_items[batch[slot]]
                 rng = np.random.default_rng([cfg.seed, epoch, k, slot])
                 loss, parts = step(sam, item, cfg, rng, backward, autocast)
@@ -437,7 +437,7 @@ def validation(
     place = place or Place()
     sam.mask_decoder.eval()
     loss, one_click, box = 0.0, [], []
-    for i in range(place.rank, len(items), place.world):  # this process's share
+    for i in shard(len(items), place):  # this process's share
         rng = np.random.default_rng([cfg.seed, 1_000_003, i])  # the same draws every epoch
         loss += STEPS[cfg.recipe](sam, items[i], cfg, rng)[0]
         one_click.append(click_ious(sam, items[i], max_clicks=1)[:, 0])
