@@ -47,7 +47,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from helpers import DATA_EXAMPLE, LabPicsDataset
-from helpers.detection_data import (
+from helpers.detection.data import (
     LabPicsDetection,
     SeededShuffle,
     collate,
@@ -55,7 +55,7 @@ from helpers.detection_data import (
     ignored_instances,
     train_transforms,
 )
-from helpers.targets import detection_target
+from helpers.detection.targets import detection_target
 
 #: notebook 04's model in full mode (its own resize)
 MIN_SIZE, MAX_SIZE = 640, 1024
@@ -117,8 +117,8 @@ def peak_rss(kind: str, root: Path) -> float:
 
 
 def loop_overhead(n_batches: int) -> dict:
-    from helpers.maskrcnn import SMOKE_MODEL_KWARGS, build_maskrcnn
-    from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_one_epoch
+    from helpers.detection.model import SMOKE_MODEL_KWARGS, build_maskrcnn
+    from helpers.detection.training import MaskRCNNTrainConfig, train_one_epoch
     from helpers.schedules import warmup_cosine
 
     torch.manual_seed(0)

@@ -57,7 +57,7 @@ PYTEST_ARGS = [
 
 @dataclass(frozen=True)
 class Mutation:
-    module: str  # path relative to the repository root, e.g. "helpers/clicks.py"
+    module: str  # path relative to the repository root, e.g. "helpers/sam/clicks.py"
     old: str  # must occur exactly once in the module
     new: str
     description: str
@@ -67,181 +67,181 @@ M = Mutation
 MUTATIONS: list[Mutation] = [
     # --- clicks: the evaluation clicker and the training clicker
     M(
-        "helpers/clicks.py",
+        "helpers/sam/clicks.py",
         "positive = bool(fn_max > fp_max)",
         "positive = bool(fn_max >= fp_max)",
         "tie between missed and spurious regions becomes a positive click",
     ),
     M(
-        "helpers/clicks.py",
+        "helpers/sam/clicks.py",
         "return float(col), float(row), positive",
         "return float(row), float(col), positive",
         "next_click returns (row, col) instead of (x, y)",
     ),
     M(
-        "helpers/clicks.py",
+        "helpers/sam/clicks.py",
         "fp = pred & ~gt & keep",
         "fp = pred & ~gt",
         "void pixels count as spurious (false-positive) region",
     ),
     M(
-        "helpers/clicks.py",
+        "helpers/sam/clicks.py",
         "rows[i], cols[i] = divmod(k, w)",
         "cols[i], rows[i] = divmod(k, w)",
         "training clicker unflattens the error cell as (col, row)",
     ),
     M(
-        "helpers/clicks.py",
+        "helpers/sam/clicks.py",
         "if iou >= threshold:",
         "if iou > threshold:",
         "NoC: an IoU exactly at the threshold does not count as reached",
     ),
     # --- losses
     M(
-        "helpers/losses.py",
+        "helpers/sam/losses.py",
         "n_valid = weight.flatten(-2).sum(-1).clamp(min=1)",
         "n_valid = torch.ones_like(weight).flatten(-2).sum(-1)",
         "BCE divided by all pixels instead of the valid ones",
     ),
     M(
-        "helpers/losses.py",
+        "helpers/sam/losses.py",
         "t = targets * weight",
         "t = targets",
         "Dice counts target pixels on void/padding",
     ),
     M(
-        "helpers/losses.py",
+        "helpers/sam/losses.py",
         "dice = 1 - (2 * inter + eps)",
         "dice = 1 - (inter + eps)",
         "Dice without the factor 2 on the intersection",
     ),
     M(
-        "helpers/losses.py",
+        "helpers/sam/losses.py",
         "torch.ones_like(union))",
         "torch.zeros_like(union))",
         "IoU target of an empty prediction on an empty target is 0 instead of 1",
     ),
     # --- prompts
     M(
-        "helpers/prompts.py",
+        "helpers/sam/prompts.py",
         "box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)",
         "box = np.array([ys.min(), xs.min(), ys.max(), xs.max()], dtype=np.float32)",
         "instance box built as (y0, x0, y1, x1)",
     ),
     M(
-        "helpers/prompts.py",
+        "helpers/sam/prompts.py",
         "pts.append(np.stack([xs, ys], axis=1))",
         "pts.append(np.stack([ys, xs], axis=1))",
         "point prompts as (row, col) instead of (x, y)",
     ),
     M(
-        "helpers/prompts.py",
+        "helpers/sam/prompts.py",
         "if u < cfg.p_points + cfg.p_box:",
         "if u < cfg.p_box:",
         "prompt kind drawn with non-cumulative thresholds (box probability wrong)",
     ),
     M(
-        "helpers/prompts.py",
+        "helpers/sam/prompts.py",
         "std = np.minimum(cfg.box_noise * np.array([bw, bh, bw, bh]), cap)",
         "std = np.maximum(cfg.box_noise * np.array([bw, bh, bw, bh]), cap)",
         "box-noise cap used as a floor (max instead of min)",
     ),
-    # --- sam_predict
+    # --- sam.predict
     M(
-        "helpers/sam_predict.py",
+        "helpers/sam/predict.py",
         "pts = transform.apply_coords_torch(pts, emb.original_size)",
         "pts = transform.apply_coords_torch(pts, emb.input_size)",
         "points scaled from the resized size instead of the original size",
     ),
     M(
-        "helpers/sam_predict.py",
+        "helpers/sam/predict.py",
         'out["iou"].argmax(dim=1)',
         'out["iou"].argmin(dim=1)',
         "ambiguous prompt keeps the mask with the lowest predicted IoU",
     ),
     M(
-        "helpers/sam_predict.py",
+        "helpers/sam/predict.py",
         "return boxes is None and mask_input is None and points is not None",
         "return mask_input is None and points is not None",
         "one point plus a box treated as ambiguous (three masks)",
     ),
     M(
-        "helpers/sam_predict.py",
+        "helpers/sam/predict.py",
         "return sam.preprocess(x), tuple(resized.shape[:2])",
         "return sam.preprocess(x), tuple(image.shape[:2])",
         "preprocess reports the original size as the resized input size",
     ),
-    # --- sam_eval
+    # --- sam.evaluation
     M(
-        "helpers/sam_eval.py",
+        "helpers/sam/evaluation.py",
         "clicked[i, int(y), int(x)] = True",
         "clicked[i, int(x), int(y)] = True",
         "clicked pixel recorded transposed (x as row)",
     ),
     M(
-        "helpers/sam_eval.py",
+        "helpers/sam/evaluation.py",
         "out = predict_round(sam, item.emb, points, labels, mask_input=low)",
         "out = predict_round(sam, item.emb, points, labels, mask_input=None)",
         "previous round's logits not fed back as the mask prompt",
     ),
     M(
-        "helpers/sam_eval.py",
+        "helpers/sam/evaluation.py",
         "float(curves[:, k - 1].mean())",
         "float(curves[:, k].mean())",
         "mIoU@k read one click late (0-based column off by one)",
     ),
     M(
-        "helpers/sam_eval.py",
+        "helpers/sam/evaluation.py",
         "(ious[:, : k + 1].max(axis=1) >= stop_at).all()",
         "(ious[:, : k + 1].max(axis=1) >= stop_at).any()",
         "early stop once any instance (not every one) reached the IoU",
     ),
-    # --- sam_training
+    # --- sam.training
     M(
-        "helpers/sam_training.py",
+        "helpers/sam/training.py",
         "mask_loss = per_mask.min(dim=1).values.mean()",
         "mask_loss = per_mask.mean()",
         "ambiguous round back-propagates the mean of the three losses, not the lowest",
     ),
     M(
-        "helpers/sam_training.py",
+        "helpers/sam/training.py",
         'prev = out["chosen_low_res"][:, 0].detach().float()',
         'prev = out["chosen_low_res"][:, 0].float()',
         "previous round's logits fed back without detach",
     ),
     M(
-        "helpers/sam_training.py",
+        "helpers/sam/training.py",
         "lab = np.where(has, positive.astype(np.int64), -1)",
         "lab = np.where(has, positive.astype(np.int64), 0)",
         "instance without error gets a background click instead of a padding point",
     ),
     M(
-        "helpers/sam_training.py",
+        "helpers/sam/training.py",
         "order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))",
         "order = np.random.default_rng(cfg.seed).permutation(len(train_items))",
         "every epoch draws the same prompts, clicks and image order",
     ),
     M(
-        "helpers/sam_training.py",
+        "helpers/sam/training.py",
         'first["low_res"][rows, first["iou"].argmax(dim=1)]',
         'first["low_res"][rows, first["iou"].argmin(dim=1)]',
         "seed recipe feeds back the pass-1 mask with the lowest predicted IoU",
     ),
-    # --- sam_data
+    # --- sam.items
     M(
-        "helpers/sam_data.py",
+        "helpers/sam/items.py",
         "padded = F.pad(resized, (0, FRAME - w, 0, FRAME - h))",
         "padded = F.pad(resized, (0, FRAME - h, 0, FRAME - w))",
         "low-res targets padded with width and height swapped",
     ),
     M(
-        "helpers/sam_data.py",
+        "helpers/sam/items.py",
         "return targets, (void_low < 0.5) & (inside > 0.5)",
         "return targets, void_low < 0.5",
         "padding cells count as valid in the low-res frame",
     ),
     M(
-        "helpers/sam_data.py",
+        "helpers/sam/items.py",
         "x = np.clip((4 * np.asarray(cols, np.float64) + 1.5)",
         "x = np.clip((4 * np.asarray(cols, np.float64) + 2)",
         "low-res cell to pixel: half pixel added twice on x",
@@ -265,224 +265,224 @@ MUTATIONS: list[Mutation] = [
         "except Exception:",
         "an interrupt (KeyboardInterrupt) during save leaves the temporary file",
     ),
-    # --- sam_model
+    # --- sam.model
     M(
-        "helpers/sam_model.py",
+        "helpers/sam/model.py",
         'mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}',
         'mine = {"variant": variant_of(sam)}',
         "decoder trained with other encoder weights of the same variant is accepted",
     ),
     M(
-        "helpers/sam_model.py",
+        "helpers/sam/model.py",
         '    check_finite(path, payload["mask_decoder"])\n',
         "",
         "decoder checkpoint with NaN/Inf weights is loaded",
     ),
     M(
-        "helpers/sam_model.py",
+        "helpers/sam/model.py",
         "key = tuple((t.data_ptr(), t._version) for t in state.values())",
         "key = tuple(t.data_ptr() for t in state.values())",
         "fingerprint cache ignores in-place weight updates (stale fingerprint)",
     ),
     # --- embeddings
     M(
-        "helpers/embeddings.py",
+        "helpers/sam/embeddings.py",
         'f"{self.fingerprint}|{PREPROCESSING_VERSION}|{image_key(image)}"',
         'f"{PREPROCESSING_VERSION}|{image_key(image)}"',
         "cache key without the encoder fingerprint (another encoder's embedding is a hit)",
     ),
     M(
-        "helpers/embeddings.py",
+        "helpers/sam/embeddings.py",
         "                and bool(torch.isfinite(emb).all())\n",
         "",
         "cache entry holding NaN/Inf is accepted",
     ),
     M(
-        "helpers/embeddings.py",
+        "helpers/sam/embeddings.py",
         "digest = hashlib.sha1(str(image.shape).encode())",
         "digest = hashlib.sha1()",
         "image key ignores the shape (same bytes, other shape collide)",
     ),
     # --- compare (widget controllers)
     M(
-        "helpers/compare.py",
+        "helpers/views/compare.py",
         "self.box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))",
         "self.box = (x0, y0, x1, y1)",
         "box dragged up/left is not normalised to x0 <= x1, y0 <= y1",
     ),
     M(
-        "helpers/compare.py",
+        "helpers/views/compare.py",
         'x0, y0, x1, y1 = (event[k] - 0.5 for k in ("x0", "y0", "x1", "y1"))',
         'x0, y0, x1, y1 = (event[k] + 0.5 for k in ("x0", "y0", "x1", "y1"))',
         "canvas position to pixel index: half-pixel shift with the wrong sign",
     ),
     M(
-        "helpers/compare.py",
+        "helpers/views/compare.py",
         "            self.state.undo()\n            self._rounds.pop()\n",
         "            self.state.undo()\n",
         "undo restores the prompts but keeps the undone round's masks and logits",
     ),
     M(
-        "helpers/compare.py",
+        "helpers/views/compare.py",
         "hit = np.flatnonzero(masks[:, y, x])",
         "hit = np.flatnonzero(masks[:, x, y])",
         "ground-truth instance looked up at the transposed pixel",
     ),
     # --- voc
     M(
-        "helpers/voc.py",
+        "helpers/data/voc.py",
         "if i not in (0, VOID_INDEX)]",
         "if i != 0]",
         "void (255) becomes an instance",
     ),
     M(
-        "helpers/voc.py",
+        "helpers/data/voc.py",
         "labels[k] = int(np.argmax(counts))",
         "labels[k] = int(values[0])",
         "instance class from its first pixel instead of the majority",
     ),
     M(
-        "helpers/voc.py",
+        "helpers/data/voc.py",
         'encoding="utf-8-sig"',
         'encoding="utf-8"',
         "a byte-order mark in a split file becomes part of the first id",
     ),
     # --- labpics
     M(
-        "helpers/labpics.py",
+        "helpers/data/labpics.py",
         "            check_same_size(ignore_path, ignore, hw)\n",
         "",
         "Ignore.png of the wrong size is not detected",
     ),
     M(
-        "helpers/labpics.py",
+        "helpers/data/labpics.py",
         '"labels": np.ones(len(masks), dtype=np.int64)',
         '"labels": np.zeros(len(masks), dtype=np.int64)',
         "vessels labelled 0 (background)",
     ),
     M(
-        "helpers/labpics.py",
+        "helpers/data/labpics.py",
         "if vessels.is_dir():",
         "if vessels.exists():",
         "a Vessels file (not a folder) is accepted as annotations",
     ),
     # --- targets
     M(
-        "helpers/targets.py",
+        "helpers/detection/targets.py",
         "x1, y1 = w - cols.flip(1).argmax(dim=1), h - rows.flip(1).argmax(dim=1)",
         "x1, y1 = w - 1 - cols.flip(1).argmax(dim=1), h - 1 - rows.flip(1).argmax(dim=1)",
         "boxes end on the last pixel's centre, not its edge (missing +1)",
     ),
     M(
-        "helpers/targets.py",
+        "helpers/detection/targets.py",
         'np.asarray(sample["labels"] if labels is None else labels)',
         'np.asarray(sample["labels"])',
         "the labels argument is ignored",
     ),
-    # --- detection_data
+    # --- detection.data
     M(
-        "helpers/detection_data.py",
+        "helpers/detection/data.py",
         "return inside > overlap * np.maximum(area, 1)",
         "return inside >= overlap * np.maximum(area, 1)",
         "an instance exactly half inside Ignore counts as ignored",
     ),
     M(
-        "helpers/detection_data.py",
+        "helpers/detection/data.py",
         '        target["area"] = pixel_counts(target["masks"]).to(torch.float32)\n',
         "",
         "area not recomputed after the transforms",
     ),
     M(
-        "helpers/detection_data.py",
+        "helpers/detection/data.py",
         'keep = ~ignored_instances(s["masks"], s["ignore"], self.ignore_overlap)',
         'keep = ignored_instances(s["masks"], s["ignore"], self.ignore_overlap)',
         "training keeps only the ignored instances (missing ~)",
     ),
     # --- coco_eval
     M(
-        "helpers/coco_eval.py",
+        "helpers/detection/coco_eval.py",
         '"bbox": [x0, y0, x1 - x0, y1 - y0],',
         '"bbox": [x0, y0, x1, y1],',
         "detection boxes passed to COCO as xyxy instead of xywh",
     ),
     M(
-        "helpers/coco_eval.py",
+        "helpers/detection/coco_eval.py",
         '"iscrowd": int(is_crowd),',
         '"iscrowd": 0,',
         "ground truth mostly inside Ignore is not marked crowd",
     ),
     M(
-        "helpers/coco_eval.py",
+        "helpers/detection/coco_eval.py",
         'detections += coco_detections(i, out, s.get("ignore"))',
         "detections += coco_detections(i, out)",
         "evaluate_detector does not drop detections inside Ignore",
     ),
     # --- maskrcnn
     M(
-        "helpers/maskrcnn.py",
+        "helpers/detection/model.py",
         "    model.roi_heads.mask_predictor = MaskRCNNPredictor(mask_channels, 256, num_classes)\n",
         "",
         "only the box predictor replaced (the seed's bug): COCO's 91-class mask head kept",
     ),
     M(
-        "helpers/maskrcnn.py",
+        "helpers/detection/model.py",
         '    out["labels"] = torch.ones_like(out["labels"])\n',
         "",
         "vessel-like COCO detections keep their COCO labels",
     ),
     M(
-        "helpers/maskrcnn.py",
+        "helpers/detection/model.py",
         "if lo < 0 or hi > 1:",
         "if lo < 0 or hi > 255:",
         "0-255 float images pass the input check",
     ),
-    # --- maskrcnn_training
+    # --- detection.training
     M(
-        "helpers/maskrcnn_training.py",
+        "helpers/detection/training.py",
         "        optimizer.zero_grad(set_to_none=True)\n",
         "",
         "gradients never zeroed (accumulate across iterations)",
     ),
     M(
-        "helpers/maskrcnn_training.py",
-        'if ap is not None and ap["segm"]["AP"] > best_ap:',
-        'if ap is not None and ap["bbox"]["AP"] > best_ap:',
+        "helpers/detection/training.py",
+        'record, record["val_segm_ap"], lambda path',
+        'record, record["val_bbox_ap"], lambda path',
         "best.pt chosen by comparing box AP with the best mask AP",
     ),
     M(
-        "helpers/maskrcnn_training.py",
+        "helpers/detection/training.py",
         "steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)",
         "steps_per_epoch = len(sampler) // cfg.batch_size",
         "schedule length ignores the last partial batch",
     ),
     # --- roi_align
     M(
-        "helpers/roi_align.py",
+        "helpers/detection/roi_align.py",
         "+ (i + 0.5) * bin_size / gridf",
         "+ i * bin_size / gridf",
         "RoI Align samples at sub-cell corners instead of centres",
     ),
     M(
-        "helpers/roi_align.py",
+        "helpers/detection/roi_align.py",
         "gh = torch.ceil(roi_h / ph).to(torch.int64)",
         "gh = torch.ceil(roi_w / ph).to(torch.int64)",
         "adaptive sampling count of rows taken from the RoI width",
     ),
     M(
-        "helpers/roi_align.py",
+        "helpers/detection/roi_align.py",
         "r1 = min(max(math.ceil(t(p + 1) * bin_h) + sy, 0), h)",
         "r1 = min(max(math.floor(t(p + 1) * bin_h) + sy, 0), h)",
         "RoI Pool bin end rounded down instead of up",
     ),
     M(
-        "helpers/roi_align.py",
+        "helpers/detection/roi_align.py",
         "    v = float(v)\n"
         "    return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))",
         "    return round(float(v))",
         "RoI Pool box rounding with Python's round (ties to even), not C's",
     ),
     M(
-        "helpers/roi_align.py",
+        "helpers/detection/roi_align.py",
         "torch.log2(area.sqrt() / canonical_size)",
         "torch.log2(area / canonical_size)",
         "FPN level from the area instead of its square root",
@@ -521,97 +521,97 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- downloads
     M(
-        "helpers/downloads.py",
+        "helpers/data/downloads.py",
         "if (md5 is None and sha256_prefix is None) or _stamp(dest).is_file():",
         "if md5 is None or _stamp(dest).is_file():",
         "a file in place with only a SHA-256 prefix is trusted without checking it",
     ),
     M(
-        "helpers/downloads.py",
+        "helpers/data/downloads.py",
         "if have and resp.status == 206:",
         "if have:",
         "resume appends to the partial file even when the server ignored the Range request",
     ),
     M(
-        "helpers/downloads.py",
+        "helpers/data/downloads.py",
         "stale = host != socket.gethostname() or not _process_alive(int(pid))",
         "stale = not _process_alive(int(pid))",
         "another host's temporary folder judged by a local pid",
     ),
     # --- image_files
     M(
-        "helpers/image_files.py",
+        "helpers/data/image_files.py",
         "        img.load()\n",
         "",
         "lazy open: a truncated file is not detected at read time",
     ),
     M(
-        "helpers/image_files.py",
+        "helpers/data/image_files.py",
         'n_colour = {"RGBA": 3, "LA": 1}.get(img.mode, arr.shape[2])',
         "n_colour = arr.shape[2]",
         "alpha channel counted as colour in binary masks",
     ),
-    # --- jupyter_save
+    # --- course.jupyter_save
     M(
-        "helpers/jupyter_save.py",
+        "helpers/course/jupyter_save.py",
         'if model.get("type") != "notebook" or not is_smoke():',
         'if model.get("type") != "notebook":',
         "outputs stripped in full mode too",
     ),
     M(
-        "helpers/jupyter_save.py",
+        "helpers/course/jupyter_save.py",
         'return path.suffix == ".ipynb" and path.parent == NOTEBOOKS.resolve()',
         'return path.suffix == ".ipynb"',
         "any notebook (not only the course's) is stripped",
     ),
-    # --- local_setup
+    # --- course.local_setup
     M(
-        "helpers/local_setup.py",
+        "helpers/course/local_setup.py",
         'config.setdefault("ContentsManager", {})["pre_save_hook"] = HOOK',
         'config = {"ContentsManager": {"pre_save_hook": HOOK}}',
         "installing the hook overwrites the rest of the Jupyter config",
     ),
     M(
-        "helpers/local_setup.py",
+        "helpers/course/local_setup.py",
         'json.loads(path.read_text() or "{}")',
         "json.loads(path.read_text())",
         "an empty Jupyter config file is an error",
     ),
-    # --- colab_setup
+    # --- course.colab_setup
     M(
-        "helpers/colab_setup.py",
+        "helpers/course/colab_setup.py",
         'if not re.fullmatch(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
         'if not re.match(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
         "repository URL with trailing junk accepted (match instead of fullmatch)",
     ),
     M(
-        "helpers/colab_setup.py",
+        "helpers/course/colab_setup.py",
         'github = repository.removeprefix("https://github.com/")',
         'github = repository.removeprefix("https://github.com")',
         "badge URL gets a double slash (prefix without its trailing /)",
     ),
     # --- runtime
     M(
-        "helpers/runtime.py",
+        "helpers/course/runtime.py",
         'raw = os.environ.get(SMOKE_ENV, "").strip().lower()',
         'raw = os.environ.get(SMOKE_ENV, "").strip()',
         "SEGCOURSE_SMOKE=TRUE / Yes not understood (case-sensitive)",
     ),
     M(
-        "helpers/runtime.py",
+        "helpers/course/runtime.py",
         "path = Path(os.environ[CACHE_ENV]).expanduser()",
         "path = Path(os.environ[CACHE_ENV])",
         "SEGCOURSE_CACHE=~/... not expanded",
     ),
     # --- plotting (stack_labels)
     M(
-        "helpers/plotting.py",
+        "helpers/views/plotting.py",
         "y += h + gap",
         "y += h",
         "stacked labels placed without the gap",
     ),
     M(
-        "helpers/plotting.py",
+        "helpers/views/plotting.py",
         "x < bx1 and bx0 < x + w and y < by1 and by0 < y + h",
         "y < by1 and by0 < y + h",
         "label overlap tested on y only: labels side by side get stacked",
@@ -620,8 +620,8 @@ MUTATIONS: list[Mutation] = [
 
 
 def module_name(path: str) -> str:
-    """``helpers/clicks.py`` -> ``clicks``."""
-    return Path(path).stem
+    """``helpers/sam/clicks.py`` -> ``sam.clicks`` (the dotted path under ``helpers``)."""
+    return ".".join(Path(path).with_suffix("").parts[1:])
 
 
 def make_snapshot(dest: Path) -> None:
@@ -641,16 +641,16 @@ def committed(module: str) -> str | None:
 
 
 def tests_for(module: str, snapshot: Path) -> list[str]:
-    """The test files that can see ``module``: those naming ``helpers.<module>`` or one of
+    """The test files that can see ``module``: those naming ``helpers.<sub>.<module>`` or one of
     the module's top-level functions or classes. Running only these (``--targeted``)
     makes the audit minutes instead of hours; a bug caught only by an unrelated test file
     then counts as escaped, so the measured share can only be lower than the whole
     suite's."""
     source = (snapshot / module).read_text()
-    names = {module_name(module)} | set(re.findall(r"^(?:def|class) (\w+)", source, re.M))
+    names = set(re.findall(r"^(?:def|class) (\w+)", source, re.M))
     names = {n for n in names if not n.startswith("_")}
     pattern = re.compile(
-        rf"helpers\.{module_name(module)}\b|\b(?:{'|'.join(map(re.escape, names))})\b"
+        rf"helpers\.{re.escape(module_name(module))}\b|\b(?:{'|'.join(map(re.escape, names))})\b"
     )
     files = []
     for path in sorted((snapshot / "tests").glob("test_*.py")):

@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.clicks import next_click
-from helpers.onnx_decoder import (
+from helpers.sam.clicks import next_click
+from helpers.sam.model import build_sam, build_tiny_sam
+from helpers.sam.onnx_decoder import (
     OnnxDecoder,
     click_latency,
     export_decoder,
     first_click_agreement,
     quantize_int8,
 )
-from helpers.sam_model import build_sam, build_tiny_sam
-from helpers.sam_predict import embed_image, predict
+from helpers.sam.predict import embed_image, predict
 
 
 def main() -> None:

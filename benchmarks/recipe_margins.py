@@ -29,12 +29,13 @@ from unittest import mock
 import torch
 from torch.utils.data import Subset
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset, sam_training
-from helpers.embeddings import EmbeddingCache
-from helpers.sam_data import prepare_items
-from helpers.sam_eval import evaluate
-from helpers.sam_model import build_tiny_sam
-from helpers.sam_training import SamTrainConfig, load_best, train_decoder
+import helpers.sam.training as sam_training
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.evaluation import evaluate
+from helpers.sam.items import prepare_items
+from helpers.sam.model import build_tiny_sam
+from helpers.sam.training import SamTrainConfig, load_best, train_decoder
 
 SMOKE = dict(epochs=6, lr=1.5e-3, dice_weight=3.0)  # notebook 03's smoke settings
 SAM_ROUNDS = dict(click_rounds=1, refine_rounds=0)

@@ -1,4 +1,4 @@
-"""helpers.roi_align vs torchvision's compiled CPU kernel at Mask R-CNN mask-head sizes.
+"""helpers.detection.roi_align vs torchvision's compiled CPU kernel at Mask R-CNN mask-head sizes.
 
 Prints one JSON line per feature-map size: both median times and ``ratio`` (ours over
 torchvision's; below 1 means ours is faster), after checking both give the same output.
@@ -15,7 +15,7 @@ import time
 import torch
 import torchvision
 
-from helpers.roi_align import roi_align
+from helpers.detection.roi_align import roi_align
 
 
 def make_boxes(n_images: int, k: int, image_size: int, gen: torch.Generator) -> torch.Tensor:

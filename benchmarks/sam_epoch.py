@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.embeddings import EmbeddingCache
-from helpers.losses import bce_dice_loss
-from helpers.prompts import instance_candidates, sample_prompts
-from helpers.sam_data import prepare_items
-from helpers.sam_model import build_sam
-from helpers.sam_predict import embed_image, predict
-from helpers.sam_training import SamTrainConfig, train_decoder
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.items import prepare_items
+from helpers.sam.losses import bce_dice_loss
+from helpers.sam.model import build_sam
+from helpers.sam.predict import embed_image, predict
+from helpers.sam.prompts import instance_candidates, sample_prompts
+from helpers.sam.training import SamTrainConfig, train_decoder
 
 
 def seed_epoch(sam, dataset, n_images: int, cfg: SamTrainConfig) -> tuple[float, int]:

@@ -1,11 +1,11 @@
 """VOC2007's extraction after a Colab reconnect, timed on archives of the real size.
 
 In Colab the course keeps the archives on Google Drive and extracts the data set to the
-VM's own disk (``helpers.runtime.data_dir``); a new runtime re-extracts it. This script
+VM's own disk (``helpers.course.runtime.data_dir``); a new runtime re-extracts it. This script
 builds the two archives in VOC2007's real layout and size (trainval: 5,011 images,
 test: 4,952; Annotations, JPEGImages, 422 + 210 segmentation pairs, the Segmentation
 split lists; about 21,000 files and 880 MB of bytes: random, since extraction never
-decodes them) and times, with ``helpers.voc.download_voc2007`` itself:
+decodes them) and times, with ``helpers.data.voc.download_voc2007`` itself:
 
 - ``first_s``: the first extraction after a download: both MD5s checked, extracted,
   every split checked, moved into place;
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.voc import VOC2007_SEGMENTATION_COUNTS, download_voc2007
+from helpers.data.voc import VOC2007_SEGMENTATION_COUNTS, download_voc2007
 
 # (images, segmentation images) per archive, as in the real VOC2007
 ARCHIVES = {"VOCtrainval_06-Nov-2007.tar": (5011, 422), "VOCtest_06-Nov-2007.tar": (4952, 210)}

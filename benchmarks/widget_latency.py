@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.compare import SamCompare
-from helpers.sam_model import build_sam
-from helpers.widget import image_data_url
+from helpers.sam.model import build_sam
+from helpers.views.compare import SamCompare
+from helpers.views.widget import image_data_url
 
 
 def main() -> None:

@@ -223,32 +223,3 @@ def load_weights(module: torch.nn.Module, path: str | Path, what: str = "this mo
     check_state_dict(path, payload["model"], module.state_dict(), what)
     module.load_state_dict(payload["model"])
     return payload.get("meta", {})
-
-
-def say_where_training_starts(
-    last_path: Path, first: int, last: int, epochs: int, what: str
-) -> None:
-    """One visible line before training: a fresh start, a resume, or nothing to do."""
-    if first > last:
-        log.info(
-            "%s: epochs 1-%d already trained; nothing left to train (delete it to train again)",
-            last_path,
-            first - 1,
-        )
-    elif first > 1:
-        log.info(
-            "resumed from %s after epoch %d of %d: training epochs %d-%d",
-            last_path,
-            first - 1,
-            epochs,
-            first,
-            last,
-        )
-    else:
-        log.info(
-            "training %s: epochs 1-%d of %d; checkpoints in %s",
-            what,
-            last,
-            epochs,
-            last_path.parent,
-        )

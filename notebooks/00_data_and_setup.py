@@ -62,12 +62,12 @@ import numpy as np
 import torchvision
 from PIL import Image
 
-from helpers import plotting
-from helpers.image_files import DataError
-from helpers.labpics import LabPicsDataset
-from helpers.runtime import DATA_EXAMPLE, describe
-from helpers.targets import detection_target
-from helpers.voc import VOC_CLASSES, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE, describe
+from helpers.data.image_files import DataError
+from helpers.data.labpics import LabPicsDataset
+from helpers.data.voc import VOC_CLASSES, VOCInstanceDataset
+from helpers.detection.targets import detection_target
+from helpers.views import plotting
 
 print(describe())
 

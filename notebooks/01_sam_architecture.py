@@ -70,11 +70,11 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from helpers import plotting
-from helpers.runtime import DATA_EXAMPLE, default_device, describe, is_smoke
-from helpers.sam_model import load_sam, module_sizes
-from helpers.sam_predict import embed_image, predict, preprocess
-from helpers.voc import VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE, default_device, describe, is_smoke
+from helpers.data.voc import VOCInstanceDataset
+from helpers.sam.model import load_sam, module_sizes
+from helpers.sam.predict import embed_image, predict, preprocess
+from helpers.views import plotting
 
 print(describe())
 

@@ -71,9 +71,15 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 
-from helpers import plotting
-from helpers.roi_align import fpn_levels, roi_align, roi_pool, roundtrip_experiment, sample_points
-from helpers.runtime import describe, is_smoke
+from helpers.course.runtime import describe, is_smoke
+from helpers.detection.roi_align import (
+    fpn_levels,
+    roi_align,
+    roi_pool,
+    roundtrip_experiment,
+    sample_points,
+)
+from helpers.views import plotting
 
 print(describe())
 
@@ -240,7 +246,7 @@ assert levels.tolist() == [2, 2, 3, 4, 5, 5]
 # %% [markdown]
 # ## The from-scratch `roi_align`, and why it is fast
 #
-# `helpers.roi_align.roi_align` has torchvision's signature and results (the tests
+# `helpers.detection.roi_align.roi_align` has torchvision's signature and results (the tests
 # compare forward and gradients over hundreds of random cases, including boxes outside
 # the map and of zero size, at 1e-10 in float64). Its trick: a bilinear weight is a row
 # weight times a column weight, so a whole RoI is two small matrix products,

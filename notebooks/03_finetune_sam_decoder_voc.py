@@ -100,24 +100,24 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from helpers import plotting
-from helpers.clicks import next_click
-from helpers.embeddings import EmbeddingCache
+from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
+from helpers.data.voc import VOCInstanceDataset, download_voc2007
 from helpers.metrics import mask_iou
-from helpers.prompts import PromptConfig, sample_prompts
-from helpers.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
-from helpers.sam_data import prepare_items
-from helpers.sam_eval import comparison_table, evaluate
-from helpers.sam_model import load_decoder, load_sam, module_sizes, with_own_decoder
-from helpers.sam_predict import predict_round
-from helpers.sam_training import (
+from helpers.sam.clicks import next_click
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.evaluation import comparison_table, evaluate
+from helpers.sam.items import prepare_items
+from helpers.sam.model import load_decoder, load_sam, module_sizes, with_own_decoder
+from helpers.sam.predict import predict_round
+from helpers.sam.prompts import PromptConfig, sample_prompts
+from helpers.sam.training import (
     SamTrainConfig,
     decoder_changes,
     train_decoder,
     weight_decay_only_change,
 )
-from helpers.voc import VOCInstanceDataset, download_voc2007
-from helpers.widget import sam_compare_widget
+from helpers.views import plotting
+from helpers.views.widget import sam_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
@@ -358,10 +358,10 @@ plt.show()
 # ## The interactive protocol: how every number below is measured
 #
 # For each test instance, a simulated user clicks up to `max_clicks` times
-# (`helpers.clicks.next_click`, the clicker of RITM and SimpleClick): each click goes to
+# (`helpers.sam.clicks.next_click`, the clicker of RITM and SimpleClick): each click goes to
 # the pixel farthest from the boundary of the missed region (a positive click) or of the
 # spurious region (a negative click), whichever is deeper. Each click is one round of
-# `helpers.sam_predict.predict_round`, the same function the training rounds and the
+# `helpers.sam.predict.predict_round`, the same function the training rounds and the
 # widget call:
 #
 # - **click 1**: one point alone is ambiguous (the shirt, the person, the group?), so SAM

@@ -82,20 +82,20 @@ import torch
 from torch.utils.data import Subset
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from helpers import plotting
-from helpers.coco_eval import evaluate_detector
-from helpers.detection_data import LabPicsDetection, train_transforms
-from helpers.labpics import LabPicsDataset, download_labpics
-from helpers.maskrcnn import (
+from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
+from helpers.data.labpics import LabPicsDataset, download_labpics
+from helpers.detection.coco_eval import evaluate_detector
+from helpers.detection.data import LabPicsDetection, train_transforms
+from helpers.detection.model import (
     SMOKE_MODEL_KWARGS,
     build_coco_maskrcnn,
     build_maskrcnn,
     check_input_contract,
     map_to_vessel,
 )
-from helpers.maskrcnn_training import MaskRCNNTrainConfig, load_best, train_maskrcnn
-from helpers.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
-from helpers.widget import detection_compare_widget
+from helpers.detection.training import MaskRCNNTrainConfig, load_best, train_maskrcnn
+from helpers.views import plotting
+from helpers.views.widget import detection_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
@@ -305,7 +305,7 @@ print(
 # peak memory against an eager load-everything data set: see the README). The weights
 # are asked for with `weights="DEFAULT"` (`MaskRCNN_ResNet50_FPN_Weights.DEFAULT`);
 # `build_maskrcnn` first fetches the file into torch.hub's cache
-# (`helpers.maskrcnn.ensure_coco_weights`: length and SHA-256 checked), where torchvision
+# (`helpers.detection.model.ensure_coco_weights`: length and SHA-256 checked), where torchvision
 # then finds it.
 #
 # ## Training

@@ -67,31 +67,31 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from helpers import plotting
-from helpers.automatic_masks import automatic_table, measure_automatic_masks
 from helpers.checkpoints import CheckpointError
-from helpers.clicks import next_click
-from helpers.embeddings import EmbeddingCache
-from helpers.onnx_decoder import (
-    OnnxDecoder,
-    click_latency,
-    export_decoder,
-    first_click_agreement,
-    quantize_int8,
-)
-from helpers.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
-from helpers.sam_data import prepare_items
-from helpers.sam_model import (
+from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
+from helpers.data.voc import VOCInstanceDataset, download_voc2007
+from helpers.sam.automatic_masks import automatic_table, measure_automatic_masks
+from helpers.sam.clicks import next_click
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.items import prepare_items
+from helpers.sam.model import (
     build_tiny_sam,
     download_checkpoint,
     load_decoder,
     load_sam,
     with_own_decoder,
 )
-from helpers.sam_predict import embed_image, predict
-from helpers.sam_training import SamTrainConfig, train_decoder
-from helpers.voc import VOCInstanceDataset, download_voc2007
-from helpers.widget import sam_compare_widget
+from helpers.sam.onnx_decoder import (
+    OnnxDecoder,
+    click_latency,
+    export_decoder,
+    first_click_agreement,
+    quantize_int8,
+)
+from helpers.sam.predict import embed_image, predict
+from helpers.sam.training import SamTrainConfig, train_decoder
+from helpers.views import plotting
+from helpers.views.widget import sam_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
@@ -284,7 +284,7 @@ plt.show()
 # `SamOnnxModel` through `torch.onnx.export(..., dynamo=False)`, the TorchScript-based
 # exporter that segment-anything's own export script uses: the newer `dynamo=True`
 # exporter stops at the model's crop of the padding, whose size is computed from an
-# input (`helpers/onnx_decoder.py` says more, and why the crop is rewritten: traced as
+# input (`helpers/sam/onnx_decoder.py` says more, and why the crop is rewritten: traced as
 # written, it keeps the aspect ratio of the example used for the export).
 
 # %%

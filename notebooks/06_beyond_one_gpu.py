@@ -20,8 +20,8 @@
 # 04 run unchanged under PyTorch's own distributed engine. Both jobs are command-line entry
 # points of the course's package, built on the same helpers and settings:
 #
-# - `python -m helpers.train_sam_decoder` (notebook 03's job; `--help` lists every setting)
-# - `python -m helpers.train_maskrcnn` (notebook 04's job)
+# - `python -m helpers.sam.train` (notebook 03's job; `--help` lists every setting)
+# - `python -m helpers.detection.train` (notebook 04's job)
 #
 # each runnable as `python -m ...` on one device and as `torchrun --nproc_per_node N -m ...`
 # on N. What you will learn: what data parallelism splits and what it averages for these
@@ -65,10 +65,10 @@ from pathlib import Path
 import torch
 
 import helpers
-from helpers.runtime import DATA_EXAMPLE, cache_dir, describe, is_smoke
-from helpers.sam_model import load_sam, module_sizes, with_own_decoder
-from helpers.voc import VOCInstanceDataset
-from helpers.widget import sam_compare_widget
+from helpers.course.runtime import DATA_EXAMPLE, cache_dir, describe, is_smoke
+from helpers.data.voc import VOCInstanceDataset
+from helpers.sam.model import load_sam, module_sizes, with_own_decoder
+from helpers.views.widget import sam_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
@@ -82,7 +82,7 @@ REPO_ROOT = Path(helpers.__file__).resolve().parent.parent  # where scripts/ lie
 # processes** (an *all-reduce*) so that every copy takes the very same optimizer step.
 # Nothing else crosses between processes during training: no images, no activations.
 #
-# **SAM's decoder** (`train_sam_decoder`). The frozen image encoder is the expensive part
+# **SAM's decoder** (`helpers.sam.train`). The frozen image encoder is the expensive part
 # (~0.97 TFLOP per image for vit_b) and its output does not change, so it runs **once**
 # per image, in parallel: each process encodes its share of the images the embedding
 # cache lacks (entries are written to a temporary file and renamed, so no process reads
@@ -110,7 +110,7 @@ print(
 # processes and its sums reduced; only rank 0 writes `best.pt` and `last.pt`; a
 # non-finite loss on any process stops all of them (a flag is all-reduced every step).
 #
-# **Mask R-CNN** (`train_maskrcnn`) is the textbook case, as in torchvision's detection
+# **Mask R-CNN** (`helpers.detection.train`) is the textbook case, as in torchvision's detection
 # references: the model wrapped in `DistributedDataParallel` (which averages the
 # gradients during the backward pass), each process reading every `world`-th sample of the
 # epoch's order (`SeededShuffle`, dealt as `DistributedSampler` deals), `--batch-size` per
@@ -124,8 +124,8 @@ print(
 # One machine with 8 GPUs (`torchrun` starts 8 processes and tells each its rank):
 #
 # ```bash
-# torchrun --standalone --nproc_per_node 8 -m helpers.train_sam_decoder --batch-images 8
-# torchrun --standalone --nproc_per_node 8 -m helpers.train_maskrcnn --lr 0.04
+# torchrun --standalone --nproc_per_node 8 -m helpers.sam.train --batch-images 8
+# torchrun --standalone --nproc_per_node 8 -m helpers.detection.train --lr 0.04
 # ```
 #
 # With `--batch-images 8` each step sees 8 images, 1 per GPU; one process with
@@ -164,7 +164,7 @@ def run(cmd):
 
 torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 one, one_s = run(
-    [sys.executable, "-m", "helpers.train_sam_decoder", *common, "--no-resume"]
+    [sys.executable, "-m", "helpers.sam.train", *common, "--no-resume"]
     + ["--out", f"{RUNS}/one", "--embeddings", f"{RUNS}/embeddings_one"]
 )
 two_args = [*common, "--out", f"{RUNS}/two", "--embeddings", f"{RUNS}/embeddings_two"]
@@ -172,8 +172,8 @@ for stale in (RUNS / "two").glob("*.pt"):
     stale.unlink()  # a fresh run each time the notebook runs
 for f in (RUNS / "embeddings_two").glob("*.pt"):
     f.unlink()  # so that the parallel fill below fills it
-part, part_s = run([*torchrun, "-m", "helpers.train_sam_decoder", *two_args, "--until-epoch", "1"])
-two, two_s = run([*torchrun, "-m", "helpers.train_sam_decoder", *two_args])
+part, part_s = run([*torchrun, "-m", "helpers.sam.train", *two_args, "--until-epoch", "1"])
+two, two_s = run([*torchrun, "-m", "helpers.sam.train", *two_args])
 print(f"1 process: {one['epochs']} epochs in {one_s:.0f} s")
 print(
     f"2 processes: epoch 1 in {part_s:.0f} s (rank 0 encoded {part['encoded_here']} of the "
@@ -205,7 +205,7 @@ assert differ < 1e-5 < moved, (differ, moved)  # equal up to float rounding
 
 # %%
 mask_rcnn, mask_rcnn_s = run(
-    [*torchrun, "-m", "helpers.train_maskrcnn", "--epochs", "1", "--train-images", "4"]
+    [*torchrun, "-m", "helpers.detection.train", "--epochs", "1", "--train-images", "4"]
     + ["--num-workers", "0", "--no-resume", "--out", f"{RUNS}/maskrcnn", "--device", "cpu"]
 )
 print(

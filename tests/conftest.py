@@ -4,7 +4,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from helpers.runtime import DATA_EXAMPLE
+from helpers.course.runtime import DATA_EXAMPLE
 
 matplotlib.use("Agg")
 

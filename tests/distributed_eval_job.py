@@ -68,10 +68,10 @@ def nonfinite_stops_every_rank(place, tmp) -> dict:
     (none left waiting in an all-reduce). Returns what each loop raised here."""
     from types import SimpleNamespace
 
-    from helpers import sam_training
-    from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_one_epoch
-    from helpers.sam_model import build_tiny_sam
-    from helpers.sam_training import SamTrainConfig, train_decoder
+    import helpers.sam.training as sam_training
+    from helpers.detection.training import MaskRCNNTrainConfig, train_one_epoch
+    from helpers.sam.model import build_tiny_sam
+    from helpers.sam.training import SamTrainConfig, train_decoder
 
     poisoned = float("nan") if place.rank == 1 else 1.0
     raised = {}
@@ -113,7 +113,7 @@ def nonfinite_stops_every_rank(place, tmp) -> dict:
 if __name__ == "__main__":
     import sys
 
-    from helpers.coco_eval import evaluate_detector
+    from helpers.detection.coco_eval import evaluate_detector
     from helpers.distributed import cleanup, setup
 
     place = setup("cpu")

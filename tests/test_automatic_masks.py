@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from helpers.automatic_masks import automatic_table, best_ious, measure_automatic_masks
+from helpers.sam.automatic_masks import automatic_table, best_ious, measure_automatic_masks
 
 
 def _rle(masks):

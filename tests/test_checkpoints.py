@@ -10,7 +10,7 @@ from helpers.checkpoints import (
     resume_training,
     save_training_state,
 )
-from helpers.sam_training import SamTrainConfig
+from helpers.sam.training import SamTrainConfig
 
 
 def _run_objects(seed=0):

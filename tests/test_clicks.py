@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from helpers.clicks import error_clicks, next_click, noc
+from helpers.sam.clicks import error_clicks, next_click, noc
 
 
 def test_first_click_is_the_most_interior_pixel_of_the_object():
@@ -121,7 +121,7 @@ def test_the_distance_transform_is_the_exact_euclidean_one():
     transform (the oracle) on random regions, image border counted as outside."""
     from scipy import ndimage
 
-    from helpers.clicks import inner_distance
+    from helpers.sam.clicks import inner_distance
 
     rng = np.random.default_rng(0)
     for t in range(60):

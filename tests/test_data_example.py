@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from helpers import DATA_EXAMPLE
-from helpers.data_example import generate
+from helpers.data.data_example import generate
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_data_example_stays_small():
 def test_no_colour_threshold_solves_data_example():
     """Even a threshold chosen per image with the answer in hand stays far from the masks."""
     from helpers import LabPicsDataset, VOCInstanceDataset
-    from helpers.data_example import threshold_baseline_iou
+    from helpers.data.data_example import threshold_baseline_iou
 
     voc = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "trainval")
     lab = LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train")
@@ -60,7 +60,7 @@ def test_no_colour_threshold_solves_data_example():
 
 
 def test_threshold_baseline_finds_a_threshold_that_does_solve_an_easy_image():
-    from helpers.data_example import threshold_baseline_iou
+    from helpers.data.data_example import threshold_baseline_iou
 
     img = np.full((20, 20, 3), 40, np.uint8)
     fg = np.zeros((20, 20), bool)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.sam_model import build_tiny_sam
+from helpers.sam.model import build_tiny_sam
 
 ROOT = Path(__file__).parent.parent
 SAM_ARGS = ["--epochs", "2", "--batch-images", "2", "--click-rounds", "1", "--refine-rounds", "0"]
@@ -36,17 +36,17 @@ def torchrun(*args, timeout=180):
 
 
 def test_sam_decoder_on_two_processes_resumed_equals_one_process(tmp_path):
-    from helpers.train_sam_decoder import main
+    from helpers.sam.train import main
 
     one = main(SAM_ARGS + ["--out", str(tmp_path / "one"), "--embeddings", str(tmp_path / "e1")])
     assert one["world"] == 1 and one["epochs"] == 2
     common = SAM_ARGS + ["--out", str(tmp_path / "two"), "--embeddings", str(tmp_path / "e2")]
-    first = torchrun("-m", "helpers.train_sam_decoder", *common, "--until-epoch", "1")
+    first = torchrun("-m", "helpers.sam.train", *common, "--until-epoch", "1")
     assert [r["world"] for r in first] == [2] and first[0]["epochs"] == 1  # rank 0 speaks
     assert first[0]["encoded_here"] == 3  # its share of the 5 train + val images: 2 + 1
     files = sorted((tmp_path / "e2").iterdir())
     assert len(files) == 5 and all(f.suffix == ".pt" for f in files)  # each image once
-    second = torchrun("-m", "helpers.train_sam_decoder", *common)
+    second = torchrun("-m", "helpers.sam.train", *common)
     assert second[0]["epochs"] == 2 and second[0]["encoded_here"] == 0  # all from the cache
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
@@ -61,7 +61,7 @@ def test_sam_decoder_on_two_processes_resumed_equals_one_process(tmp_path):
 def test_maskrcnn_trains_under_ddp_with_processes_in_step(tmp_path):
     out = torchrun(
         "-m",
-        "helpers.train_maskrcnn",
+        "helpers.detection.train",
         "--epochs",
         "1",
         "--train-images",
@@ -81,7 +81,7 @@ def test_evaluation_gathered_on_rank_0_equals_one_process_and_a_nan_on_one_rank_
     sys.path.insert(0, str(ROOT / "tests"))
     from distributed_eval_job import reader_and_model
 
-    from helpers.coco_eval import evaluate_detector
+    from helpers.detection.coco_eval import evaluate_detector
 
     reader, model = reader_and_model()
     alone = evaluate_detector(model, reader, show_progress=False)

@@ -1,4 +1,4 @@
-"""helpers.downloads against a real HTTP server on 127.0.0.1."""
+"""helpers.data.downloads against a real HTTP server on 127.0.0.1."""
 
 import hashlib
 import http.server
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.downloads import OWNER_FILE, DownloadError, fetch, md5sum, sweep_stale
+from helpers.data.downloads import OWNER_FILE, DownloadError, fetch, md5sum, sweep_stale
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -176,9 +176,8 @@ def test_stale_temporary_folders_are_swept_and_live_ones_kept(tmp_path):
 
 def test_a_killed_download_leaves_a_folder_that_the_next_run_removes(server, tmp_path):
     dest = tmp_path / "data.zip"
-    code = (
-        f"from helpers.downloads import fetch; fetch({f'{server}/slow/data.zip'!r}, {str(dest)!r})"
-    )
+    url = f"{server}/slow/data.zip"
+    code = f"from helpers.data.downloads import fetch; fetch({url!r}, {str(dest)!r})"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env={**os.environ, "TQDM_DISABLE": "1"}
     )

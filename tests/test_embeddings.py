@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.embeddings import EmbeddingCache
-from helpers.sam_model import build_tiny_sam
-from helpers.sam_predict import embed_image
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.model import build_tiny_sam
+from helpers.sam.predict import embed_image
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, da
         entry = torch.load(path, weights_only=True)
         entry["embedding"] = entry["embedding"][:, :128]
         torch.save(entry, path)
-    with caplog.at_level(logging.WARNING, logger="helpers.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="helpers.sam.embeddings"):
         again = cache.get(images[1])
     assert cache.misses == 2 and "recomputing" in caplog.text
     assert torch.equal(again.embedding, good)
@@ -80,7 +80,7 @@ def test_corrupt_cache_file_is_detected_and_recomputed(tmp_path, images, sam, da
 def test_a_changed_preprocessing_version_is_a_miss(tmp_path, images, sam, monkeypatch):
     """Bumping PREPROCESSING_VERSION (what embeddings.py says to do when preprocess
     changes) makes every stored embedding a miss, never a stale hit."""
-    import helpers.embeddings as emb_module
+    import helpers.sam.embeddings as emb_module
 
     cache = EmbeddingCache(tmp_path, sam)
     cache.get(images[0])
@@ -94,7 +94,7 @@ def test_a_changed_preprocessing_version_is_a_miss(tmp_path, images, sam, monkey
 
 
 def test_images_with_the_same_bytes_in_another_shape_have_other_keys(tmp_path, sam):
-    from helpers.embeddings import image_key
+    from helpers.sam.embeddings import image_key
 
     a = (torch.arange(2 * 6 * 3) % 256).to(torch.uint8).numpy().reshape(2, 6, 3)
     b = a.reshape(6, 2, 3)  # the same bytes, another image

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.image_files import DataError, read_binary_mask, read_index_png, read_rgb
+from helpers.data.image_files import DataError, read_binary_mask, read_index_png, read_rgb
 
 
 def test_read_rgb_converts_grayscale_photo_to_three_equal_channels(tmp_path):

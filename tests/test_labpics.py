@@ -42,7 +42,7 @@ def test_labpics_reader_accepts_the_folder_above_the_archive_root():
 def test_sample_without_vessels_folder_is_skipped_counted_and_reported(data_copy, caplog):
     root = data_copy / "LabPicsMedical"
     shutil.rmtree(root / "Train" / "train_002" / "Vessels")
-    with caplog.at_level(logging.WARNING, logger="helpers.labpics"):
+    with caplog.at_level(logging.WARNING, logger="helpers.data.labpics"):
         ds = LabPicsDataset(root, "Train")
     assert len(ds) == 7 and [p.name for p in ds.skipped] == ["train_002"]
     assert "skipped 1 of 8 samples without a Vessels/ folder" in caplog.text
@@ -102,7 +102,7 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
     import zipfile
     from functools import partial
 
-    from helpers.labpics import download_labpics
+    from helpers.data.labpics import download_labpics
 
     served = tmp_path / "served"
     served.mkdir()
@@ -127,7 +127,7 @@ def test_labpics_download_extracts_checks_layout_and_reuses(tmp_path, caplog):
         # a killed extraction's temporary folder is removed by the next run
         (tmp_path / "cache" / ".extract-killed").mkdir(parents=True)
         (tmp_path / "cache" / ".extract-killed" / ".owner").write_text("gone-vm 1\n")
-        with caplog.at_level(logging.WARNING, logger="helpers.downloads"):
+        with caplog.at_level(logging.WARNING, logger="helpers.data.downloads"):
             root = download_labpics(tmp_path / "cache", f"{base}/LabPicsMedical.zip")
         assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
             "LabPicsMedical",

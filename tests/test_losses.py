@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.losses import bce_dice_loss, bce_dice_per_mask, iou_of_logits
+from helpers.sam.losses import bce_dice_loss, bce_dice_per_mask, iou_of_logits
 
 
 def test_bce_and_dice_follow_their_formulas_on_a_hand_made_case():
@@ -49,8 +49,8 @@ def test_a_target_pixel_on_void_counts_in_neither_term():
     logits = torch.tensor([[[5.0, -5.0, 2.0, -50.0]]])
     targets = torch.tensor([[[1.0, 0.0, 1.0, 1.0]]])  # the last pixel: object, but void
     valid = torch.tensor([[True, True, True, False]])
-    full = bce_dice_per_mask(logits[..., :3], targets[..., :3])
-    masked = bce_dice_per_mask(logits, targets, valid)
+    full = bce_dice_per_mask(logits[..., :3], targets[..., :3], dice_weight=2.0)
+    masked = bce_dice_per_mask(logits, targets, valid, dice_weight=2.0)
     for a, b in zip(full, masked):
         torch.testing.assert_close(a, b)
 
@@ -60,8 +60,9 @@ def test_per_mask_losses_keep_the_mask_dimensions_and_agree_with_the_mean():
     logits = torch.randn(4, 3, 8, 8, generator=g) * 3
     targets = torch.rand(4, 1, 8, 8, generator=g) > 0.5
     valid = torch.rand(8, 8, generator=g) > 0.2
-    bce, dice = bce_dice_per_mask(logits, targets, valid, dice_weight=2.0)
-    assert bce.shape == dice.shape == (4, 3)
+    loss, bce, dice = bce_dice_per_mask(logits, targets, valid, dice_weight=2.0)
+    assert loss.shape == bce.shape == dice.shape == (4, 3)
+    torch.testing.assert_close(loss, bce + 2.0 * dice)  # the weight is applied, once
     for i in range(4):
         for k in range(3):  # each entry is the loss of that mask alone
             one, parts = bce_dice_loss(
@@ -69,6 +70,7 @@ def test_per_mask_losses_keep_the_mask_dimensions_and_agree_with_the_mean():
             )
             assert parts["bce"] == pytest.approx(float(bce[i, k]), rel=1e-5)
             assert parts["dice"] == pytest.approx(float(dice[i, k]), rel=1e-5)
+            assert float(one) == pytest.approx(float(loss[i, k]), rel=1e-5)
 
 
 def test_iou_of_logits_is_the_iou_of_the_thresholded_logits():

@@ -14,8 +14,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from helpers import DATA_EXAMPLE, LabPicsDataset
-from helpers.coco_eval import coco_ap, coco_detections, coco_ground_truth, encode_mask
-from helpers.detection_data import (
+from helpers.detection.coco_eval import coco_ap, coco_detections, coco_ground_truth, encode_mask
+from helpers.detection.data import (
     LabPicsDetection,
     SeededShuffle,
     ZoomForModel,
@@ -25,14 +25,14 @@ from helpers.detection_data import (
     model_working_size,
     train_transforms,
 )
-from helpers.maskrcnn import (
+from helpers.detection.model import (
     SMOKE_MODEL_KWARGS,
     build_maskrcnn,
     check_input_contract,
     coco_category_ids,
     map_to_vessel,
 )
-from helpers.maskrcnn_training import MaskRCNNTrainConfig, train_maskrcnn
+from helpers.detection.training import MaskRCNNTrainConfig, train_maskrcnn
 
 LABPICS = DATA_EXAMPLE / "LabPicsMedical"
 SIZES = dict(min_size=SMOKE_MODEL_KWARGS["min_size"], max_size=SMOKE_MODEL_KWARGS["max_size"])
@@ -325,7 +325,7 @@ def test_detections_in_the_ignore_region_are_dropped_and_ignored_gt_is_crowd():
 def test_a_detection_inside_the_ignore_region_changes_no_ap_of_evaluate_detector():
     """Through evaluate_detector: one vessel found, plus a confident spurious detection
     lying in Ignore.png; AP is the same as without it (and lower when it lies outside)."""
-    from helpers.coco_eval import evaluate_detector
+    from helpers.detection.coco_eval import evaluate_detector
 
     h = w = 40
     vessel = np.zeros((h, w), bool)
@@ -378,7 +378,7 @@ def test_evaluate_detector_copies_one_uint8_mask_at_a_time_to_the_cpu():
     evaluating a host copy of the same output."""
     from torch.overrides import TorchFunctionMode
 
-    from helpers.coco_eval import evaluate_detector
+    from helpers.detection.coco_eval import evaluate_detector
 
     class HostCopies(TorchFunctionMode):
         largest = 0
@@ -547,8 +547,8 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
 def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkeypatch):
     """The validation runs every epoch (evaluate_detector, on a real reader) and best.pt
     keeps the weights of the epoch whose mask AP was highest, not the last ones."""
-    import helpers.maskrcnn_training as mt
-    from helpers.maskrcnn_training import load_best
+    import helpers.detection.training as mt
+    from helpers.detection.training import load_best
 
     two = torch.utils.data.Subset(LabPicsDataset(LABPICS, "Test"), range(2))
     cfg = MaskRCNNTrainConfig(epochs=3, batch_size=2, lr=0.002)
@@ -595,7 +595,7 @@ def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkey
 
 def test_a_best_pt_of_another_model_is_a_clear_error(tmp_path):
     from helpers.checkpoints import CheckpointError, save_weights
-    from helpers.maskrcnn_training import load_best
+    from helpers.detection.training import load_best
 
     save_weights(
         build_maskrcnn(num_classes=3, pretrained=False), tmp_path / "best.pt", {"epoch": 1}
@@ -607,12 +607,12 @@ def test_a_best_pt_of_another_model_is_a_clear_error(tmp_path):
 
 
 def test_keeping_cocos_mask_predictor_trains_only_the_ground_truth_channel_and_breaks_loading():
-    """What helpers.maskrcnn says of the seed's model (box predictor replaced, COCO's
+    """What helpers.detection.model says of the seed's model (box predictor replaced, COCO's
     91-channel mask predictor kept): the mask loss reaches only channel 1 (the vessel's
     label, COCO's "person"), and its weights do not load into a 2-class Mask R-CNN."""
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-    from helpers.maskrcnn import build_coco_maskrcnn
+    from helpers.detection.model import build_coco_maskrcnn
 
     torch.manual_seed(0)
     seed_style = build_coco_maskrcnn(pretrained=False, **SMOKE_MODEL_KWARGS)
@@ -650,8 +650,8 @@ def _coco_layout_state_dict(seed: int = 0) -> dict:
 
 
 def test_coco_weights_offline_name_the_file_its_place_and_smoke_mode(tmp_path, monkeypatch):
-    import helpers.maskrcnn as maskrcnn
-    from helpers.downloads import DownloadError
+    import helpers.detection.model as maskrcnn
+    from helpers.data.downloads import DownloadError
 
     real_name = maskrcnn.COCO_WEIGHTS_URL.rsplit("/", 1)[-1]
     assert real_name.startswith("maskrcnn_resnet50_fpn_coco-")
@@ -673,8 +673,8 @@ def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_p
     import threading
     from functools import partial
 
-    import helpers.maskrcnn as maskrcnn
-    from helpers.downloads import DownloadError
+    import helpers.detection.model as maskrcnn
+    from helpers.data.downloads import DownloadError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     served = tmp_path / "served"

@@ -57,13 +57,13 @@ def test_notebook_is_committed_without_outputs_and_with_a_kernelspec(ipynb):
 
 
 def test_colab_setup_cells_and_badges_agree_with_the_one_setting():
-    from helpers.colab_setup import out_of_step
+    from helpers.course.colab_setup import out_of_step
 
-    assert out_of_step() == [], "run `python -m helpers.colab_setup` and commit"
+    assert out_of_step() == [], "run `python -m helpers.course.colab_setup` and commit"
 
 
 def test_pointing_the_course_at_a_fork_changes_every_cell_and_badge(tmp_path):
-    from helpers.colab_setup import out_of_step, sync
+    from helpers.course.colab_setup import out_of_step, sync
 
     (tmp_path / "notebooks").mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -96,7 +96,7 @@ def _run_setup_cell(tmp_path, monkeypatch, clone_exists: bool) -> list[list[str]
     import sys
     import types
 
-    from helpers.colab_setup import course_repository, setup_cell
+    from helpers.course.colab_setup import course_repository, setup_cell
 
     calls, mounted = [], []
     colab = types.ModuleType("google.colab")
@@ -146,16 +146,16 @@ def _ran(nb: dict) -> dict:
 def test_outputs_of_a_run_never_reach_git_and_a_smoke_save_leaves_status_clean(
     tmp_path, monkeypatch
 ):
-    """README command 1 runs helpers.local_setup; replayed in a scratch repository.
+    """README command 1 runs helpers.course.local_setup; replayed in a scratch repository.
     Full mode: a notebook saved with outputs is, to git, the committed notebook (git diff
     is empty, git add stages nothing). Smoke mode: Jupyter's save hook saves it as
     committed, so git status stays clean too."""
     import nbformat
 
-    from helpers import jupyter_save
-    from helpers.local_setup import install_git_filter
+    from helpers.course import jupyter_save
+    from helpers.course.local_setup import install_git_filter
 
-    assert "python -m helpers.local_setup" in _readme_first_command()
+    assert "python -m helpers.course.local_setup" in _readme_first_command()
     repo = tmp_path / "clone"
     nb_path = repo / "notebooks" / NOTEBOOKS[0].name
     nb_path.parent.mkdir(parents=True)
@@ -202,7 +202,7 @@ def git_show_or_read(ipynb: Path) -> str:
 
 
 def test_the_save_hook_leaves_full_mode_and_other_notebooks_alone(tmp_path, monkeypatch):
-    from helpers import jupyter_save
+    from helpers.course import jupyter_save
 
     nb = _ran(json.loads(git_show_or_read(NOTEBOOKS[0])))
     model = {"type": "notebook", "content": json.loads(json.dumps(nb))}
@@ -223,7 +223,7 @@ def test_local_setup_installs_the_save_hook_where_jupyter_reads_its_configuratio
     path, here pointed at a scratch environment), and other settings there survive."""
     from jupyter_server.serverapp import ServerApp
 
-    from helpers.local_setup import HOOK, install_save_hook
+    from helpers.course.local_setup import HOOK, install_save_hook
 
     config_dir = tmp_path / "etc" / "jupyter"
     config_dir.mkdir(parents=True)
@@ -275,7 +275,7 @@ def test_every_table_row_of_the_readme_renders_inside_a_table():
 
 
 def test_an_empty_jupyter_config_file_is_filled_not_refused(tmp_path):
-    from helpers.local_setup import HOOK, HOOK_CONFIG, install_save_hook
+    from helpers.course.local_setup import HOOK, HOOK_CONFIG, install_save_hook
 
     path = tmp_path / HOOK_CONFIG
     path.parent.mkdir(parents=True)
@@ -293,7 +293,7 @@ def test_an_empty_jupyter_config_file_is_filled_not_refused(tmp_path):
     ],
 )
 def test_a_repository_setting_that_is_not_a_github_repository_is_refused(tmp_path, url):
-    from helpers.colab_setup import course_repository
+    from helpers.course.colab_setup import course_repository
 
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(f'[tool.segcourse]\nrepository = "{url}"\nbranch = "main"\n')

@@ -1,4 +1,4 @@
-"""The decoder exported to ONNX answers as the PyTorch model does (helpers.sam_predict,
+"""The decoder exported to ONNX answers as the PyTorch model does (helpers.sam.predict,
 itself proven equal to SamPredictor), its int8 copy stays close, and wrong files or
 prompts are refused with the reason; the notebook's plain-PyTorch loading of a decoder
 checkpoint gives SamPredictor the fine-tuned masks."""
@@ -10,15 +10,15 @@ from segment_anything import SamPredictor
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.checkpoints import CheckpointError
-from helpers.onnx_decoder import (
+from helpers.sam.model import build_tiny_sam, save_decoder, with_own_decoder
+from helpers.sam.onnx_decoder import (
     OnnxDecoder,
     click_latency,
     export_decoder,
     first_click_agreement,
     quantize_int8,
 )
-from helpers.sam_model import build_tiny_sam, save_decoder, with_own_decoder
-from helpers.sam_predict import embed_image, predict
+from helpers.sam.predict import embed_image, predict
 
 
 def _fine_tuned(sam):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.prompts import PromptConfig, choose_kinds, instance_candidates, sample_prompts
+from helpers.sam.prompts import PromptConfig, choose_kinds, instance_candidates, sample_prompts
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""helpers.roi_align against torchvision.ops (the oracle) over many random cases."""
+"""helpers.detection.roi_align against torchvision.ops (the oracle) over many random cases."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torchvision
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import LevelMapper
 
-from helpers.roi_align import fpn_levels, multiscale_roi_align, roi_align, roi_pool
+from helpers.detection.roi_align import fpn_levels, multiscale_roi_align, roi_align, roi_pool
 
 SCALES = [1.0, 0.5, 0.25, 1 / 8, 1 / 16, 1 / 32]
 
@@ -141,7 +141,7 @@ def test_multiscale_roi_align_equals_torchvision_multiscale_roi_align():
 def test_sample_points_are_where_roi_align_samples(aligned):
     """On a map whose value is its column (row) index, bilinear interpolation returns the
     sample's x (y), so each bin's output is the mean of its sample points."""
-    from helpers.roi_align import sample_points
+    from helpers.detection.roi_align import sample_points
 
     h, w = 12, 15
     cols = torch.arange(w, dtype=torch.float64).expand(h, w)
@@ -157,7 +157,7 @@ def test_sample_points_are_where_roi_align_samples(aligned):
 
 
 def test_roi_align_recovers_small_object_masks_better_than_roi_pool():
-    from helpers.roi_align import roundtrip_experiment
+    from helpers.detection.roi_align import roundtrip_experiment
 
     table = roundtrip_experiment(radii=(8,), n_objects=6)
     assert table[8]["align"] > table[8]["pool"] + 0.1
@@ -187,8 +187,8 @@ def test_roundtrip_uses_the_roi_align_it_names(pool, aligned):
     """Each column of the small-object experiment against torchvision's own kernel."""
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
+    from helpers.detection.roi_align import mask_roundtrip_iou
     from helpers.metrics import mask_iou
-    from helpers.roi_align import mask_roundtrip_iou
 
     yy, xx = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
     mask = ((xx - 30.3) / 9) ** 2 + ((yy - 25.8) / 7) ** 2 <= 1
@@ -208,8 +208,8 @@ def test_the_rounded_box_variant_rounds_the_box_as_roi_pool_does():
     pasted into the exact box."""
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
+    from helpers.detection.roi_align import mask_roundtrip_iou
     from helpers.metrics import mask_iou
-    from helpers.roi_align import mask_roundtrip_iou
 
     yy, xx = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
     mask = ((xx - 30.3) / 9) ** 2 + ((yy - 25.8) / 7) ** 2 <= 1

@@ -1,6 +1,6 @@
 import pytest
 
-from helpers import runtime
+from helpers.course import runtime
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-import helpers.sam_eval as ev
+import helpers.sam.evaluation as ev
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.clicks import next_click
-from helpers.compare import SamCompare
-from helpers.embeddings import EmbeddingCache
-from helpers.sam_data import prepare_items
-from helpers.sam_eval import click_ious, comparison_table, evaluate
-from helpers.sam_model import build_tiny_sam
+from helpers.sam.clicks import next_click
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.evaluation import click_ious, comparison_table, evaluate
+from helpers.sam.items import prepare_items
+from helpers.sam.model import build_tiny_sam
+from helpers.views.compare import SamCompare
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from helpers import sam_model
-from helpers.downloads import DownloadError
-from helpers.sam_model import (
+import helpers.sam.model as sam_model
+from helpers.data.downloads import DownloadError
+from helpers.sam.model import (
     CheckpointError,
     build_sam,
     encoder_fingerprint,
@@ -200,7 +200,7 @@ def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path):
 
 
 def test_the_encoder_fingerprint_follows_an_in_place_change_of_a_weight():
-    from helpers.sam_model import encoder_fingerprint
+    from helpers.sam.model import encoder_fingerprint
 
     sam = sam_model.build_tiny_sam()
     before = encoder_fingerprint(sam)

@@ -1,4 +1,4 @@
-"""helpers.sam_predict gives SamPredictor's masks and scores (the outside oracle)."""
+"""helpers.sam.predict gives SamPredictor's masks and scores (the outside oracle)."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from segment_anything import SamPredictor
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.sam_model import build_sam
-from helpers.sam_predict import embed_image, predict
+from helpers.sam.model import build_sam
+from helpers.sam.predict import embed_image, predict
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_predict_round_follows_the_protocol_and_equals_sam_predictor(setup, case
     """predict_round: an ambiguous prompt (one point, no mask) gets SamPredictor's three
     masks and keeps the highest-scoring one; anything else (a mask prompt included) reads
     the single-mask output."""
-    from helpers.sam_predict import predict_round
+    from helpers.sam.predict import predict_round
 
     sam, image, predictor, emb = setup
     kw, multimask = ROUND_CASES[case]
@@ -160,8 +160,8 @@ def test_course_prompts_use_sam_predictors_pixel_index_convention():
     mask generator computes (batched_mask_to_box), and nothing adds the half pixel again."""
     from segment_anything.utils.amg import batched_mask_to_box
 
-    from helpers.clicks import next_click
-    from helpers.prompts import PromptConfig, instance_candidates, sample_prompts
+    from helpers.sam.clicks import next_click
+    from helpers.sam.prompts import PromptConfig, instance_candidates, sample_prompts
 
     sample = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[0]
     rng = np.random.default_rng(0)

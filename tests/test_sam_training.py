@@ -5,14 +5,15 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset, sam_training
-from helpers.embeddings import EmbeddingCache
-from helpers.losses import bce_dice_per_mask
-from helpers.prompts import PromptConfig
-from helpers.sam_data import lowres_targets, prepare_items
-from helpers.sam_model import build_tiny_sam
-from helpers.sam_predict import predict
-from helpers.sam_training import (
+import helpers.sam.training as sam_training
+from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.items import lowres_targets, prepare_items
+from helpers.sam.losses import bce_dice_per_mask
+from helpers.sam.model import build_tiny_sam
+from helpers.sam.predict import predict
+from helpers.sam.prompts import PromptConfig
+from helpers.sam.training import (
     SamTrainConfig,
     decoder_changes,
     load_best,
@@ -98,15 +99,15 @@ def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(item
     cfg = SamTrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
     grads = _decoder_grads(sam, sam_step, item, cfg)
     # the same first prompt, drawn again, and the three losses computed independently
-    from helpers.prompts import sample_prompts
+    from helpers.sam.prompts import sample_prompts
 
     p = sample_prompts(item.cands, cfg.prompts, np.random.default_rng(0))
     with torch.no_grad():
         out = predict(sam, item.emb, p["points"], p["labels"], multimask=True, full_size=False)
-        bce, dice = bce_dice_per_mask(
+        loss, _, _ = bce_dice_per_mask(
             out["low_res"], item.targets[:, None], item.valid, cfg.dice_weight
         )
-    winners = set((bce + cfg.dice_weight * dice).argmin(dim=1).add(1).tolist())  # outputs 1..3
+    winners = set(loss.argmin(dim=1).add(1).tolist())  # outputs 1..3
     trained = {
         k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
     }
@@ -283,9 +284,9 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_epoch(
 
     def poisoned(*a, **k):
         calls["n"] += 1
-        bce, dice = real(*a, **k)
+        loss, bce, dice = real(*a, **k)
         # one loss per image (one round) in epoch 1: poison from epoch 2 on
-        return (bce * math.nan if calls["n"] > len(train) + len(val) else bce), dice
+        return (loss * math.nan if calls["n"] > len(train) + len(val) else loss), bce, dice
 
     monkeypatch.setattr(sam_training, "bce_dice_per_mask", poisoned)
     with pytest.raises(FloatingPointError, match="non-finite loss .* at epoch 2"):
@@ -423,8 +424,8 @@ def test_a_low_res_cell_maps_to_the_pixel_sam_encodes_at_its_centre():
     encoder adds half a pixel; the result must be the cell's centre, 4c + 2, on both axes."""
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    from helpers.sam_data import lowres_cell_to_pixel
-    from helpers.sam_predict import ImageEmbedding
+    from helpers.sam.items import lowres_cell_to_pixel
+    from helpers.sam.predict import ImageEmbedding
 
     emb = ImageEmbedding(torch.zeros(1), (300, 500), (614, 1024))  # landscape
     rows, cols = np.array([10, 40, 70]), np.array([20, 100, 200])

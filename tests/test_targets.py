@@ -39,7 +39,7 @@ def test_boxes_equal_torchvision_on_random_masks_touching_every_border():
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8])
 def test_pixel_counts_equal_torchs_sum(dtype):
-    from helpers.targets import pixel_counts
+    from helpers.detection.targets import pixel_counts
 
     masks = (torch.rand(5, 7, 11, generator=torch.Generator().manual_seed(1)) > 0.6).to(dtype)
     masks[2] = 0

@@ -247,8 +247,8 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
     import threading
     from functools import partial
 
-    from helpers.downloads import DownloadError
-    from helpers.voc import download_voc2007, voc2007_sources
+    from helpers.data.downloads import DownloadError
+    from helpers.data.voc import download_voc2007, voc2007_sources
 
     # torchvision's table is where the real URLs and checksums come from
     real = voc2007_sources()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.compare import DetectionCompare, PromptState, SamCompare, interpret_pointer
-from helpers.sam_model import build_tiny_sam
-from helpers.widget import ClickCanvas, sam_compare_widget
+from helpers.sam.model import build_tiny_sam
+from helpers.views.compare import DetectionCompare, PromptState, SamCompare, interpret_pointer
+from helpers.views.widget import ClickCanvas, sam_compare_widget
 
 
 def click(x, y, button=0, shift=False):
@@ -161,7 +161,7 @@ def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_res
     """The widget runs the rounds of the evaluation: a first click alone gets three masks
     (the best by score), a later prompt sends all prompts plus the model's previous
     low-res logits and reads the single mask; undo goes back one round exactly."""
-    from helpers.sam_predict import embed_image, predict_round
+    from helpers.sam.predict import embed_image, predict_round
 
     ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
     ctl = SamCompare(models, ds, fast=False)
@@ -197,7 +197,7 @@ def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_res
 
 
 def test_labels_of_crowded_detections_never_overlap():
-    from helpers.plotting import stack_labels
+    from helpers.views.plotting import stack_labels
 
     anchors = [(100, 80), (104, 84), (100, 90), (300, 80), (98, 120)]
     sizes = [(40, 18)] * 5
@@ -212,7 +212,7 @@ def test_labels_of_crowded_detections_never_overlap():
 
 
 def test_detection_labels_are_sized_for_display():
-    from helpers.plotting import label_font
+    from helpers.views.plotting import label_font
 
     assert label_font((1080, 1920)).size == round(1080 / 28)  # ~39 px on a LabPics photo
     assert label_font((200, 300)).size == 14  # never below 14 px

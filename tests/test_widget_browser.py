@@ -41,8 +41,8 @@ NOTEBOOK_CODE = """\
 import copy
 import torch
 import helpers
-from helpers.sam_model import build_tiny_sam
-from helpers.widget import sam_compare_widget
+from helpers.sam.model import build_tiny_sam
+from helpers.views.widget import sam_compare_widget
 
 before = build_tiny_sam()
 after = copy.deepcopy(before)
@@ -55,10 +55,10 @@ widget, controller = sam_compare_widget({"before": before, "after": after}, ds)
 widget
 """
 
-DETECTION_CODE = """from helpers.maskrcnn import (
+DETECTION_CODE = """from helpers.detection.model import (
     SMOKE_MODEL_KWARGS, build_coco_maskrcnn, build_maskrcnn, map_to_vessel
 )
-from helpers.widget import detection_compare_widget
+from helpers.views.widget import detection_compare_widget
 
 torch.manual_seed(0)
 lab = helpers.LabPicsDataset(helpers.DATA_EXAMPLE / "LabPicsMedical", "Test")
@@ -306,7 +306,7 @@ def test_running_a_notebook_in_jupyterlab_in_smoke_mode_leaves_git_status_clean(
     }
     # README command 1's set-up: the git filter is in the checkout; the save hook goes into a
     # scratch configuration directory, not this environment's
-    setup = "from helpers.local_setup import *; print(install_save_hook(%r))"
+    setup = "from helpers.course.local_setup import *; print(install_save_hook(%r))"
     subprocess.run(
         [sys.executable, "-c", setup % str(tmp_path / "env")],
         cwd=clone,
@@ -370,7 +370,7 @@ def _checkout_of_this_tree(dest: Path) -> Path:
         else:
             shutil.copy2(root / name, dest / name)
     env = {**os.environ, "PYTHONPATH": str(dest)}
-    setup = "from helpers.local_setup import install_git_filter; print(install_git_filter())"
+    setup = "from helpers.course.local_setup import install_git_filter; print(install_git_filter())"
     subprocess.run(
         [sys.executable, "-c", setup], cwd=dest, env=env, check=True, capture_output=True
     )

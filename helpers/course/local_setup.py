@@ -1,0 +1,86 @@
+"""What the README's first command sets up in a local checkout, after ``pip install``.
+
+    python -m helpers.course.local_setup
+
+1. **nbstripout as a git filter** for the notebooks (``.gitattributes`` names it): git
+   sees every ``.ipynb`` without outputs, execution counts, widget state or the kernel's
+   ``language_info``, so nothing a run adds is ever committed. Needs a git checkout; in a
+   copy without ``.git`` this step is skipped, and said so.
+2. **Jupyter's save hook** (:mod:`helpers.course.jupyter_save`) in this environment's Jupyter
+   configuration: in smoke mode JupyterLab saves the course's notebooks as committed, so
+   that running them leaves ``git status`` clean.
+
+Both steps are idempotent; each prints what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .runtime import REPO_ROOT
+
+HOOK = "helpers.course.jupyter_save.strip_smoke_outputs"
+HOOK_CONFIG = Path("etc") / "jupyter" / "jupyter_server_config.json"
+EXTRA_KEYS = "metadata.language_info"  # beyond nbstripout's defaults
+
+
+def install_git_filter(repo: Path = REPO_ROOT, python: str = sys.executable) -> str:
+    """Configure nbstripout as this checkout's ``nbstripout`` filter (keeping cell ids,
+    as the committed notebooks have them) and ``ipynb`` diff driver. Returns a message."""
+    try:
+        subprocess.run(["git", "rev-parse", "--git-dir"], cwd=repo, check=True, capture_output=True)
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        return (
+            f"{repo}: not a git checkout: no git filter installed "
+            "(outputs would not be stripped on commit)"
+        )
+    command = f'"{python}" -m nbstripout'
+    for key, value in (
+        ("filter.nbstripout.clean", command),
+        ("filter.nbstripout.smudge", "cat"),
+        ("filter.nbstripout.required", "true"),
+        ("filter.nbstripout.extrakeys", EXTRA_KEYS),
+        ("diff.ipynb.textconv", f"{command} -t"),
+    ):
+        subprocess.run(["git", "config", key, value], cwd=repo, check=True)
+    return f"{repo}: notebooks reach git without outputs (nbstripout filter, see .gitattributes)"
+
+
+def install_save_hook(prefix: Path = Path(sys.prefix)) -> str:
+    """Name the save hook in this environment's Jupyter server configuration
+    (``<prefix>/etc/jupyter/jupyter_server_config.json``, one of the files every Jupyter
+    server started from the environment reads), keeping whatever else the file holds.
+    Written to a temporary file, then renamed. Returns a message.
+
+    Raises:
+        ValueError: the file exists but is not a JSON object (it is left as it is).
+    """
+    path = Path(prefix) / HOOK_CONFIG
+    config = {}
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text() or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}: not valid JSON ({err}); fix or remove it, then run again"
+            ) from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: expected a JSON object, found {type(config).__name__}")
+    config.setdefault("ContentsManager", {})["pre_save_hook"] = HOOK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path)
+    return f"{path}: in smoke mode JupyterLab saves the course's notebooks without outputs"
+
+
+def main() -> None:
+    print(install_git_filter())
+    print(install_save_hook())
+
+
+if __name__ == "__main__":
+    main()

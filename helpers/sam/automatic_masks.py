@@ -1,0 +1,113 @@
+"""Automatic masks measured against ground truth (notebook 05).
+
+``segment_anything.SamAutomaticMaskGenerator`` prompts SAM with a grid of points, keeps
+the masks whose predicted IoU (the IoU head's score) and stability pass two thresholds,
+and removes duplicates by non-maximum suppression. It does not know the data set's
+classes, so it is measured here by what a user of it needs: for each ground-truth
+instance, is there a generated mask that covers it?
+
+- ``best IoU`` of an instance: the highest IoU between it and any generated mask (void
+  pixels count on neither side);
+- ``mean best IoU`` over all instances, and ``recall@t``: the share of instances whose
+  best IoU is at least ``t`` (0.5 and 0.75);
+- masks per image and seconds per image (the generator's whole ``generate`` call).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..course.runtime import progress
+
+THRESHOLDS = (0.5, 0.75)
+
+
+def best_ious(gt: np.ndarray, generated, void: np.ndarray | None = None) -> np.ndarray:
+    """``N`` float: for each of ``N x H x W`` bool ground-truth instances the best IoU
+    with any of ``generated`` (a list or ``G x H x W`` array of ``H x W`` bool masks);
+    0 when nothing was generated. Pixels of ``void`` (``H x W`` bool) are left out of
+    every intersection and union."""
+    gt = np.asarray(gt, dtype=bool)
+    n = len(gt)
+    if n == 0:
+        return np.zeros(0)
+    generated = np.asarray(generated, dtype=bool).reshape(-1, *gt.shape[1:])
+    if len(generated) == 0:
+        return np.zeros(n)
+    if generated.shape[1:] != gt.shape[1:]:
+        raise ValueError(
+            f"generated masks of size {generated.shape[1:]}, ground truth {gt.shape[1:]}"
+        )
+    keep = np.ones(gt.shape[1:], bool) if void is None else ~np.asarray(void, bool)
+    g = gt[:, keep].astype(np.float32)  # N x V
+    p = generated[:, keep].astype(np.float32)  # G x V
+    inter = g @ p.T  # N x G
+    union = g.sum(1)[:, None] + p.sum(1)[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return iou.max(axis=1)
+
+
+def measure_automatic_masks(
+    generator,
+    reader,
+    indices=None,
+    keep_examples: int = 0,
+    show_progress: bool = True,
+    desc: str = "automatic masks",
+) -> dict:
+    """Run ``generator.generate(image)`` (a ``SamAutomaticMaskGenerator``) on the reader's
+    images and measure the masks against the ground truth.
+
+    Args:
+        reader: a VOC or LabPics reader (``image``, ``masks``, and ``void`` or ``ignore``).
+        indices: which images (default all).
+        keep_examples: keep the generated masks of the first this many images.
+
+    Returns:
+        dict with ``mean_best_iou``, ``recall@0.5``, ``recall@0.75``, ``instances``,
+        ``images``, ``masks_per_image``, ``seconds_per_image``, ``best_ious`` (per
+        instance, in reading order) and ``examples`` (``(index, [mask, ...])`` pairs).
+    """
+    indices = list(range(len(reader)) if indices is None else indices)
+    ious, counts, seconds, examples = [], [], [], []
+    for k, i in enumerate(progress(indices, show=show_progress, desc=desc, unit="img")):
+        s = reader[i]
+        t0 = time.perf_counter()
+        anns = generator.generate(s["image"])
+        seconds.append(time.perf_counter() - t0)
+        masks = [a["segmentation"] for a in anns]
+        counts.append(len(masks))
+        void = s.get("void", s.get("ignore"))
+        ious.append(best_ious(s["masks"], masks, void))
+        if k < keep_examples:
+            examples.append((i, masks))
+    all_ious = np.concatenate(ious) if ious else np.zeros(0)
+    out = {
+        "mean_best_iou": float(all_ious.mean()) if len(all_ious) else float("nan"),
+        **{
+            f"recall@{t}": float((all_ious >= t).mean()) if len(all_ious) else float("nan")
+            for t in THRESHOLDS
+        },
+        "instances": int(len(all_ious)),
+        "images": len(indices),
+        "masks_per_image": float(np.mean(counts)) if counts else float("nan"),
+        "seconds_per_image": float(np.mean(seconds)) if seconds else float("nan"),
+        "best_ious": all_ious,
+        "examples": examples,
+    }
+    return out
+
+
+def automatic_table(results: dict[str, dict]) -> str:
+    """A text table, one row per model: mean best IoU, recalls, masks and seconds."""
+    head = f"{'model':14s} {'mean best IoU':>13s} {'recall@0.5':>10s} {'recall@0.75':>11s}"
+    head += f" {'masks/img':>9s} {'s/img':>7s}"
+    rows = [head]
+    for name, r in results.items():
+        rows.append(
+            f"{name:14s} {r['mean_best_iou']:13.3f} {r['recall@0.5']:10.3f} "
+            f"{r['recall@0.75']:11.3f} {r['masks_per_image']:9.1f} {r['seconds_per_image']:7.2f}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,152 @@
+"""Measuring a SAM decoder: the interactive protocol and box prompts.
+
+Introduced in notebook 03. For every instance of every image:
+
+- **clicks**: up to ``max_clicks`` simulated clicks (:func:`helpers.sam.clicks.next_click`).
+  Each click is one round of :func:`helpers.sam.predict.predict_round`, the same
+  function training and the widget call: click 1 alone is ambiguous, so SAM gives three
+  masks and the one with the highest predicted IoU is kept; every later click passes
+  all clicks so far plus the previous round's low-res logits as the mask prompt and
+  reads the single-mask output. IoU is measured at the original size with void pixels
+  left out. Reported: **mIoU@k**, the mean IoU over instances after k clicks (k = 1, 3,
+  5), and **NoC@85 / NoC@90**, the mean number of clicks needed to reach IoU 0.85 / 0.90
+  (``max_clicks`` for an instance that never does);
+- **box**: the tight box as the only prompt, single-mask output: **box mIoU**;
+- **per class**: mean IoU at 1 click and with the box, per VOC class.
+
+All instances of an image go through the decoder as one batch at every click; an
+instance whose mask has no error left gets a padding point (label -1, SAM's own
+"no point here") so that the batch keeps one shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from ..course.runtime import progress
+from ..data.voc import VOC_CLASSES
+from ..metrics import mask_iou
+from .clicks import next_click, noc
+from .items import SamItem
+from .predict import predict_round
+
+
+@torch.no_grad()
+def click_ious(
+    sam: Sam, item: SamItem, max_clicks: int = 20, stop_at: float | None = None, min_clicks: int = 5
+) -> np.ndarray:
+    """IoU after each simulated click, ``N x max_clicks`` for the ``N`` instances of
+    ``item``. With ``stop_at``, clicking stops once every instance has reached that IoU
+    and ``min_clicks`` were made; the remaining columns repeat the last IoU (they do not
+    change any NoC at or below ``stop_at`` nor mIoU at ``min_clicks`` or fewer)."""
+    n, (h, w) = len(item.masks), item.void.shape
+    pred = np.zeros((n, h, w), bool)
+    clicked = np.zeros((n, h, w), bool)
+    points = np.zeros((n, 0, 2), np.float32)
+    labels = np.zeros((n, 0), np.int64)
+    ious = np.zeros((n, max_clicks))
+    low = None
+    for k in range(max_clicks):
+        new_pts, new_labs = [], []
+        for i in range(n):
+            click = next_click(pred[i], item.masks[i], item.void, clicked[i])
+            if click is None:  # nothing left to fix: a padding point
+                new_pts.append((0.0, 0.0))
+                new_labs.append(-1)
+                continue
+            x, y, positive = click
+            clicked[i, int(y), int(x)] = True
+            new_pts.append((x, y))
+            new_labs.append(int(positive))
+        points = np.concatenate([points, np.array(new_pts, np.float32)[:, None]], axis=1)
+        labels = np.concatenate([labels, np.array(new_labs, np.int64)[:, None]], axis=1)
+        out = predict_round(sam, item.emb, points, labels, mask_input=low)
+        low = out["chosen_low_res"]
+        pred = out["chosen_masks"].cpu().numpy()
+        ious[:, k] = [mask_iou(pred[i], item.masks[i], item.void) for i in range(n)]
+        if (
+            stop_at is not None
+            and k + 1 >= min_clicks
+            and (ious[:, : k + 1].max(axis=1) >= stop_at).all()
+        ):
+            ious[:, k + 1 :] = ious[:, k : k + 1]
+            break
+    return ious
+
+
+@torch.no_grad()
+def box_ious(sam: Sam, item: SamItem) -> np.ndarray:
+    """IoU of the one mask predicted from each instance's tight box (``N``)."""
+    boxes = np.stack([c.box for c in item.cands])
+    masks = predict_round(sam, item.emb, boxes=boxes)["chosen_masks"].cpu().numpy()
+    return np.array([mask_iou(masks[i], item.masks[i], item.void) for i in range(len(masks))])
+
+
+def evaluate(
+    sam: Sam,
+    items: list[SamItem],
+    max_clicks: int = 20,
+    ks=(1, 3, 5),
+    thresholds=(0.85, 0.90),
+    class_names=VOC_CLASSES,
+    show_progress: bool = True,
+) -> dict:
+    """The before/after numbers for one model on ``items``.
+
+    Returns:
+        dict with ``miou@k`` for each k, ``noc@85``/``noc@90`` (means), ``box_miou``,
+        ``instances`` (count), ``per_class`` (``{name: {"iou@1", "box_iou", "n"}}``) and
+        the raw ``click_ious`` (``instances x max_clicks``) and ``box_ious``.
+    """
+    sam.eval()
+    curves, boxes, labels = [], [], []
+    for item in progress(items, show=show_progress, desc="evaluating", leave=False):
+        curves.append(
+            click_ious(sam, item, max_clicks, stop_at=max(thresholds), min_clicks=max(ks))
+        )
+        boxes.append(box_ious(sam, item))
+        labels.append(item.labels)
+    curves, boxes, labels = np.concatenate(curves), np.concatenate(boxes), np.concatenate(labels)
+    result = {f"miou@{k}": float(curves[:, k - 1].mean()) for k in ks if k <= max_clicks}
+    for t in thresholds:
+        result[f"noc@{round(t * 100)}"] = float(np.mean([noc(c, t, max_clicks) for c in curves]))
+    result["box_miou"] = float(boxes.mean())
+    result["instances"] = len(curves)
+    result["per_class"] = {
+        class_names[c - 1]: {
+            "iou@1": float(curves[labels == c, 0].mean()),
+            "box_iou": float(boxes[labels == c].mean()),
+            "n": int((labels == c).sum()),
+        }
+        for c in np.unique(labels)
+    }
+    result["click_ious"], result["box_ious"] = curves, boxes
+    return result
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    """A plain-text table of :func:`evaluate` results side by side (e.g. before, after):
+    the summary metrics, then IoU at 1 click and box IoU per class. mIoU: higher is
+    better; NoC: lower is better. Columns widen to fit the run names."""
+    names = list(results)
+    width = max(12, *(len(n) + 2 for n in names))
+    keys = [k for k in next(iter(results.values())) if k.startswith(("miou@", "noc@", "box_miou"))]
+    lines = [f"{'metric':20s}" + "".join(f"{n:>{width}s}" for n in names)]
+    for k in keys:
+        lines.append(f"{k:20s}" + "".join(f"{results[n][k]:{width}.3f}" for n in names))
+    classes = sorted(set().union(*(r["per_class"] for r in results.values())))
+    for key, title in (("iou@1", "per class, IoU at 1 click"), ("box_iou", "per class, box IoU")):
+        lines += [
+            "",
+            title,
+            f"{'class (instances)':20s}" + "".join(f"{n:>{width}s}" for n in names),
+        ]
+        for c in classes:
+            n_inst = next(r["per_class"][c]["n"] for r in results.values() if c in r["per_class"])
+            row = f"{c + f' ({n_inst})':20s}"
+            for n in names:
+                row += f"{results[n]['per_class'].get(c, {}).get(key, float('nan')):{width}.3f}"
+            lines.append(row)
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""Segment Anything models: the official variants, a tiny one for smoke mode, and
+decoder-only checkpoints.
+
+Introduced in notebook 01; every later SAM notebook loads its model here.
+
+- :func:`load_sam` builds vit_b / vit_l / vit_h through segment-anything's own registry
+  and loads the official checkpoint (downloaded on first use into the cache folder, MD5
+  checked), strictly: a file of another variant or with missing or unexpected keys is an
+  error, never a half-loaded model.
+- :func:`build_tiny_sam`: smoke mode's model, a 2-block, 64-wide ViT image encoder,
+  randomly initialised, with SAM's real prompt encoder and mask decoder. Same 1024-pixel
+  input frame, same ``256 x 64 x 64`` embedding, so everything after the encoder runs
+  exactly as with vit_b.
+- :func:`save_decoder` / :func:`load_decoder`: only ``mask_decoder.*`` (16.2 MB at fp32),
+  written atomically; loading checks every key and shape before touching the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+
+from ..checkpoints import CheckpointError, atomic_save, check_state_dict, read_checkpoint
+from ..course.runtime import SMOKE_ENV, cache_dir
+from ..data.downloads import fetch
+
+#: Official checkpoints: file name, URL, MD5 (the name's suffix is the MD5's start).
+SAM_CHECKPOINTS = {
+    "vit_b": ("sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f5"),
+    "vit_l": ("sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_h": ("sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+}
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{name}"
+VARIANTS = ("vit_b", "vit_l", "vit_h", "tiny")
+
+
+def checkpoint_path(variant: str, folder: str | Path | None = None) -> Path:
+    """Where the official checkpoint of ``variant`` lives: ``<cache>/sam/<file name>``."""
+    name, _ = SAM_CHECKPOINTS[variant]
+    return (Path(folder) if folder is not None else cache_dir() / "sam") / name
+
+
+def download_checkpoint(
+    variant: str, dest: str | Path | None = None, url: str | None = None
+) -> Path:
+    """The official checkpoint of ``variant``, downloaded (progress bar, MD5 check) into
+    the cache folder on first use and reused after.
+
+    Raises:
+        helpers.data.downloads.DownloadError: no network or wrong bytes; the message says
+            where the file is expected, where to get it and how to use smoke mode.
+    """
+    from ..data.downloads import DownloadError
+
+    name, md5 = SAM_CHECKPOINTS[variant]
+    dest = Path(dest) if dest is not None else checkpoint_path(variant)
+    url = url or SAM_URL.format(name=name)
+    try:
+        return fetch(url, dest, md5, what=f"SAM {variant} checkpoint")
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\nThe checkpoint is expected at {dest} (download {SAM_URL.format(name=name)} "
+            f"there by hand). To run the course without it, set {SMOKE_ENV}=1 (smoke mode: "
+            "a tiny random encoder, numbers mean nothing)."
+        ) from err.__cause__
+
+
+def build_tiny_sam(seed: int = 0) -> Sam:
+    """Smoke mode's SAM: a tiny random ViT encoder (2 blocks, width 64) with the real
+    prompt encoder and mask decoder (randomly initialised). Input ``1 x 3 x 1024 x 1024``,
+    embedding ``1 x 256 x 64 x 64``, as every official variant.
+
+    The weights depend only on ``seed`` (the global RNG is left as it was), so cached
+    embeddings of the tiny encoder stay valid across sessions."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_tiny_sam()
+
+
+def _build_tiny_sam() -> Sam:
+    prompt_dim, image_size, patch = 256, 1024, 16
+    encoder = ImageEncoderViT(
+        img_size=image_size,
+        patch_size=patch,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2,
+        out_chans=prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=(1,),
+    )
+    sam = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def build_sam(variant: str) -> Sam:
+    """An untrained model of ``variant`` (``vit_b``, ``vit_l``, ``vit_h`` through
+    segment-anything's registry, or ``tiny``), in eval mode, on the CPU."""
+    if variant == "tiny":
+        return build_tiny_sam()
+    if variant not in SAM_CHECKPOINTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return sam_model_registry[variant](checkpoint=None)
+
+
+def module_sizes(variant: str) -> dict[str, dict[str, int]]:
+    """Parameters and fp32 checkpoint bytes of SAM's three modules, without allocating
+    weights (the model is built on PyTorch's ``meta`` device).
+
+    Returns:
+        ``{"image_encoder" | "prompt_encoder" | "mask_decoder": {"parameters": int,
+        "state_bytes": int}}``; ``state_bytes`` counts every tensor the module saves in a
+        checkpoint (parameters and persistent buffers) at 4 bytes each.
+    """
+    with torch.device("meta"):
+        sam = build_sam(variant)
+    sizes = {}
+    for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
+        module = getattr(sam, name)
+        sizes[name] = {
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "state_bytes": sum(t.numel() * 4 for t in module.state_dict().values()),
+        }
+    return sizes
+
+
+def _read_state_dict(path: Path) -> dict:
+    state = read_checkpoint(path, "PyTorch checkpoint")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict (names -> tensors)")
+    return state
+
+
+def load_sam(
+    variant: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+) -> Sam:
+    """SAM of ``variant`` with its weights, in eval mode on ``device``.
+
+    Args:
+        variant: ``vit_b``, ``vit_l``, ``vit_h`` (official weights) or ``tiny`` (random
+            weights; smoke mode).
+        checkpoint: a state-dict file; default: the official checkpoint in the cache
+            folder, downloaded if absent (when ``download``).
+
+    Raises:
+        CheckpointError: the file is unreadable or does not fit ``variant``.
+        helpers.data.downloads.DownloadError: the official file is absent and cannot be fetched.
+    """
+    sam = build_sam(variant)
+    if variant == "tiny" and checkpoint is None:
+        return sam.to(device)
+    if checkpoint is None:
+        checkpoint = download_checkpoint(variant) if download else checkpoint_path(variant)
+    path = Path(checkpoint)
+    state = _read_state_dict(path)
+    check_state_dict(path, state, sam.state_dict(), f"SAM {variant}")
+    check_finite(path, state)
+    sam.load_state_dict(state, strict=True)
+    return sam.to(device).eval()
+
+
+#: ``(embed_dim, depth)`` of each variant's image encoder, to name a model's variant.
+ENCODER_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h", (64, 2): "tiny"}
+_FINGERPRINTS: dict[int, tuple[tuple, str]] = {}
+
+
+def variant_of(sam: Sam) -> str:
+    """``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``, from the image encoder's width and
+    depth (every variant has the same mask decoder, so its shapes cannot tell)."""
+    encoder = sam.image_encoder
+    shape = (encoder.patch_embed.proj.out_channels, len(encoder.blocks))
+    return ENCODER_SHAPES.get(shape, f"unknown (width {shape[0]}, depth {shape[1]})")
+
+
+def encoder_fingerprint(sam: Sam) -> str:
+    """SHA-1 over the image encoder's weights (names, shapes, bytes): the identity of
+    "this encoder" whatever file it came from. ~1 s for vit_b on a CPU, then remembered
+    until a weight of the encoder changes (any in-place update or reload bumps a tensor's
+    version)."""
+    encoder = sam.image_encoder
+    state = encoder.state_dict()
+    key = tuple((t.data_ptr(), t._version) for t in state.values())
+    cached = _FINGERPRINTS.get(id(encoder))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha1()
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _FINGERPRINTS[id(encoder)] = (key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def check_finite(path: Path, state: dict) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of ``state`` that holds NaN
+    or Inf (a damaged file, or one saved from a run that diverged)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path}: {name} holds {bad} NaN or Inf values (a damaged file, or saved from "
+                "a run that diverged); it cannot be used"
+            )
+
+
+def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
+    """Save only ``mask_decoder.*`` (keys keep their prefix) to ``path``, atomically:
+    written to a temporary file in the same folder, then renamed over ``path``.
+
+    The meta records what the decoder was trained with, for :func:`load_decoder` to
+    check: ``variant`` (:func:`variant_of`) and ``encoder_fingerprint``
+    (:func:`encoder_fingerprint`). A decoder reads its encoder's embeddings, so it is only
+    meaningful with that encoder.
+
+    Args:
+        extra: more metadata stored beside the weights under ``"meta"`` (epoch, metrics
+            ...); plain Python values only.
+    """
+    state = {
+        k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")
+    }
+    meta = {
+        "variant": variant_of(sam),
+        "encoder_fingerprint": encoder_fingerprint(sam),
+        **(extra or {}),
+    }
+    return atomic_save({"mask_decoder": state, "meta": meta}, path)
+
+
+def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict:
+    """Merge a :func:`save_decoder` file into ``sam`` (in place). Everything is checked
+    before the model is touched. Returns the file's ``meta`` dict.
+
+    Args:
+        check_encoder: refuse a decoder trained with another image encoder (another
+            variant, or other weights): its outputs would read embeddings it never saw.
+            False loads it anyway, for an experiment that means to.
+
+    Raises:
+        CheckpointError: unreadable file, keys or shapes that do not fit, NaN or Inf
+            weights, or (with ``check_encoder``) a variant or encoder fingerprint that is
+            missing from the file or differs from ``sam``'s; the message says both.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path, "decoder checkpoint")
+    if "mask_decoder" not in payload:
+        raise CheckpointError(
+            f"{path}: not a decoder checkpoint (no 'mask_decoder' entry); "
+            "was it written by save_decoder?"
+        )
+    expected = {k: v for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
+    check_state_dict(path, payload["mask_decoder"], expected, "this model's mask decoder")
+    check_finite(path, payload["mask_decoder"])
+    meta = payload.get("meta", {})
+    if check_encoder:
+        mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
+        for key, here in mine.items():
+            there = meta.get(key)
+            if there != here:
+                raise CheckpointError(
+                    f"{path}: trained with {key} {there!r}, this model's is {here!r}: a decoder "
+                    "reads the embeddings of the encoder it was trained with. Load it into that "
+                    "model (or pass check_encoder=False to load it anyway)."
+                )
+    sam.load_state_dict(payload["mask_decoder"], strict=False)
+    return meta
+
+
+def with_own_decoder(sam: Sam, decoder_checkpoint: str | Path | None = None) -> Sam:
+    """A model that shares ``sam``'s image encoder and prompt encoder (the same module
+    objects: no copy, and the widget computes one embedding for both) and has its own
+    copy of the mask decoder, loaded from ``decoder_checkpoint`` (a :func:`save_decoder`
+    file) when given. How notebook 03 keeps "before", and each recipe's "after", side by
+    side for the price of one encoder."""
+    other = Sam(
+        image_encoder=sam.image_encoder,
+        prompt_encoder=sam.prompt_encoder,
+        mask_decoder=copy.deepcopy(sam.mask_decoder),
+        pixel_mean=sam.pixel_mean.flatten().tolist(),
+        pixel_std=sam.pixel_std.flatten().tolist(),
+    ).to(sam.device)
+    if decoder_checkpoint is not None:
+        load_decoder(other, decoder_checkpoint)
+    return other.eval()

@@ -1,0 +1,136 @@
+"""Fine-tune SAM's mask decoder on VOC2007 from the command line: notebook 03's job as a
+script, on one device or on many under ``torchrun`` (notebook 06).
+
+    python -m helpers.sam.train --epochs 20                     # one process
+    torchrun --nproc_per_node 8 -m helpers.sam.train --batch-images 8
+    SEGCOURSE_SMOKE=1 python -m helpers.sam.train               # data_example, tiny
+
+An entry point in the package (``python -m``), not a script file: it runs from any folder
+once the course is installed, torchrun starts it with ``-m`` the same way, and it uses
+the very helpers and :class:`~helpers.sam.training.SamTrainConfig` that notebook 03 uses
+(every field is an option: ``--help``).
+
+Under torchrun: rank 0 fetches the SAM checkpoint while the others wait; the embedding
+cache is filled in parallel (each process encodes its share of the images the cache
+lacks; entries are written to a temporary file and renamed, so no process reads half an
+entry); then every process reads all embeddings from the cache and trains
+(:func:`helpers.sam.training.train_decoder` with this process's place). Rank 0 writes
+``best.pt`` and ``last.pt`` and prints; a rerun resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from torch.utils.data import Subset
+
+from ..command_line import add_config_arguments, config_from_args
+from ..course.runtime import DATA_EXAMPLE, cache_dir, is_smoke, show_messages
+from ..data.voc import VOCInstanceDataset, download_voc2007
+from ..distributed import Place, barrier, cleanup, setup, shard
+from .embeddings import EmbeddingCache
+from .items import prepare_items
+from .model import download_checkpoint, load_sam
+from .training import SamTrainConfig, train_decoder
+
+SKIP = ("prompts",)  # the first-prompt settings keep the recipe's default
+
+
+def voc_splits(smoke: bool, train_images: int | None = None, val_images: int | None = None):
+    """Notebook 03's data: smoke, data_example's train and val; full, VOC2007 trainval
+    with every tenth image held out for validation."""
+    if smoke:
+        root = DATA_EXAMPLE / "VOCdevkit"
+        train, val = VOCInstanceDataset(root, "train"), VOCInstanceDataset(root, "val")
+    else:
+        trainval = VOCInstanceDataset(download_voc2007(), "trainval")
+        train = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
+        val = Subset(trainval, range(0, len(trainval), 10))
+    if train_images is not None:
+        train = Subset(train, range(min(train_images, len(train))))
+    if val_images is not None:
+        val = Subset(val, range(min(val_images, len(val))))
+    return train, val
+
+
+def fill_cache(datasets, cache: EmbeddingCache, place: Place) -> int:
+    """Encode, on this process, the images of its share that the cache lacks; wait for
+    all processes. Returns how many this process encoded."""
+    before = cache.misses
+    for ds in datasets:
+        for i in shard(len(ds), place):
+            cache.get(ds[i]["image"])
+    barrier()
+    return cache.misses - before
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m helpers.sam.train",
+        description="Fine-tune SAM's mask decoder on VOC2007 (notebook 03), on one device "
+        "or under torchrun. Smoke mode (SEGCOURSE_SMOKE=1): data_example and a tiny model.",
+    )
+    p.add_argument(
+        "--variant", default=None, help="vit_b, vit_l, vit_h (default: vit_b; smoke: tiny)"
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="SAM weights file (default: the official one)"
+    )
+    p.add_argument("--out", default=None, help="run folder (default: the cache's runs/)")
+    p.add_argument("--embeddings", default=None, help="embedding cache folder")
+    p.add_argument("--train-images", type=int, default=None, help="use only the first N")
+    p.add_argument("--val-images", type=int, default=None, help="validate on the first N")
+    p.add_argument("--until-epoch", type=int, default=None, help="stop after this epoch")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--device", default=None, help="cpu to stay on the CPU (default: the GPU)")
+    add_config_arguments(p, SamTrainConfig, SKIP)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = parser().parse_args(argv)
+    place = setup(args.device)
+    show_messages(logging.INFO if place.main else logging.WARNING)  # one voice: rank 0
+    smoke = is_smoke()
+    variant = args.variant or ("tiny" if smoke else "vit_b")
+    if place.main and variant != "tiny" and args.checkpoint is None:
+        download_checkpoint(variant)  # once, before the others read it
+    barrier()
+    sam = load_sam(variant, args.checkpoint, device=place.device)
+    cfg = config_from_args(SamTrainConfig, args, SKIP)
+    out = Path(args.out or cache_dir() / "runs" / f"sam_decoder_{variant}_cli" / cfg.recipe)
+    train, val = voc_splits(smoke, args.train_images, args.val_images)
+    cache = EmbeddingCache(args.embeddings or cache_dir() / "embeddings", sam)
+    encoded = fill_cache([train, val], cache, place)
+    train_items, _ = prepare_items(train, cache, show_progress=False)
+    val_items, _ = prepare_items(val, cache, show_progress=False)
+    history = train_decoder(
+        sam,
+        train_items,
+        val_items,
+        cfg,
+        out,
+        resume=not args.no_resume,
+        until_epoch=args.until_epoch,
+        show_progress=place.main,
+        place=place,
+    )
+    summary = {
+        "rank": place.rank,
+        "world": place.world,
+        "encoded_here": encoded,
+        "epochs": len(history),
+        "last": history[-1] if history else None,
+        "out": str(out),
+    }
+    if place.main:
+        print(json.dumps(summary))
+    cleanup()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
