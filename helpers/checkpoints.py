@@ -18,6 +18,7 @@ references' keys, plus the settings as nanoGPT keeps them:
 ``history``               one dict per finished epoch
 ``best_score``            the validation score of ``best.pt`` so far
 ``rng``                   torch's CPU random state after the epoch
+``processes``             how many processes trained it (``torchrun``; 1 alone)
 ========================  ==============================================================
 
 :func:`save_training_state` writes it; :func:`resume_training` reads it, checks it and
@@ -45,6 +46,8 @@ TRAINING_STATE_KEYS = (
     "best_score",
     "rng",
 )
+#: Written since the course records them; a file without them still resumes.
+OPTIONAL_STATE_KEYS = ("config_type", "processes")
 
 
 log = logging.getLogger(__name__)
@@ -130,9 +133,11 @@ def save_training_state(
     config,
     history: list[dict],
     best_score: float,
+    processes: int = 1,
 ) -> Path:
-    """Write a resumable training state (the keys of :data:`TRAINING_STATE_KEYS`),
-    atomically. ``config`` is a dataclass; the random state is torch's CPU one."""
+    """Write a resumable training state (the keys of :data:`TRAINING_STATE_KEYS`, and
+    ``processes``), atomically. ``config`` is a dataclass; the random state is torch's
+    CPU one."""
     return atomic_save(
         {
             "model": model.state_dict(),
@@ -141,9 +146,11 @@ def save_training_state(
             "scaler": scaler.state_dict(),
             "epoch": epoch,
             "config": asdict(config) if is_dataclass(config) else dict(config),
+            "config_type": type(config).__name__,
             "history": history,
             "best_score": best_score,
             "rng": torch.get_rng_state(),
+            "processes": processes,
         },
         path,
     )
@@ -172,6 +179,17 @@ def resume_training(
         )
     wanted = asdict(config) if is_dataclass(config) else dict(config)
     found = dict(state["config"])
+    there, here = state.get("config_type"), type(config).__name__
+    if there is not None and there != here:
+        raise CheckpointError(
+            f"{path}: holds another model's run (its settings are a {there}, this run's a "
+            f"{here}): give each run its own folder (--out)"
+        )
+    if set(found) != set(wanted):
+        raise CheckpointError(
+            f"{path}: holds another model's run, or one of another version of the course (its "
+            f"settings are {', '.join(sorted(found))}); give this run its own folder (--out)"
+        )
     # settings that change how fast, not what is computed (e.g. data-loading workers) are
     # declared with field(metadata={"compared": False}) and may differ on resume
     for f in fields(config) if is_dataclass(config) else ():

@@ -10,15 +10,36 @@ runs both ways.
 What data parallelism does in this course: every process holds the whole model, reads
 its own share of the images, computes gradients on it, and the gradients are averaged
 across processes before every optimizer step, so that all copies take the same step.
+
+A collective (an all-reduce, a barrier) waits for every process. A process that stalls
+(stopped, swapped out, stuck on a file system) would keep the others waiting silently
+for gloo's or NCCL's default of 30 or 10 minutes; here the process group gets an
+explicit timeout (``SEGCOURSE_DIST_TIMEOUT`` seconds, default 600, or ``setup``'s
+argument), and a collective that fails or times out raises :class:`CollectiveError`
+naming the collective and the rank that gave up. Downloads happen before the group
+exists (:mod:`helpers.data.downloads` locks let one process fetch while the others
+wait), so no collective waits on one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+TIMEOUT_ENV = "SEGCOURSE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+_timeout: float | None = None  # the process group's, once setup() made it
+
+
+class CollectiveError(RuntimeError):
+    """A collective did not complete on this process: another one stalled or died."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +58,24 @@ class Place:
         return self.rank == 0
 
 
-def setup(device: str | None = None) -> Place:
+def timeout_s() -> float:
+    """The process group's timeout in seconds: ``SEGCOURSE_DIST_TIMEOUT`` or 600."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected seconds, a number") from None
+    if value <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def setup(device: str | None = None, timeout: float | None = None) -> Place:
     """Join the process group that ``torchrun`` describes in the environment, or return
     the single-process place when there is none. ``device``: ``"cpu"`` to stay on the CPU
-    even with GPUs; default: this process's GPU (``cuda:LOCAL_RANK``) when there is one."""
+    even with GPUs; default: this process's GPU (``cuda:LOCAL_RANK``) when there is one.
+    ``timeout``: seconds a collective may wait for the other processes (default
+    :func:`timeout_s`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -49,12 +84,35 @@ def setup(device: str | None = None) -> Place:
     if use_cuda:
         torch.cuda.set_device(place)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        global _timeout
+        _timeout = timeout or timeout_s()
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=_timeout)
+        )
     return Place(rank, world, local_rank, place)
 
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def collective(what: str):
+    """Re-raise a failure inside a collective as :class:`CollectiveError` that says which
+    collective and which rank; without a process group, errors pass unchanged."""
+    try:
+        yield
+    except CollectiveError:
+        raise
+    except Exception as err:
+        if not active():
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise CollectiveError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} did not complete "
+            f"(timeout {_timeout or timeout_s():.0f} s): another process stalled or died "
+            f"({type(err).__name__}: {first})"
+        ) from err
 
 
 def shard(n: int, place: Place) -> range:
@@ -66,18 +124,25 @@ def shard(n: int, place: Place) -> range:
 def sum_gradients(params: list[torch.nn.Parameter]) -> None:
     """Sum every parameter's gradient over the ranks (in place), in one flat all-reduce.
     With each rank's loss already divided by the number of images in the whole step,
-    the sum is the gradient of the step's mean loss: what DDP's averaging gives when
-    every rank has the same number of images. A parameter without a gradient on a rank
-    counts as zeros there, so every rank ends with the same gradients."""
-    if not active():
+    the sum is the gradient of the step's mean loss, exact however the step's images are
+    shared out. A parameter without a gradient on a rank counts as zeros there; one
+    without a gradient on every rank keeps ``None``, as with one process (so that AdamW
+    skips it instead of applying weight decay to it). Every rank ends with the same
+    gradients."""
+    if not active() or not params:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    has = torch.tensor(
+        [p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device
+    )
+    flat = torch.cat([*(g.reshape(-1) for g in grads), has])  # the gradients, then the flags
+    with collective("the all-reduce of the gradients"):
+        dist.all_reduce(flat)
+    ranks_with_grad = flat[-len(params) :].tolist()
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g, count in zip(params, grads, ranks_with_grad):
         n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
+        p.grad = None if count == 0 else flat[offset : offset + n].view_as(p).clone()
         offset += n
 
 
@@ -87,7 +152,8 @@ def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> l
     if not active():
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    with collective("an all-reduce of numbers (losses, counts, flags)"):
+        dist.all_reduce(t)
     return t.tolist()
 
 
@@ -102,7 +168,8 @@ def gather_to_main(obj, place: Place) -> list | None:
     if not active():
         return [obj]
     out = [None] * place.world if place.main else None
-    dist.gather_object(obj, out, dst=0)
+    with collective("a gather on rank 0"):
+        dist.gather_object(obj, out, dst=0)
     return out
 
 
@@ -111,13 +178,16 @@ def broadcast_from_main(obj, place: Place):
     if not active():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with collective("a broadcast from rank 0"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
 def barrier() -> None:
+    """Wait for every process (a no-op alone)."""
     if active():
-        dist.barrier()
+        with collective("a barrier"):
+            dist.barrier()
 
 
 def cleanup() -> None:

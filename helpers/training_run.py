@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import resume_training, save_training_state
+from .checkpoints import CheckpointError, resume_training, save_training_state
 from .course.runtime import progress
 from .distributed import Place, barrier
 
@@ -49,6 +49,13 @@ class TrainingRun:
             as an interruption would; a later run with ``resume`` finishes it.
         place: this process under ``torchrun`` (default: the only one).
         show_progress: an epoch progress bar (rank 0 only).
+        same_processes: refuse to resume a run trained by another number of processes
+            (a loop whose global batch, and so whose schedule, depends on it).
+
+    Raises:
+        CheckpointError: ``last.pt`` does not fit (see
+            :func:`helpers.checkpoints.resume_training`), or ``same_processes`` and it was
+            trained by another number of processes.
     """
 
     def __init__(
@@ -65,8 +72,11 @@ class TrainingRun:
         until_epoch: int | None = None,
         place: Place | None = None,
         show_progress: bool = True,
+        same_processes: bool = False,
     ):
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"{self.out_dir}: a run folder is expected, this is a file")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         self.config, self.place = config, place or Place()
@@ -81,6 +91,15 @@ class TrainingRun:
             if resume
             else None
         )
+        trained_by = state.get("processes", self.place.world) if state else self.place.world
+        if same_processes and trained_by != self.place.world:
+            raise CheckpointError(
+                f"{self.last_path}: trained by {trained_by} process(es), resumed with "
+                f"{self.place.world}: the global batch (processes x batch size) and the "
+                "learning-rate schedule would change mid-run. Resume with "
+                f"{trained_by} process(es) (torchrun --nproc_per_node {trained_by}), or give "
+                "the new run its own folder (--out)."
+            )
         self.history: list[dict] = state["history"] if state else []
         self.best_score: float = state["best_score"] if state else -math.inf
         self.first = len(self.history) + 1
@@ -122,6 +141,7 @@ class TrainingRun:
                 config=self.config,
                 history=self.history,
                 best_score=self.best_score,
+                processes=self.place.world,
             )
         barrier()  # every process sees this epoch's files before going on
 

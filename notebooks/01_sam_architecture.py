@@ -28,7 +28,9 @@
 #   often-quoted "decoder 16.3M, 4.35%" is a size in **bytes**;
 # - the input frame: resize the longest side to 1024, normalise, pad;
 # - tensor shapes end to end: embedding, sparse and dense prompt embeddings, the two-way
-#   transformer's tokens, three low-res masks with IoU predictions, back to full size;
+#   transformer's tokens, three low-res masks with IoU predictions (**IoU**, intersection
+#   over union: the overlap of a mask with the true object divided by their union, 1 for
+#   a perfect mask, 0 for a disjoint one), back to full size;
 # - the prompt encoder's random-Fourier positional encoding, pictured;
 # - multimask output for ambiguous prompts, and feeding a mask back as a prompt.
 #
@@ -169,7 +171,9 @@ plt.show()
 # %% [markdown]
 # ## The image encoder: one 256 x 64 x 64 embedding per image
 #
-# A ViT on 16 x 16 patches gives a 64 x 64 grid; a small neck projects it to 256
+# A **ViT** (vision transformer: the image cut into 16 x 16-pixel patches, each patch a
+# token, and transformer blocks over the tokens) on a 1024 x 1024 input gives a 64 x 64
+# grid of tokens; a small neck projects it to 256
 # channels. This is the expensive step (seconds on a CPU for vit_b), and it does not
 # depend on the prompts: that is why notebook 03 caches it.
 

@@ -65,6 +65,7 @@ if IN_COLAB:
 
 # %%
 import math
+import time
 from collections import OrderedDict
 
 import matplotlib.pyplot as plt
@@ -117,7 +118,7 @@ print(
 # the same numbers through roi_pool: a feature row whose value is its column index
 row = torch.arange(12.0).reshape(1, 1, 1, 12)
 pooled = roi_pool(row, torch.tensor([[0, x1, 0, x2, 0]]), (1, 7), 1 / STRIDE)
-print("roi_pool max per bin:", pooled.flatten().tolist())
+print("roi_pool max per bin:", ", ".join(f"{v:g}" for v in pooled.flatten().tolist()))
 assert pooled.flatten().tolist() == [float(b[1]) for b in bins]
 assert torch.equal(
     pooled, torchvision.ops.roi_pool(row, torch.tensor([[0, x1, 0, x2, 0]]), (1, 7), 1 / STRIDE)
@@ -141,7 +142,9 @@ ax.set_title("2 x 2 bins, 4 sample points each (x); grey dots: cell values")
 plt.show()
 print(
     "sample points (x, y) of bin (0, 0):",
-    sample_points(box, 2, 2, 1 / STRIDE)[0, 0].reshape(-1, 2).tolist(),
+    ", ".join(
+        f"({x:.3f}, {y:.3f})" for x, y in sample_points(box, 2, 2, 1 / STRIDE)[0, 0].reshape(-1, 2)
+    ),
 )
 
 # %% [markdown]
@@ -244,13 +247,108 @@ print("box side -> level:", dict(zip(sides.int().tolist(), levels.tolist())))
 assert levels.tolist() == [2, 2, 3, 4, 5, 5]
 
 # %% [markdown]
+# ## RoI Align from scratch, the slow and obvious way
+#
+# Everything above in one function, written for reading, not speed: for each RoI, each
+# output bin and each sample point, a bilinear read by hand, and the bin's value is the
+# mean of its samples. The rules for the edges are torchvision's (its CPU kernel,
+# `roi_align_kernel.cpp`): a sample more than one cell outside the map reads 0; one within
+# a cell of the edge is clamped onto it.
+
+
+# %%
+def bilinear(feature, y, x):
+    """feature: C x H x W; (y, x) a point on the cell grid (cell centres at integers).
+    Returns the C values there."""
+    _, height, width = feature.shape
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return torch.zeros(feature.shape[0], dtype=feature.dtype)  # far outside: 0
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(y), int(x)  # the cell above-left of the point
+    if y0 >= height - 1:  # on the last row: no row below, read the last one
+        y0 = y1 = height - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= width - 1:
+        x0 = x1 = width - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0  # how far past the above-left cell, 0..1
+    return (
+        (1 - ly) * (1 - lx) * feature[:, y0, x0]
+        + (1 - ly) * lx * feature[:, y0, x1]
+        + ly * (1 - lx) * feature[:, y1, x0]
+        + ly * lx * feature[:, y1, x1]
+    )
+
+
+def roi_align_naive(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """features: N x C x H x W; rois: K x 5 (batch index, x1, y1, x2, y2) in image pixels.
+    Returns K x C x PH x PW, as torchvision.ops.roi_align."""
+    ph_n, pw_n = output_size
+    offset = 0.5 if aligned else 0.0  # aligned=True: box edges on cell edges
+    out = torch.zeros(len(rois), features.shape[1], ph_n, pw_n, dtype=features.dtype)
+    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        x1, y1 = x1 * spatial_scale - offset, y1 * spatial_scale - offset
+        x2, y2 = x2 * spatial_scale - offset, y2 * spatial_scale - offset
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:  # the legacy mode: at least one cell wide and high
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_w, bin_h = roi_w / pw_n, roi_h / ph_n
+        # samples per bin and axis: fixed, or adaptive (as many as the bin has cells)
+        gy = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / ph_n)
+        gx = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / pw_n)
+        for ph in range(ph_n):
+            for pw in range(pw_n):
+                total = torch.zeros(features.shape[1], dtype=features.dtype)
+                for iy in range(gy):
+                    y = y1 + ph * bin_h + (iy + 0.5) * bin_h / gy  # evenly inside the bin
+                    for ix in range(gx):
+                        x = x1 + pw * bin_w + (ix + 0.5) * bin_w / gx
+                        total += bilinear(features[int(b)], y, x)
+                out[k, :, ph, pw] = total / max(gy * gx, 1)  # the mean of the samples
+    return out
+
+
+# %% [markdown]
+# Checked against `torchvision.ops.roi_align` on random boxes (some partly outside the
+# map, some smaller than a cell), for both `aligned` modes and a fixed and the adaptive
+# `sampling_ratio`:
+
+# %%
+g = torch.Generator().manual_seed(0)
+feats = torch.randn(2, 3, 12, 16, generator=g, dtype=torch.float64)
+xy = torch.rand(24, 2, generator=g, dtype=torch.float64) * 300 - 40  # some start outside
+wh = torch.rand(24, 2, generator=g, dtype=torch.float64) ** 2 * 180  # some tiny
+rois = torch.cat([torch.randint(0, 2, (24, 1), generator=g).double(), xy, xy + wh], 1)
+for aligned in (True, False):
+    for sampling_ratio in (2, 0):
+        slow = roi_align_naive(feats, rois, (5, 4), 1 / 16, sampling_ratio, aligned)
+        ref = torchvision.ops.roi_align(feats, rois, (5, 4), 1 / 16, sampling_ratio, aligned)
+        fast = roi_align(feats, rois, (5, 4), 1 / 16, sampling_ratio, aligned)
+        torch.testing.assert_close(slow, ref)
+        torch.testing.assert_close(fast, ref)
+        print(
+            f"aligned={aligned!s:5s} sampling_ratio={sampling_ratio}: max |naive - torchvision| "
+            f"{(slow - ref).abs().max().item():.1e}, max |package - torchvision| "
+            f"{(fast - ref).abs().max().item():.1e}"
+        )
+
+# %% [markdown]
 # ## The from-scratch `roi_align`, and why it is fast
 #
-# `helpers.detection.roi_align.roi_align` has torchvision's signature and results (the tests
-# compare forward and gradients over hundreds of random cases, including boxes outside
-# the map and of zero size, at 1e-10 in float64). Its trick: a bilinear weight is a row
-# weight times a column weight, so a whole RoI is two small matrix products,
-# `out[c] = A_y @ F[c] @ A_x.T`. Check it against torchvision on a random batch:
+# The naive version calls `bilinear` once per sample point: 49 bins x 4 samples x 4 cells
+# for every RoI of a 7 x 7 output, each a few Python operations. The package's
+# `helpers.detection.roi_align.roi_align` (equal to torchvision's over hundreds of random
+# cases in the tests, forward and gradients, at 1e-10 in float64) computes the same
+# numbers in a few tensor operations. Its trick: a bilinear weight is a row weight times a
+# column weight, and the samples of a bin row share their row weights, so a whole RoI is
+# two small matrix products, `out[c] = A_y @ F[c] @ A_x.T`, where row `p` of `A_y` holds
+# the weights with which output row `p` reads each row of the map (the mean over the
+# bin's samples included). Only the rows and columns a RoI's samples touch are non-zero.
+# Check it against torchvision on a larger random batch:
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -268,6 +366,16 @@ ours = roi_align(feats, rois, 14, 1 / 16, 2, aligned=True)
 ref = torchvision.ops.roi_align(feats, rois, 14, 1 / 16, 2, aligned=True)
 print("max |ours - torchvision| =", (ours - ref).abs().max().item())
 assert (ours - ref).abs().max() < 1e-4
+
+few = rois[:8]  # the naive loops are slow: time all three on the same 8 RoIs
+for name, fn in (
+    ("naive loops", roi_align_naive),
+    ("package (separable)", roi_align),
+    ("torchvision (C++)", torchvision.ops.roi_align),
+):
+    t0 = time.perf_counter()
+    fn(feats, few, (14, 14), 1 / 16, 2, True)
+    print(f"{name:20s} {1e3 * (time.perf_counter() - t0):8.1f} ms for 8 RoIs, 8 channels, 14 x 14")
 
 # %% [markdown]
 # `benchmarks/roi_align.py` times both at Mask R-CNN mask-head sizes; the README lists
@@ -316,11 +424,38 @@ assert all(
     row["align"] > max(row["align_false"], row["align_rounded"], row["pool"])
     for row in table.values()
 )
+shift = [row["align"] - row["align_false"] for row in table.values()]
+rounding = [row["align"] - row["align_rounded"] for row in table.values()]
+print(
+    f"the shift costs {min(shift):.2f} to {max(shift):.2f} of IoU, "
+    f"the rounding {min(rounding):.2f} to {max(rounding):.2f}"
+)
 
 # %% [markdown]
-# With 50 objects per size, both errors cost IoU, the box rounding more than the shift
-# (0.16 to 0.44 against 0.09 to 0.36), and the smallest objects lose most: a few pixels of
-# misplacement are a large part of their masks. RoI Align as Mask R-CNN introduced it
+# This is a geometric illustration at one stride, 8. In torchvision's Mask R-CNN the
+# level mapper (above) would pool objects of these sizes from P2, at stride 4, where each
+# error is half as many pixels: the same experiment at the stride the model would use
+# for them:
+
+# %%
+for r in table:  # each ellipse is 2.6 r wide and 2 r high
+    box = torch.tensor([[0.0, 0.0, 2.6 * r, 2.0 * r]])
+    print(
+        f"half-height {r:2d} px: sqrt(w h) {box[0, 2:].prod().sqrt():5.1f} px -> level "
+        f"P{fpn_levels(box).item()}"
+    )
+table4 = roundtrip_experiment(radii=tuple(table), n_objects=N_OBJECTS, stride=4)
+for r, row in table4.items():
+    print(
+        f"stride 4, half-height {r:2d} px: RoI Pool {row['pool']:.3f}, aligned=False "
+        f"{row['align_false']:.3f}, rounded box {row['align_rounded']:.3f}, aligned=True "
+        f"{row['align']:.3f}"
+    )
+
+# %% [markdown]
+# Both errors cost IoU, the box rounding more than the shift (the lines printed under
+# the stride-8 table), less at stride 4, and the smallest objects lose most: a few pixels
+# of misplacement are a large part of their masks. RoI Align as Mask R-CNN introduced it
 # removed the rounding; torchvision's `aligned=False` still has the half-cell shift.
 #
 # A trained network changes the numbers, not measured here. Detectron2's `ROIAlign`

@@ -19,7 +19,9 @@
 #
 # The task: keep SAM's image encoder and prompt encoder frozen, train only the 4 M
 # parameter mask decoder on VOC2007's instance masks with point and box prompts, with
-# BCE + Dice, AdamW and a cosine schedule, and keep the decoder weights of the best
+# BCE + Dice (binary cross-entropy, a per-pixel loss, plus the Dice loss, one minus the
+# overlap of predicted and true mask: both written out below), AdamW and a cosine
+# schedule, and keep the decoder weights of the best
 # epoch. A blog post (the *seed* of this notebook) did this; this notebook trains what it
 # then measures, and measures it before and after.
 #
@@ -41,7 +43,9 @@
 # ### What the seed did, and what this notebook does instead
 #
 # Each line is checked against the seed's own text (a blog post, "Segment-anything
-# 学习到微调系列3"); the last column names the section that shows it. Terms: SAM's mask
+# 学习到微调系列3") or, where the post leaves lines out, against the training script of
+# the repository it links (`finetune_sam_voc.py`); the last column names the section
+# that shows it. Terms: SAM's mask
 # decoder answers a prompt with one mask, or for an ambiguous prompt with three
 # *multimask* outputs, and its *IoU head* (a small network) scores each mask with the IoU
 # it expects against the object; a *pass* is one call of the decoder; VOC's *void* label
@@ -54,13 +58,15 @@
 # | one-hot targets: VOC's void pixels (255) become background (its text says 255 is "ignored", which holds for its list of classes, not for its loss) | the decoder is taught that object outlines are background | void pixels count in no loss and no IoU | The embedding cache (computed) |
 # | keeps the epoch of lowest **training** loss | the checkpoint that fits its training images best, unmeasured | the epoch of best validation mIoU@1 and box mIoU | Two recipes |
 # | "632 images (412 trainval, 210 test)" | 412 is a slip: the split files list 209 + 213 = 422 trainval images | the counts are checked when VOC2007 is extracted | Data |
-# | "post-processing such as NMS" after the decoder | SAM's `postprocess_masks` upsamples, crops the padding and resizes; there is no NMS | the same post-processing, printed from its source | The interactive protocol |
+# | "post-processing such as NMS" (non-maximum suppression: of overlapping detections, keep the highest-scored) after the decoder | SAM's `postprocess_masks` upsamples, crops the padding and resizes; there is no NMS | the same post-processing, printed from its source | The interactive protocol |
 # | `image = image[..., ::-1] ## RGB to BGR` after `cv2.imread` | `cv2.imread` returns BGR, so the code converts BGR to RGB: right code, wrong comment | images read as RGB with Pillow | Data |
-# | `epoch_loss = 0` ... `if epoch_loss < best_loss`; the lines that add to and average `epoch_loss` are not in the post | the reported epoch loss cannot be checked | the mean loss over the epoch's images, printed per epoch | Two recipes |
-# | says the embedding is computed once and cached, but calls `predictor.set_image` for every image in every epoch | the encoder runs every epoch | an on-disk embedding cache | The embedding cache |
+# | `epoch_loss /= idx` after the loop over images (the repository; the post omits the line), `idx` being the last index | every epoch loss is divided by N - 1 instead of N: an off-by-one | the mean loss over the epoch's images, printed per epoch | Two recipes |
+# | computes each image's embedding once for all of its instances (`predictor.set_image` before the loop over instances), again in every epoch | the encoder runs once per image **and epoch**: nearly all of the training time | an on-disk embedding cache: once per image for the whole run | The embedding cache |
 # | two decoder calls (one per pass) for each instance, instances one at a time | many small calls, expected to leave a GPU mostly idle (not measured here) | all instances of an image in one decoder batch | Two recipes |
 # | with points and box both on, drops points with probability 0.125 and the box 0.094 (nested draws) | points + box in 78% of the steps | the seed's scheme kept as `PromptConfig.seed()`; the paper's first prompt is the default | Prompts |
-# | names AdamW and CosineAnnealingLR without values | | AdamW (lr 1e-4, weight decay 5e-4: this course's choice), warm-up then cosine | Settings |
+# | the post names AdamW and CosineAnnealingLR without values; the repository sets lr 1e-4, weight decay 5e-4 and `CosineAnnealingLR(T_max=num_epochs, eta_min=1e-7)`, stepped once per epoch | | the seed's AdamW values; warm-up, then cosine decay stepped per optimizer step | Settings |
+# | `--point-prompt` and `--box-prompt` declared with `type=bool` | argparse calls `bool("False")`, which is True: neither prompt kind can be switched off from the command line | options made from the config dataclass, `--x` / `--no-x` (`python -m helpers.sam.train --help`) | notebook 06 |
+# | `momentum = 0.937` defined | never used (AdamW has no momentum argument) | | |
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
 import os
@@ -92,7 +98,7 @@ if IN_COLAB:
 # %%
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -103,16 +109,19 @@ from torch.utils.data import Subset
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
 from helpers.data.voc import VOCInstanceDataset, download_voc2007
 from helpers.metrics import mask_iou
-from helpers.sam.clicks import next_click
+from helpers.sam.clicks import error_clicks, next_click
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.evaluation import comparison_table, evaluate
-from helpers.sam.items import prepare_items
+from helpers.sam.items import lowres_cell_to_pixel, prepare_items
 from helpers.sam.model import load_decoder, load_sam, module_sizes, with_own_decoder
-from helpers.sam.predict import predict_round
+from helpers.sam.predict import predict, predict_round
 from helpers.sam.prompts import PromptConfig, sample_prompts
 from helpers.sam.training import (
     SamTrainConfig,
     decoder_changes,
+    round_schedule,
+    sam_step,
+    seed_step,
     train_decoder,
     weight_decay_only_change,
 )
@@ -165,7 +174,8 @@ print(S)
 if not SMOKE and DEVICE == "cpu":
     print(
         "WARNING: full mode without a GPU. Training vit_b's decoder with the interactive recipe "
-        "costs about 5 s per image and epoch on a 2-core CPU (README), about 10 hours here. "
+        "costs seconds per image and epoch on a CPU (README: benchmarks/sam_epoch.py), so "
+        f"{S.train.epochs} epochs of VOC2007 take many hours here. "
         "Use a GPU runtime, or smoke mode (SEGCOURSE_SMOKE=1)."
     )
 
@@ -173,11 +183,11 @@ if not SMOKE and DEVICE == "cpu":
 # A note on the loss weights: objects cover a small part of an image, so BCE alone is
 # lowest for an empty mask, and a decoder that starts from nothing (smoke mode's random
 # one) is pulled towards predicting little. With smoke mode's settings but Dice at 1:1,
-# the SAM recipe raised box mIoU on its training images by only 0.02 and mIoU@1 not at
-# all; with Dice weighted 3, both rose by 0.09 or more (`benchmarks/recipe_margins.py`,
-# README). SAM's own decoder starts with masks on the objects, so the pull towards empty
-# is weaker and the 1:1 of full mode is expected to train (not measured here: no real run
-# has been made on these machines).
+# the SAM recipe raises mIoU@1 on its training images far less than with Dice weighted 3
+# (`benchmarks/recipe_margins.py` measures both; the README's table is generated from
+# its results file). SAM's own decoder starts with masks on the objects, so the pull
+# towards empty is weaker and the 1:1 of full mode is expected to train (not measured
+# here: no real run has been made on these machines).
 
 # %% [markdown]
 # ## Data
@@ -235,10 +245,10 @@ original = load_sam(S.variant, device=DEVICE)  # the decoder as it comes: "befor
 #
 # A frozen encoder gives the same embedding for the same image every time, so it is
 # computed **once** and kept on disk (fp16, 2 MiB per image), keyed by the encoder's
-# weights, the preprocessing and the image's pixels. The seed's post says the embedding is
-# computed once per image and cached, but its code calls `predictor.set_image` for every
-# image in every epoch. On a 2-core CPU the vit_b encoder takes 14.0 s per image
-# (`benchmarks/sam_epoch.py`, README): here that is paid once, not once per epoch.
+# weights, the preprocessing and the image's pixels. The seed also computes an image's
+# embedding once, for all of its instances, but again in every epoch: the vit_b encoder
+# takes seconds per image on a CPU (`benchmarks/sam_epoch.py`; the README quotes its
+# results file), and here that is paid once for the whole run, not once per epoch.
 
 # %%
 cache = EmbeddingCache(cache_dir() / "embeddings", original)
@@ -437,7 +447,10 @@ print(
 # points + box, a mask prompt (the paper: "more than one prompt"), and also a box alone,
 # a choice of this course (the paper counts a box as one prompt), so that the box
 # evaluation, the widget and training read the same output. The IoU head regresses the
-# real IoU of every mask it scores (MSE, weight 1 as in the paper). The mask loss is the
+# real IoU of a mask with an MSE loss of weight 1, as the paper specifies; here it learns
+# that of all three masks it scores, a choice of this course (SAM 2's released training
+# code supervises only the lowest-loss mask's score unless `supervise_all_iou` is set),
+# so that the score that picks click 1's mask is trained on every candidate. The mask loss is the
 # course's BCE + Dice (the paper's is focal + Dice, 20:1).
 #
 # What is detached between rounds, and why: the previous round's logits are fed back
@@ -461,10 +474,210 @@ for v, a, b in zip(x.tolist(), seed_grad.tolist(), x.grad.tolist()):
     )
 
 # %% [markdown]
+# ## One training step, written out
+#
+# Everything above is what `train_decoder` does for every image of every epoch. Here is
+# one image's step of each recipe written as plain PyTorch, then checked against the
+# package's tested version (`sam_step`, `seed_step`) on the same inputs and the same
+# random draws: the loss and every gradient of the decoder must agree.
+#
+# **The targets.** The decoder answers in its 256 x 256 low-res frame, one cell per 4 x 4
+# pixels of SAM's 1024 x 1024 input. The instance masks are moved there the way the image
+# was: resized so that the longest side is 1024, padded at the bottom and right, averaged
+# over 4 x 4 cells and thresholded at one half. The same is done to VOC's void mask and to
+# a mask of ones (the image itself, which marks the padding); a cell **counts** in the loss
+# when it is mostly not void and mostly inside the image.
+
+# %%
+item = train_items[0]
+h, w = item.emb.input_size  # the longest side resized to 1024
+stack = np.concatenate([item.masks, item.void[None], np.ones_like(item.void)[None]])
+stack = torch.from_numpy(stack.astype(np.float32))[None]  # 1 x (N + 2) x H x W
+resized = F.interpolate(stack, size=(h, w), mode="bilinear", align_corners=False)
+padded = F.pad(resized, (0, 1024 - w, 0, 1024 - h))  # pad right and bottom to 1024 x 1024
+low = F.avg_pool2d(padded, 4)[0]  # (N + 2) x 256 x 256: the share of each 4 x 4 cell
+targets = low[:-2] > 0.5  # N x 256 x 256 bool: the instances
+valid = (low[-2] < 0.5) & (low[-1] > 0.5)  # 256 x 256 bool: not void, not padding
+assert torch.equal(targets, item.targets) and torch.equal(valid, item.valid)
+print(
+    f"{item.image_id}: {len(targets)} instances; of the 256 x 256 cells, "
+    f"{int((~valid).sum()):,} do not count ({int((low[-1] <= 0.5).sum()):,} padding, "
+    f"the rest void): equal to prepare_items' targets"
+)
+
+# %% [markdown]
+# **The loss of one mask**, from its logits `x` (sigmoid `p = s(x)`) and target `t`, over
+# the cells that count: BCE, the mean of `-(t log p + (1 - t) log(1 - p))` (computed from
+# the logits, PyTorch's `binary_cross_entropy_with_logits`), plus `dice_weight` times the
+# soft **Dice** loss `1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`, which is 0 when the
+# prediction covers the object exactly and near 1 when it misses it, whatever the
+# object's size (the `+ 1` keeps an empty target with an empty prediction at 0). The IoU
+# head's target is the IoU of the thresholded mask (`x > 0`), over the same cells.
+
+
+# %%
+def mask_losses(logits, targets, valid, dice_weight):
+    """logits: N x M x 256 x 256; targets: N x 1 x 256 x 256 bool; valid: 256 x 256 bool
+    -> the loss of each mask, N x M."""
+    t = targets.float().expand_as(logits)
+    v = valid.float()
+    n_valid = v.sum().clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    bce = (bce * v).sum((-2, -1)) / n_valid
+    p, t = torch.sigmoid(logits) * v, t * v
+    dice = 1 - (2 * (p * t).sum((-2, -1)) + 1) / (p.sum((-2, -1)) + t.sum((-2, -1)) + 1)
+    return bce + dice_weight * dice
+
+
+def iou_target(logits, targets, valid):
+    """The IoU of each thresholded mask with its target, valid cells only: N x M."""
+    pred = (logits > 0) & valid
+    t = targets.expand_as(pred) & valid
+    inter, union = (pred & t).sum((-2, -1)), (pred | t).sum((-2, -1))
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter.float()))
+
+
+# %% [markdown]
+# **The SAM recipe's step on one image.** Round 1 is the first prompt; each later round
+# either adds one click per instance in the error region of the previous mask or adds
+# nothing (a mask-only round); from round 2 on the previous round's logits, detached, are
+# the mask prompt. A single point alone gets three masks and only the lowest of their
+# three losses counts; the IoU head learns the IoU of every mask it scores. Each round's
+# loss is back-propagated at once (divided by the number of rounds: the image's loss is
+# their mean), so the gradients add up while memory holds one round.
+
+
+# %%
+def sam_step_by_hand(sam, item, cfg, rng):
+    targets, valid = item.targets, item.valid
+    first = sample_prompts(item.cands, cfg.prompts, rng)  # a point or a noisy box each
+    points, labels, boxes = first["points"], first["labels"], first["boxes"]
+    rounds = [True] + round_schedule(cfg, rng)  # True: add a click; round 1 is the prompt
+    prev, total = None, 0.0
+    for r, add_click in enumerate(rounds):
+        if r > 0 and add_click:  # one click per instance, uniform over its error region
+            rows, cols, positive, has = error_clicks(prev, targets, valid, rng)
+            new = lowres_cell_to_pixel(rows, cols, item.emb)[:, None]  # N x 1 x 2 (x, y)
+            lab = np.where(has, positive.astype(np.int64), -1)[:, None]  # -1: no point
+            points = new if points is None else np.concatenate([points, new], axis=1)
+            labels = lab if labels is None else np.concatenate([labels, lab], axis=1)
+        mask_prompt = None if prev is None else prev[:, None]  # N x 1 x 256 x 256
+        out = predict_round(sam, item.emb, points, labels, boxes, mask_prompt, full_size=False)
+        logits = out["low_res"]  # N x M x 256 x 256: M = 3 for a point alone, else 1
+        per_mask = mask_losses(logits, targets[:, None], valid, cfg.dice_weight)  # N x M
+        mask_loss = per_mask.min(dim=1).values.mean()  # the lowest of three (M = 1: the one)
+        iou_mse = F.mse_loss(out["iou"], iou_target(logits.detach(), targets[:, None], valid))
+        loss = mask_loss + cfg.iou_loss_weight * iou_mse
+        (loss / len(rounds)).backward()  # this round's share of the image's loss
+        prev = out["chosen_low_res"][:, 0].detach()  # the next round's mask prompt
+        total += loss.item()
+    return total / len(rounds)
+
+
+# %% [markdown]
+# Checked against the package's `sam_step` on the same image, from the same random
+# generator (so the same first prompts, rounds and clicks), with a schedule long enough
+# to pass through every branch (three masks, clicks, mask-only rounds):
+
+
+# %%
+def decoder_grads(sam, step, *args):
+    sam.mask_decoder.zero_grad(set_to_none=True)
+    loss = step(*args)
+    return loss, {
+        n: p.grad.clone() for n, p in sam.mask_decoder.named_parameters() if p.grad is not None
+    }
+
+
+probe = with_own_decoder(original)  # a copy of the decoder to take gradients of
+for p in probe.mask_decoder.parameters():
+    p.requires_grad_(True)
+for first in ("point", "box"):  # a first point (three masks in round 1), then a box
+    check_cfg = replace(
+        S.train,
+        click_rounds=3,
+        refine_rounds=2,
+        prompts=PromptConfig(p_points=float(first == "point"), p_box=float(first == "box")),
+    )
+    loss_hand, grads_hand = decoder_grads(
+        probe, sam_step_by_hand, probe, item, check_cfg, np.random.default_rng(7)
+    )
+    (loss_pkg, parts), grads_pkg = decoder_grads(
+        probe,
+        sam_step,
+        probe,
+        item,
+        check_cfg,
+        np.random.default_rng(7),
+        lambda loss: loss.backward(),
+    )
+    torch.testing.assert_close(loss_hand, loss_pkg)
+    assert grads_hand.keys() == grads_pkg.keys()
+    for name in grads_pkg:
+        torch.testing.assert_close(grads_hand[name], grads_pkg[name])
+    assert parts["multimask_rounds"] == (first == "point")
+    print(
+        f"SAM recipe, first prompt a {first}: {parts['rounds']} rounds "
+        f"({parts['multimask_rounds']} with three masks); loss by hand {loss_hand:.6f}, "
+        f"sam_step {loss_pkg:.6f}; all {len(grads_pkg)} decoder gradients equal"
+    )
+
+
+# %% [markdown]
+# **The seed recipe's step**, shorter: pass 1 asks for three masks without gradients and
+# keeps the one the IoU head scores highest; pass 2 sends the same prompts with that mask
+# as the mask prompt and asks for one mask, and only that mask has a loss.
+
+
+# %%
+def seed_step_by_hand(sam, item, cfg, rng):
+    p = sample_prompts(item.cands, cfg.prompts, rng)  # 1 fg + 1 bg point and/or the box
+    with torch.no_grad():  # pass 1: three masks, the best by predicted IoU
+        first = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], full_size=False)
+        best = first["low_res"][torch.arange(len(first["iou"])), first["iou"].argmax(dim=1)]
+    second = predict(  # pass 2: the best mask back in as a prompt; one mask
+        sam,
+        item.emb,
+        p["points"],
+        p["labels"],
+        p["boxes"],
+        mask_input=best[:, None],
+        multimask=False,
+        full_size=False,
+    )
+    loss = mask_losses(second["low_res"], item.targets[:, None], item.valid, cfg.dice_weight).mean()
+    loss.backward()
+    return loss.item()
+
+
+seed_cfg = S.seed_recipe
+loss_hand, grads_hand = decoder_grads(
+    probe, seed_step_by_hand, probe, item, seed_cfg, np.random.default_rng(7)
+)
+(loss_pkg, _), grads_pkg = decoder_grads(
+    probe, seed_step, probe, item, seed_cfg, np.random.default_rng(7), lambda loss: loss.backward()
+)
+torch.testing.assert_close(loss_hand, loss_pkg)
+assert grads_hand.keys() == grads_pkg.keys()
+for name in grads_pkg:
+    torch.testing.assert_close(grads_hand[name], grads_pkg[name])
+print(
+    f"seed recipe: loss by hand {loss_hand:.6f}, seed_step {loss_pkg:.6f}; all "
+    f"{len(grads_pkg)} decoder gradients equal"
+)
+parts_of = lambda names: sorted({".".join(n.split(".")[:2]) for n in names})  # noqa: E731
+print(
+    "no gradient at all (not in the loss):",
+    parts_of(n for n, _ in probe.mask_decoder.named_parameters() if n not in grads_pkg),
+)
+print("a gradient of exactly zero:", parts_of(n for n, g in grads_pkg.items() if not g.any()))
+
+
+# %% [markdown]
 # Full mode runs the paper's 11 rounds. Smoke mode runs 2 (the first prompt and one
-# click), since each round costs a decoder forward and backward pass (for vit_b about
-# 0.45 s per image on a 2-core CPU, README); that still exercises every branch: three
-# masks with the lowest loss, a click from the error region, a mask prompt, the single mask.
+# click), since each round costs a decoder forward and backward pass; that still
+# exercises every branch: three masks with the lowest loss, a click from the error
+# region, a mask prompt, the single mask.
 #
 # Both use the course's fixes (BCE from logits, void ignored) and keep the decoder of the
 # epoch with the best validation mIoU@1 and box mIoU (`best.pt`, 16 MB); `last.pt` keeps

@@ -66,6 +66,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.utils.onnx import SamOnnxModel
 
 from helpers.checkpoints import CheckpointError
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
@@ -85,6 +86,8 @@ from helpers.sam.onnx_decoder import (
     OnnxDecoder,
     click_latency,
     export_decoder,
+    export_example,
+    exportable_decoder,
     first_click_agreement,
     quantize_int8,
 )
@@ -280,12 +283,36 @@ plt.show()
 # ## 3. ONNX: the decoder without PyTorch
 #
 # The image encoder runs once per image (on a server, or once on load); every click
-# then needs only the prompt encoder and the decoder. Exported with segment-anything's
-# `SamOnnxModel` through `torch.onnx.export(..., dynamo=False)`, the TorchScript-based
-# exporter that segment-anything's own export script uses: the newer `dynamo=True`
-# exporter stops at the model's crop of the padding, whose size is computed from an
-# input (`helpers/sam/onnx_decoder.py` says more, and why the crop is rewritten: traced as
-# written, it keeps the aspect ratio of the example used for the export).
+# then needs only the prompt encoder and the decoder. The model to export is
+# segment-anything's `SamOnnxModel` (prompt encoder, decoder and SAM's post-processing
+# in one graph) with one change: its crop of the padding is rewritten, because the
+# TorchScript tracer records the crop's size, computed from an input, as a constant, so
+# a file traced on a landscape example would crop a portrait photo wrongly
+# (`helpers/sam/onnx_decoder.py`, `exportable_decoder`).
+#
+# Which exporter? PyTorch has two. The newer one (`dynamo=True`) starts with
+# `torch.export`, which must see every tensor size as a function of the inputs: the
+# stock model's crop stops it, the rewritten one passes (checked below). It then writes
+# ONNX with the `onnxscript` package, which this course does not install. The older,
+# TorchScript-based exporter (`dynamo=False`, which PyTorch marks as deprecated) needs
+# nothing more, is the one segment-anything's own export script uses, and its file is
+# checked equal to PyTorch below: the course uses it.
+
+# %%
+example = export_example(fine_tuned)
+fine_tuned.cpu()  # torch.export traces on the CPU here (the encoders are shared: back below)
+try:
+    for name, candidate in (
+        ("segment-anything's SamOnnxModel", SamOnnxModel(fine_tuned, return_single_mask=False)),
+        ("the course's rewrite", exportable_decoder(fine_tuned, return_single_mask=False)),
+    ):
+        try:
+            torch.export.export(candidate.eval(), example)
+            print(f"torch.export of {name}: accepted")
+        except Exception as err:  # what the dynamo exporter would stop at
+            print(f"torch.export of {name}: stops with {type(err).__name__}")
+finally:
+    fine_tuned.to(DEVICE)
 
 # %%
 onnx_file = export_decoder(fine_tuned, Path(S.out_dir) / "decoder.onnx")

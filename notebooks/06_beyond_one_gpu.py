@@ -58,27 +58,37 @@ if IN_COLAB:
 
 # %%
 import json
+import socket
 import subprocess
-import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 import helpers
+from helpers.course.jobs import run_job
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, describe, is_smoke
 from helpers.data.voc import VOCInstanceDataset
+from helpers.distributed import Place, shard, sum_gradients
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.items import prepare_items
 from helpers.sam.model import load_sam, module_sizes, with_own_decoder
+from helpers.sam.training import SamTrainConfig, sam_step
 from helpers.views.widget import sam_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
 REPO_ROOT = Path(helpers.__file__).resolve().parent.parent  # where scripts/ lies
+RUNS = cache_dir() / "runs" / "distributed_demo"  # everything this notebook writes
 
 # %% [markdown]
 # ## Data parallelism for these two jobs
 #
 # Every process holds a whole copy of the model, takes its own share of the images of a
-# step, computes gradients on them, and then the gradients are **summed over the
+# step (processes are numbered 0 to `world` - 1: that number is the process's **rank**), computes gradients on them, and then the gradients are **summed over the
 # processes** (an *all-reduce*) so that every copy takes the very same optimizer step.
 # Nothing else crosses between processes during training: no images, no activations.
 #
@@ -101,22 +111,193 @@ print(
 )
 
 # %% [markdown]
-# Why not `DistributedDataParallel` here: DDP all-reduces *during* the backward pass and
-# expects one forward per backward; the interactive recipe calls the decoder up to 11
-# times per image and back-propagates each round as it goes (notebook 03), so the course
-# sums the gradients explicitly with `torch.distributed.all_reduce`, once, after all of a
-# step's rounds. Each image's loss is divided by the step's image count, so the sum is
-# the gradient of the step's mean loss: DDP's arithmetic. Validation is split over the
-# processes and its sums reduced; only rank 0 writes `best.pt` and `last.pt`; a
-# non-finite loss on any process stops all of them (a flag is all-reduced every step).
+# ## One step of SAM's job on two processes, in code
+#
+# Run here on two CPU processes that talk through **gloo**, PyTorch's communication
+# backend for CPUs (on GPUs, NCCL). Two small functions carry the whole lesson. `shard` deals a step's images out: every
+# `world`-th image, starting at the process's rank, so the shares differ by at most one
+# image and together cover the step once:
+
+
+# %%
+def shard_by_hand(n, rank, world):
+    """This process's images of a step of n: every world-th, from its rank."""
+    return range(rank, n, world)
+
+
+for world in (1, 2, 3):
+    shares = [list(shard_by_hand(5, rank, world)) for rank in range(world)]
+    print(f"5 images on {world} process(es): {shares}")
+    for rank in range(world):  # the package's version deals the same
+        assert shard_by_hand(5, rank, world) == shard(5, Place(rank=rank, world=world))
+
+
+# %% [markdown]
+# Each process then runs the recipe of notebook 03 on its images (`sam_step`, the rounds
+# back-propagated one by one), with each image's loss divided by the number of images in
+# the **whole** step, and `sum_gradients` adds up the processes' gradients with one
+# all-reduce: afterwards every process holds the gradient of the step's mean loss and
+# takes the same optimizer step. Written plainly:
+
+
+# %%
+def sum_gradients_by_hand(params):
+    """Add up every process's gradients, in place, with one flat all-reduce."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    has = torch.tensor([float(p.grad is not None) for p in params])  # who has a gradient
+    flat = torch.cat([*(g.reshape(-1) for g in grads), has])  # one message, not 120
+    dist.all_reduce(flat)  # the sum over processes, the same result on every process
+    offset = 0
+    for p, g, count in zip(params, grads, flat[-len(params) :].tolist()):
+        p.grad = None if count == 0 else flat[offset : offset + g.numel()].view_as(p).clone()
+        offset += g.numel()  # a parameter no process has a gradient for keeps None
+
+
+# %% [markdown]
+# PyTorch's own engine for this is `DistributedDataParallel` (**DDP**): it wraps the
+# model, and during the backward pass it all-reduces the gradients bucket by bucket
+# while the rest of the backward pass still runs, then divides them by the number of
+# processes (an average, not a sum). The recipe calls the decoder once per round and
+# back-propagates each round as it goes; DDP handles that with its gradient-accumulation
+# pattern: the forward passes of all rounds but the step's last run inside
+# `ddp.no_sync()`, so their backward passes only accumulate, and the last round's
+# backward pass all-reduces the accumulated sum. Since DDP averages over processes, each
+# process divides its images' losses by its **own** number of images.
+
+
+# %%
+class SyncOnLastRound(torch.nn.Module):
+    """SAM's mask decoder under DDP: every forward pass of a step but the last runs inside
+    no_sync(), so only the last round's backward pass all-reduces the gradients."""
+
+    def __init__(self, ddp):
+        super().__init__()
+        self.ddp, self.rounds_left = ddp, 0
+
+    def forward(self, **kwargs):
+        self.rounds_left -= 1
+        if self.rounds_left > 0:
+            with self.ddp.no_sync():  # accumulate; no communication
+                return self.ddp(**kwargs)
+        return self.ddp(**kwargs)  # the step's last round: all-reduce in its backward
+
+
+CFG = SamTrainConfig(click_rounds=2, refine_rounds=1, dice_weight=3.0)  # 4 rounds per image
+ROUNDS = 1 + CFG.click_rounds + CFG.refine_rounds
+
+
+def one_step(rank, world, port, out, how, n_images):
+    """Run in each process: one optimizer step's gradients of n_images images, summed
+    by hand, by the package, or by DDP; rank 0 saves them to the file `out`."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        sam = with_own_decoder(base)  # the same starting decoder in every process
+        names, params = zip(*sam.mask_decoder.named_parameters())
+        for p in params:
+            p.requires_grad_(True)
+        mine = shard(n_images, Place(rank=rank, world=world))
+        if how == "ddp":
+            sam.mask_decoder = SyncOnLastRound(DistributedDataParallel(sam.mask_decoder))
+            sam.mask_decoder.rounds_left = len(mine) * ROUNDS
+        share = len(mine) if how == "ddp" else n_images  # DDP averages; the others sum
+        for slot in mine:  # each image drawn as train_decoder draws it: (seed, epoch, step, slot)
+            rng = np.random.default_rng([CFG.seed, 1, 0, slot])
+            sam_step(sam, items[slot], CFG, rng, lambda loss: (loss / share).backward())
+        if how == "by hand":
+            sum_gradients_by_hand(params)
+        elif how == "package":
+            sum_gradients(params)
+        if rank == 0:
+            torch.save({n: p.grad for n, p in zip(names, params)}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def on_two_processes(how, n_images):
+    with socket.socket() as s:  # a free port for the processes to meet at
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = RUNS / f"step_{how.replace(' ', '_')}_{n_images}.pt"
+    mp.start_processes(  # fork: the processes see this notebook's functions and items
+        one_step, args=(2, port, out, how, n_images), nprocs=2, start_method="fork"
+    )
+    return torch.load(out, weights_only=True)
+
+
+def on_one_process(n_images):
+    sam = with_own_decoder(base)
+    for p in sam.mask_decoder.parameters():
+        p.requires_grad_(True)
+    for slot in range(n_images):
+        rng = np.random.default_rng([CFG.seed, 1, 0, slot])
+        sam_step(sam, items[slot], CFG, rng, lambda loss: (loss / n_images).backward())
+    return {n: p.grad for n, p in sam.mask_decoder.named_parameters()}
+
+
+def largest_difference(a, b):
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# %% [markdown]
+# Four images in the step, two per process, summed three ways, against one process
+# that computes all four:
+
+# %%
+base = load_sam("tiny")  # every process starts from these weights
+cache = EmbeddingCache(RUNS / "embeddings_step", base)
+items, _ = prepare_items(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train"), cache)
+one = on_one_process(4)
+by_hand, package, ddp = (on_two_processes(how, 4) for how in ("by hand", "package", "ddp"))
+print(
+    f"largest gradient entry:                        {max(float(g.abs().max()) for g in one.values()):.1e}"
+)
+for name, grads in (("by hand", by_hand), ("package", package), ("DDP + no_sync()", ddp)):
+    print(f"2 processes, {name:16s} vs one process:   {largest_difference(grads, one):.1e}")
+print(f"2 processes, DDP vs the explicit all-reduce:   {largest_difference(ddp, package):.1e}")
+for grads in (by_hand, package, ddp):  # equal up to the order of float additions
+    assert largest_difference(grads, one) < 1e-6
+assert largest_difference(by_hand, package) == 0
+
+# %% [markdown]
+# All three agree with one process. Now a step of three images, as the last step of an
+# epoch often is: one process gets two images, the other one. The explicit sum still
+# divides by the step's three images; DDP's average weighs the lone image's process as
+# much as the other, so its lone image counts twice as much:
+
+# %%
+one3 = on_one_process(3)
+package3, ddp3 = (on_two_processes(how, 3) for how in ("package", "ddp"))
+print(f"3 images, explicit all-reduce vs one process: {largest_difference(package3, one3):.1e}")
+print(f"3 images, DDP vs one process:                 {largest_difference(ddp3, one3):.1e}")
+assert largest_difference(package3, one3) < 1e-6 < largest_difference(ddp3, one3)
+
+# %% [markdown]
+# So both engines run this recipe, and with even shares they give the same gradients.
+# The course's training loop keeps the explicit all-reduce for three reasons. It stays
+# exact when the shares are uneven (above), where DDP would need each process to weigh
+# its loss by its share of the step, and `join()` for a process left with no image at
+# all, which would otherwise wait forever in the all-reduce. DDP's speed-up, sending
+# gradients while the backward pass still runs, applies here only to the last of up to
+# 11 rounds, and the decoder's 16 MB of gradients take milliseconds (below). And the
+# sum is plain to read, as above. For Mask R-CNN, one forward and one backward pass per
+# step with equal batches, DDP is the natural choice, and the course uses it.
+
+# %% [markdown]
+# Validation is split over the processes and its sums reduced; only rank 0 writes
+# `best.pt` and `last.pt`; a non-finite loss on any process stops all of them (a flag is
+# all-reduced every step).
 #
 # **Mask R-CNN** (`helpers.detection.train`) is the textbook case, as in torchvision's detection
 # references: the model wrapped in `DistributedDataParallel` (which averages the
 # gradients during the backward pass), each process reading every `world`-th sample of the
 # epoch's order (`SeededShuffle`, dealt as `DistributedSampler` deals), `--batch-size` per
 # process (so the global batch grows with the processes: scale `--lr` with it, as the
-# references do), no SyncBatchNorm (with COCO weights the backbone's batch norms are
-# frozen), and the validation split over the processes with the detections gathered on
+# references do), no SyncBatchNorm (batch norm whose batch statistics are computed over
+# all processes' images together; with COCO weights the backbone's batch norms are
+# frozen, so there are none to share), and the validation split over the processes with the detections gathered on
 # rank 0 for pycocotools.
 #
 # ## Launching
@@ -147,33 +328,38 @@ print((REPO_ROOT / "scripts" / "slurm_train_sam_decoder.sbatch").read_text())
 # are compared weight by weight.
 
 # %%
-RUNS = cache_dir() / "runs" / "distributed_demo"
 common = ["--epochs", "2", "--batch-images", "2", "--click-rounds", "1", "--refine-rounds", "0"]
 common += ["--train-images", "4", "--val-images", "2", "--device", "cpu"]
 ENV = dict(os.environ, SEGCOURSE_SMOKE="1", TQDM_DISABLE="1", OMP_NUM_THREADS="1")
 
 
-def run(cmd):
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-    summary = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
-    return summary, time.perf_counter() - t0
+def show(line):
+    if not line.split("] ", 1)[-1].startswith("{"):  # a job's JSON summary: read, not shown
+        print(line, flush=True)
+
+
+def run(cmd, name):
+    """Run a job, its lines shown as they come; return its JSON summary and seconds."""
+    lines, seconds = run_job(cmd, name=name, cwd=REPO_ROOT, env=ENV, echo=show)
+    return json.loads([line for line in lines if line.startswith("{")][-1]), seconds
 
 
 torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 one, one_s = run(
     [sys.executable, "-m", "helpers.sam.train", *common, "--no-resume"]
-    + ["--out", f"{RUNS}/one", "--embeddings", f"{RUNS}/embeddings_one"]
+    + ["--out", f"{RUNS}/one", "--embeddings", f"{RUNS}/embeddings_one"],
+    "1 process",
 )
 two_args = [*common, "--out", f"{RUNS}/two", "--embeddings", f"{RUNS}/embeddings_two"]
 for stale in (RUNS / "two").glob("*.pt"):
     stale.unlink()  # a fresh run each time the notebook runs
 for f in (RUNS / "embeddings_two").glob("*.pt"):
     f.unlink()  # so that the parallel fill below fills it
-part, part_s = run([*torchrun, "-m", "helpers.sam.train", *two_args, "--until-epoch", "1"])
-two, two_s = run([*torchrun, "-m", "helpers.sam.train", *two_args])
+part, part_s = run(
+    [*torchrun, "-m", "helpers.sam.train", *two_args, "--until-epoch", "1"],
+    "2 processes, until epoch 1",
+)
+two, two_s = run([*torchrun, "-m", "helpers.sam.train", *two_args], "2 processes, resumed")
 print(f"1 process: {one['epochs']} epochs in {one_s:.0f} s")
 print(
     f"2 processes: epoch 1 in {part_s:.0f} s (rank 0 encoded {part['encoded_here']} of the "
@@ -206,7 +392,8 @@ assert differ < 1e-5 < moved, (differ, moved)  # equal up to float rounding
 # %%
 mask_rcnn, mask_rcnn_s = run(
     [*torchrun, "-m", "helpers.detection.train", "--epochs", "1", "--train-images", "4"]
-    + ["--num-workers", "0", "--no-resume", "--out", f"{RUNS}/maskrcnn", "--device", "cpu"]
+    + ["--num-workers", "0", "--no-resume", "--out", f"{RUNS}/maskrcnn", "--device", "cpu"],
+    "Mask R-CNN, 2 processes",
 )
 print(
     f"Mask R-CNN, 2 processes, 1 epoch in {mask_rcnn_s:.0f} s: parameters equal on every "
@@ -219,10 +406,21 @@ assert mask_rcnn["ranks_in_sync"]
 #
 # The README gives an estimate for VOC2007 and for a set 100 times larger on 1, 8 and 64
 # GPUs, from the per-image costs and the all-reduce volume above. In short: the
-# decoder's step (tens of milliseconds per image on a GPU) dwarfs moving 16 MB of
-# gradients (well under a millisecond over NVLink, a few milliseconds between nodes), so
-# the SAM job scales almost linearly until a step has fewer images than there are GPUs;
-# for VOC2007's ~380 training images 64 GPUs are more than the data can use.
+# decoder's step (an estimated 50-150 ms per image of the interactive recipe on a T4)
+# dwarfs moving 16 MB of gradients (well under a millisecond over NVLink, a few
+# milliseconds between nodes), so the SAM job scales almost linearly until a step has
+# fewer images than there are GPUs; for VOC2007's ~380 training images 64 GPUs are more
+# than the data can use.
+#
+# Mind what scaling changes. With `--batch-images` equal to the number of GPUs, 8 GPUs
+# take steps of 8 images where 1 GPU takes steps of 1: 8 times fewer optimizer steps per
+# epoch, each the mean gradient of 8 images. That is a different training, not the same
+# one done faster. The learning rate that suited batch 1 is a starting point only: the
+# common rules are to scale it with the batch (linear, used with a warm-up, which the
+# course's schedule has) or with its square root (often preferred for Adam-style
+# optimisers); either way, check on the validation numbers. One process with the same
+# `--batch-images` takes exactly the same steps as N processes (the run above checks it),
+# so a learning rate can be tried at the target batch on one GPU first.
 #
 # ## Your turn: click and compare
 #

@@ -94,3 +94,68 @@ def test_evaluation_gathered_on_rank_0_equals_one_process_and_a_nan_on_one_rank_
     for loop in ("sam", "maskrcnn"):
         assert "non-finite loss" in by_rank[1][loop]
         assert "on another process" in by_rank[0][loop]  # rank 0 stopped too
+
+
+def _pid_of_rank(rank: int, mark: str) -> int | None:
+    """The process torchrun started as ``rank`` (its environment carries our mark)."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            env = dict(
+                kv.split("=", 1) for kv in environ.read_bytes().decode().split("\0") if "=" in kv
+            )
+        except OSError:
+            continue
+        if env.get("SEGCOURSE_TEST_MARK") == mark and env.get("RANK") == str(rank):
+            if env.get("LOCAL_RANK") is not None:
+                return int(environ.parent.name)
+    return None
+
+
+def test_a_stalled_rank_ends_the_job_within_its_timeout_with_a_message_naming_the_rank(
+    tmp_path,
+):
+    """SIGSTOP one of two ranks once training runs: the other stops at its next
+    collective after the configured timeout (10 s) with an error that says which
+    collective and which rank, and torchrun ends the job, instead of both waiting
+    silently for gloo's default of 30 minutes."""
+    import contextlib
+    import signal
+    import time
+    import uuid
+
+    mark = uuid.uuid4().hex
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "helpers.sam.train", *SAM_ARGS, "--epochs", "50", "--dist-timeout", "10"]
+    cmd += ["--out", str(tmp_path / "run"), "--embeddings", str(tmp_path / "emb")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEGCOURSE_SMOKE="1", TQDM_DISABLE="1")
+    env.update(PYTHONUNBUFFERED="1", SEGCOURSE_TEST_MARK=mark)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines, stalled = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if stalled is None and "training the sam recipe" in line:
+                pid = _pid_of_rank(1, mark)
+                assert pid is not None, "rank 1 not found"
+                os.kill(pid, signal.SIGSTOP)
+                stalled = time.monotonic()
+        code = proc.wait(timeout=120)
+        ended = time.monotonic()
+    finally:
+        for sig in (signal.SIGCONT, signal.SIGKILL):  # whatever is left of the job
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        proc.wait()
+    output = "".join(lines)
+    assert stalled is not None, output[-3000:]
+    assert code != 0
+    assert "rank 0 of 2:" in output and "did not complete (timeout 10 s)" in output, output[-3000:]
+    assert ended - stalled < 10 + 60  # the timeout, plus torchrun's grace before SIGKILL

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.data.downloads import OWNER_FILE, DownloadError, fetch, md5sum, sweep_stale
+import helpers.data.downloads as downloads
+from helpers.data.downloads import OWNER_FILE, DownloadError, exclusive, fetch, md5sum, sweep_stale
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -61,6 +62,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
             self.wfile.write(body[start:])
+            return
+        if self.path.startswith("/throttled"):  # ~1 s for the MiB: long enough to overlap
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(0, len(body), 65536):
+                self.wfile.write(body[i : i + 65536])
+                self.wfile.flush()
+                time.sleep(0.06)
             return
         if self.path.startswith("/slow"):
             self.send_response(200)
@@ -161,12 +171,14 @@ def test_stale_temporary_folders_are_swept_and_live_ones_kept(tmp_path):
     os.utime(tmp_path / ".data.zip.no-owner-old", (time.time() - 3600,) * 2)
     (tmp_path / ".data.zip.no-owner-new").mkdir()  # being created right now, maybe
     (tmp_path / ".other.zip.dead-process").mkdir()  # another prefix: not ours to judge
-    removed = sweep_stale(tmp_path, ".data.zip.")
+    removed = sweep_stale(tmp_path, ".data.zip.")  # another host's folder: not provably gone
     assert sorted(p.name.removeprefix(".data.zip.") for p in removed) == [
         "dead-process",
         "no-owner-old",
-        "other-host",
     ]
+    # with the lock of the work held, another host's folder can only be left behind
+    removed = sweep_stale(tmp_path, ".data.zip.", locked=True)
+    assert [p.name for p in removed] == [".data.zip.other-host"]
     assert _leftovers(tmp_path) == [
         ".data.zip.alive",
         ".data.zip.no-owner-new",
@@ -189,7 +201,9 @@ def test_a_killed_download_leaves_a_folder_that_the_next_run_removes(server, tmp
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert [p.name.startswith(".data.zip.") for p in tmp_path.iterdir()] == [True]
+    left = sorted(p.name for p in tmp_path.iterdir())  # its temporary folder and its lock
+    assert len(left) == 2 and ".data.zip.lock" in left
+    assert all(name.startswith(".data.zip.") for name in left)
     assert fetch(f"{server}/data.zip", dest, MD5).read_bytes() == PAYLOAD
     assert _leftovers(tmp_path) == ["data.zip", "data.zip.md5-ok"]
 
@@ -213,3 +227,91 @@ def test_a_partial_file_in_place_is_reported_not_trusted(tmp_path):
 def test_unknown_checksum_logs_the_md5_of_what_was_downloaded(server, tmp_path, caplog):
     fetch(f"{server}/data.zip", tmp_path / "data.zip", md5=None)
     assert MD5 in caplog.text
+
+
+def _fetch_in_a_process(url: str, dest: Path, host: str) -> subprocess.Popen:
+    code = f"from helpers.data.downloads import fetch; fetch({url!r}, {str(dest)!r}, {MD5!r})"
+    env = {**os.environ, "TQDM_DISABLE": "1", downloads.HOST_ENV: host}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
+
+
+def test_three_processes_on_two_hosts_share_one_transfer(server, tmp_path):
+    """Two ranks of one host and one of another ask for the same file in a shared folder
+    at once (a SLURM job's first run): all get it, and the server sends it once."""
+    dest = tmp_path / "shared" / "VOC.tar"
+    url = f"{server}/throttled/VOC.tar"
+    procs = [_fetch_in_a_process(url, dest, host) for host in ("node-a", "node-a", "node-b")]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0, 0]
+    assert dest.read_bytes() == PAYLOAD
+    assert Handler.requests.count("/throttled/VOC.tar") == 1
+    assert _leftovers(dest.parent) == ["VOC.tar", "VOC.tar.md5-ok"]  # no lock, no temporary
+
+
+def test_a_killed_holder_of_the_lock_is_taken_over_on_its_host(server, tmp_path):
+    dest = tmp_path / "data.zip"
+    proc = _fetch_in_a_process(f"{server}/slow/data.zip", dest, downloads.host_name())
+    lock = tmp_path / ".data.zip.lock"
+    try:
+        deadline = time.time() + 60
+        while not any(p.stat().st_size > 0 for p in tmp_path.glob(".data.zip.*/data.zip")):
+            assert time.time() < deadline and proc.poll() is None, "the download never started"
+            time.sleep(0.05)
+        assert lock.is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert lock.is_file()  # left by the killed process
+    assert fetch(f"{server}/data.zip", dest, MD5).read_bytes() == PAYLOAD  # not a hang
+    assert _leftovers(tmp_path) == ["data.zip", "data.zip.md5-ok"]
+
+
+def test_another_hosts_lock_is_honoured_until_it_stops_being_refreshed(tmp_path, monkeypatch):
+    monkeypatch.setattr(downloads, "STALE_AFTER_S", 2.0)
+    lock = tmp_path / ".data.zip.lock"
+    lock.write_text(f"other-node {os.getpid()} abc\n")  # alive elsewhere, as far as we know
+    t0 = time.perf_counter()
+    with exclusive(tmp_path / "data.zip"):
+        waited = time.perf_counter() - t0
+    assert waited >= 1.5  # kept while fresh: another host's lock is not ours to break
+    assert not lock.exists()  # released by its new holder
+    lock.write_text("other-node 1 abc\n")
+    os.utime(lock, (time.time() - 3600,) * 2)  # its host stopped refreshing it long ago
+    t0 = time.perf_counter()
+    with exclusive(tmp_path / "data.zip"):
+        assert time.perf_counter() - t0 < 1.0
+
+
+def test_the_holder_refreshes_its_lock_while_it_works(tmp_path, monkeypatch):
+    monkeypatch.setattr(downloads, "HEARTBEAT_S", 0.1)
+    lock = tmp_path / ".data.zip.lock"
+    with exclusive(tmp_path / "data.zip"):
+        os.utime(lock, (time.time() - 3600,) * 2)
+        time.sleep(0.5)
+        assert time.time() - lock.stat().st_mtime < 5
+
+
+def test_a_later_pinned_checksum_is_checked_even_after_a_stamp(server, tmp_path):
+    dest = tmp_path / "data.zip"
+    fetch(f"{server}/data.zip", dest, sha256_prefix=SHA256[:8])  # stamped for the SHA-256
+    with pytest.raises(DownloadError, match="MD5 is .* expected 0{32}"):
+        fetch(f"{server}/data.zip", dest, md5="0" * 32)  # a new pin is not taken on trust
+    fetch(f"{server}/data.zip", tmp_path / "plain.zip")  # no checksum: no stamp
+    assert not (tmp_path / "plain.zip.md5-ok").exists()
+
+
+def test_offline_voc_names_every_missing_archive_and_where_it_goes(tmp_path, monkeypatch):
+    from helpers.data.voc import download_voc2007, voc2007_sources
+
+    sources = [
+        {**s, "url": "http://127.0.0.1:9/" + s["filename"]} for s in voc2007_sources()
+    ]  # nothing listens on port 9: as offline
+    with pytest.raises(DownloadError) as info:
+        download_voc2007(tmp_path / "data", sources, archive_dir=tmp_path / "archives")
+    message = str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    for s in sources:
+        assert s["filename"] in message
+        assert str(tmp_path / "archives" / s["filename"]) in message
+    assert "SEGCOURSE_SMOKE=1" in message
+    assert message.count("ConnectionRefusedError") <= 1  # the cause once, not per file

@@ -102,3 +102,57 @@ def test_images_with_the_same_bytes_in_another_shape_have_other_keys(tmp_path, s
     assert image_key(a) != image_key(b)
     cache = EmbeddingCache(tmp_path, sam)
     assert cache.path(a) != cache.path(b)
+
+
+_PEAK = """
+import sys, tempfile
+import numpy as np, torch
+torch.set_num_threads(1)
+from helpers.sam.embeddings import EmbeddingCache
+from helpers.sam.model import build_tiny_sam
+
+def peak_mib():  # this process's peak resident memory: VmHWM, reset by exec (ru_maxrss is not)
+    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+sam = build_tiny_sam()
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 255, (375, 500, 3), dtype=np.uint8) for _ in range(int(sys.argv[1]))]
+before = peak_mib()
+with tempfile.TemporaryDirectory() as tmp:
+    EmbeddingCache(tmp, sam).get_many(images, show_progress=False)
+print(peak_mib() - before)
+"""
+
+
+def _peak_mib_of_encoding(n: int) -> float:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(n)], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_peak_memory_of_encoding_on_a_cpu_is_that_of_one_image():
+    """Each image's attention maps are hundreds of MB even for the tiny encoder (one
+    global-attention block on 64 x 64 tokens): encoding six images on a CPU must peak
+    where encoding one does, not grow with a batch (each run in its own process)."""
+    one, six = _peak_mib_of_encoding(1), _peak_mib_of_encoding(6)
+    assert one > 100, (one, six)  # the measurement sees the encoder's work at all
+    assert six < one + 200, (one, six)
+
+
+def test_a_cache_folder_that_is_a_file_is_refused_by_name(tmp_path, sam):
+    path = tmp_path / "embeddings"
+    path.write_text("not a folder")
+    with pytest.raises(ValueError, match="embeddings: the embedding cache must be a folder"):
+        EmbeddingCache(path, sam)
+
+
+def test_a_folder_where_an_entry_goes_is_named_in_the_error(tmp_path, images, sam):
+    cache = EmbeddingCache(tmp_path, sam)
+    cache.path(images[0]).mkdir()
+    with pytest.raises(ValueError, match="a folder stands where this image's cache entry goes"):
+        cache.get(images[0])

@@ -539,9 +539,9 @@ def test_resumed_detector_training_matches_an_uninterrupted_run(tmp_path):
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    from helpers.checkpoints import TRAINING_STATE_KEYS
+    from helpers.checkpoints import OPTIONAL_STATE_KEYS, TRAINING_STATE_KEYS
 
-    assert state["epoch"] == 2 and set(state) == set(TRAINING_STATE_KEYS)
+    assert state["epoch"] == 2 and set(state) == set(TRAINING_STATE_KEYS) | set(OPTIONAL_STATE_KEYS)
 
 
 def test_best_pt_holds_the_epoch_of_the_best_validation_mask_ap(tmp_path, monkeypatch):
@@ -704,7 +704,8 @@ def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_p
     with pytest.raises(DownloadError, match="is there but its SHA-256 is .* Delete it"):
         maskrcnn.build_coco_maskrcnn(pretrained=True)
     # ... one whose hash was checked when it was downloaded loads from there, offline
-    real.with_name(real.name + ".md5-ok").write_text("ok\n")
+    prefix = real.stem.rsplit("-", 1)[1]  # the SHA-256 prefix torch.hub names files with
+    real.with_name(real.name + ".md5-ok").write_text(f"sha256:{prefix}\n")  # as fetch stamps
     coco = maskrcnn.build_coco_maskrcnn(pretrained=True, **SMOKE_MODEL_KWARGS)
     assert all(torch.equal(v, weights[k]) for k, v in coco.state_dict().items())
     ours = maskrcnn.build_maskrcnn(pretrained=True, **SMOKE_MODEL_KWARGS)

@@ -154,6 +154,74 @@ def test_prompts_of_the_wrong_shape_say_what_was_expected(setup, kw, match):
         onnx_decoder.predict(emb, **kw)
 
 
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(points=np.array([[10.0, 10.0]]), labels=np.array([0.7])), "point labels must be"),
+        (dict(points=np.array([[10.0, 10.0]]), labels=np.array([2])), "point labels must be"),
+        (dict(points=np.array([[np.nan, 10.0]]), labels=np.ones(1)), "points must be finite"),
+        (dict(points=np.array([[np.inf, 10.0]]), labels=np.ones(1)), "points must be finite"),
+        (dict(points=np.array([[5000.0, 10.0]]), labels=np.ones(1)), "points .* lie outside"),
+        (dict(points=np.array([[10.0, -3.0]]), labels=np.ones(1)), "points .* lie outside"),
+        (dict(points=[["a", "b"]], labels=np.ones(1)), "points must be numbers"),
+        (dict(box=np.array([250.0, 30.0, 40.0, 300.0])), "x0 <= x1 and y0 <= y1"),
+        (dict(box=np.array([40.0, 30.0, 250.0, 9000.0])), "box .* lie outside"),
+        (
+            dict(
+                points=np.array([[10.0, 10.0]]), labels=np.ones(1), mask_input=np.zeros((128, 512))
+            ),
+            "mask_input must be 256 x 256",
+        ),
+        (
+            dict(
+                points=np.array([[10.0, 10.0]]),
+                labels=np.ones(1),
+                mask_input=np.full((256, 256), np.nan),
+            ),
+            "mask_input must be finite",
+        ),
+    ],
+)
+def test_bad_prompts_are_refused_with_what_is_wrong(setup, kw, match):
+    _, emb, onnx_decoder, _ = setup
+    with pytest.raises(ValueError, match=match):
+        onnx_decoder.predict(emb, **kw)
+
+
+def test_an_empty_original_size_is_refused_before_segment_anything_divides_by_it(setup):
+    _, emb, onnx_decoder, _ = setup
+    empty = type(emb)(emb.embedding, (0, 0), emb.input_size)
+    with pytest.raises(ValueError, match="original_size"):
+        onnx_decoder.predict(empty, points=np.zeros((1, 2)), labels=np.ones(1))
+
+
+def test_a_single_mask_export_of_segment_anything_is_refused(setup, tmp_path):
+    """segment-anything's own export script with return_single_mask=True: one mask token,
+    so 'three masks' would be none; refused when loaded, not answered with 0 masks."""
+    import warnings
+
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    from helpers.sam.onnx_decoder import INPUTS, OUTPUTS, export_example
+
+    sam, _, _, _ = setup
+    path = tmp_path / "single.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            SamOnnxModel(sam, return_single_mask=True).eval(),
+            export_example(sam),
+            str(path),
+            opset_version=17,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+            dynamo=False,
+        )
+    with pytest.raises(CheckpointError, match="single.onnx: answers 1 mask"):
+        OnnxDecoder(path)
+
+
 def test_stock_sam_predictor_with_a_decoder_checkpoint_gives_the_fine_tuned_masks(tmp_path):
     """Notebook 05's plain loading (torch.load + load_state_dict, no helpers): the
     predictor's masks equal the course's predict path with the fine-tuned decoder."""

@@ -12,9 +12,16 @@ and Mask R-CNN's COCO weights through it. What a course needs around a transfer:
   renamed into place. A file that fails any check is never left where the next run
   trusts it;
 - a file already in place is reused without a network call, its hash checked once (the
-  result is remembered in a ``.md5-ok`` stamp beside it);
-- temporary folders record their owner (host and process); the next run removes those
-  whose process is gone (killed downloads or extractions), on Google Drive too;
+  checked hash is remembered in a ``.md5-ok`` stamp beside it, so a hash pinned later is
+  checked again);
+- several processes, on one host or several sharing a folder (``torchrun``, a SLURM
+  job, a Colab runtime and its predecessor on Drive), may ask for the same file at once:
+  a lock file (:func:`exclusive`) lets one transfer it while the others wait, then they
+  all use that one copy. The holder refreshes the lock every few seconds; a lock is
+  taken over only when its holder is provably gone: a process of this host that no
+  longer runs, or a lock another host has not refreshed for ``STALE_AFTER_S``;
+- temporary folders record their owner (host and process); they are removed by the
+  next holder of the lock when their process is gone, on Google Drive too;
 - no network: an error that says what was being fetched, where it belongs and where to
   get it.
 """
@@ -29,6 +36,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,10 +48,26 @@ log = logging.getLogger(__name__)
 
 OWNER_FILE = ".owner"  # in every temporary folder: "<host> <pid>"
 CHUNK = 1 << 20
+HOST_ENV = "SEGCOURSE_HOSTNAME"  # the host name this process gives (tests play other hosts)
+HEARTBEAT_S = 5.0  # how often the holder of a lock refreshes it
+STALE_AFTER_S = 60.0  # another host's lock not refreshed for this long: its holder is gone
+
+
+def host_name() -> str:
+    """This host's name in owner and lock files: ``SEGCOURSE_HOSTNAME`` if set (a test
+    playing another host), else ``socket.gethostname()``."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 class DownloadError(RuntimeError):
-    """A download failed or gave the wrong bytes; the message says what to do."""
+    """A download failed or gave the wrong bytes; the message says what to do.
+
+    ``url``, ``dest`` and ``reason`` (the cause in one line) are set when the transfer
+    itself failed, so that a caller fetching several files can list them all."""
+
+    def __init__(self, message: str, url: str = "", dest: Path | None = None, reason: str = ""):
+        super().__init__(message)
+        self.url, self.dest, self.reason = url, dest, reason
 
 
 class _Incomplete(Exception):
@@ -83,11 +107,15 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(folder: str | Path, prefix: str, min_age_s: float = 60.0) -> list[Path]:
+def sweep_stale(
+    folder: str | Path, prefix: str, min_age_s: float = 60.0, locked: bool = False
+) -> list[Path]:
     """Remove the temporary folders in ``folder`` whose names start with ``prefix`` and
-    whose owner is gone: a process of this host that no longer runs, or another host (a
-    Colab runtime before a reconnect). A folder without an owner file (a run killed
-    before it wrote one) is stale once older than ``min_age_s``. Returns what was removed."""
+    whose owner is gone: a process of this host that no longer runs; another host's only
+    when ``locked`` (the caller holds the lock of the work these folders belong to, so
+    no one else can be using them: its owner died, or lost the folder). A folder without
+    an owner file (a run killed before it wrote one) is stale once older than
+    ``min_age_s``. Returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -98,7 +126,10 @@ def sweep_stale(folder: str | Path, prefix: str, min_age_s: float = 60.0) -> lis
         owner = path / OWNER_FILE
         try:
             host, pid = owner.read_text().split()
-            stale = host != socket.gethostname() or not _process_alive(int(pid))
+            if host == host_name():
+                stale = not _process_alive(int(pid))
+            else:
+                stale = locked
         except (OSError, ValueError):
             stale = time.time() - path.stat().st_mtime > min_age_s
         if stale:
@@ -111,19 +142,96 @@ def sweep_stale(folder: str | Path, prefix: str, min_age_s: float = 60.0) -> lis
 
 
 @contextlib.contextmanager
-def temporary_dir(folder: str | Path, prefix: str):
+def temporary_dir(folder: str | Path, prefix: str, locked: bool = False):
     """A temporary folder in ``folder`` (on the same file system as the final place, so a
     rename moves it), owned by this process, removed on exit whatever happens; stale ones
-    of earlier runs with the same prefix are swept first."""
+    of earlier runs with the same prefix are swept first (``locked``: see
+    :func:`sweep_stale`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sweep_stale(folder, prefix)
+    sweep_stale(folder, prefix, locked=locked)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
     try:
-        (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        (tmp / OWNER_FILE).write_text(f"{host_name()} {os.getpid()}\n")
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes a lock file's time every ``HEARTBEAT_S`` until stopped."""
+
+    def __init__(self, path: Path):
+        super().__init__(daemon=True)
+        self.path, self.stop = path, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+
+def _lock_is_stale(lock: Path, text: str) -> bool:
+    """True when the holder recorded in ``text`` (``host pid token``) is provably gone."""
+    try:
+        host, pid, _ = text.split()
+        if host == host_name():
+            return not _process_alive(int(pid))
+    except ValueError:  # being written, or not ours: judge it by its age alone
+        pass
+    try:
+        return time.time() - lock.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False  # gone already
+
+
+@contextlib.contextmanager
+def exclusive(target: str | Path, what: str | None = None, poll_s: float = 0.5):
+    """Hold the lock of ``target`` (the file ``.<name>.lock`` beside it) while the body
+    runs: one process at a time, on this host or any other that shares the folder.
+
+    Waits while another process holds it, saying so once; takes over a lock whose holder
+    is provably gone (a dead process of this host, or another host's lock not refreshed
+    for ``STALE_AFTER_S``). The holder's lock is refreshed by a thread and removed on
+    exit, whatever happens."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.with_name(f".{target.name}.lock")
+    mine = f"{host_name()} {os.getpid()} {os.urandom(8).hex()}\n"
+    said = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                text = lock.read_text()
+            except OSError:  # released in between
+                continue
+            if _lock_is_stale(lock, text):
+                with contextlib.suppress(OSError):
+                    if lock.read_text() == text:  # still the gone holder's, not a new one
+                        lock.unlink()
+                        log.info("%s: took over a lock its holder (%s) left", lock, text.strip())
+                continue
+            if not said:
+                holder = " ".join(text.split()[:2]) or "another process"
+                log.info("%s: waiting for %s, which is fetching it", what or target.name, holder)
+                said = True
+            time.sleep(poll_s)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine)
+        break
+    beat = _Heartbeat(lock)
+    beat.start()
+    try:
+        yield
+    finally:
+        beat.stop.set()
+        beat.join()
+        with contextlib.suppress(OSError):
+            if lock.read_text() == mine:
+                lock.unlink()
 
 
 def _transfer(url: str, part: Path, what: str) -> None:
@@ -195,11 +303,15 @@ def fetch(
     """
     dest = Path(dest)
     what = what or dest.name
-    sweep_stale(dest.parent, f".{dest.name}.")
-    if dest.is_file():
-        return _check_in_place(dest, url, md5, sha256_prefix, what)
+    with exclusive(dest, what):  # one transfer, however many processes ask at once
+        sweep_stale(dest.parent, f".{dest.name}.", locked=True)
+        if dest.is_file():
+            return _check_in_place(dest, url, md5, sha256_prefix, what)
+        return _download(url, dest, md5, sha256_prefix, what, attempts)
 
-    with temporary_dir(dest.parent, f".{dest.name}.") as tmp:
+
+def _download(url: str, dest: Path, md5, sha256_prefix, what: str, attempts: int) -> Path:
+    with temporary_dir(dest.parent, f".{dest.name}.", locked=True) as tmp:
         part = tmp / dest.name
         log.info("downloading %s from %s", what, url)
         for attempt in range(1, attempts + 1):
@@ -216,17 +328,39 @@ def fetch(
                         "Try again later, or download it elsewhere and place it there."
                     ) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+                reason = f"{type(err).__name__}: {err}"
                 raise DownloadError(
-                    f"could not download {what} from {url} ({type(err).__name__}: {err}). "
-                    f"Without network, download it elsewhere and place it at {dest}."
-                ) from err
+                    f"could not download {what} from {url} ({reason}). "
+                    f"Without network, download it elsewhere and place it at {dest}.",
+                    url=url,
+                    dest=dest,
+                    reason=reason,
+                ) from None  # the cause is in the message; urllib's traceback adds nothing
         if md5 is not None or sha256_prefix is not None:
             log.info("checking the %s of %s", "SHA-256" if sha256_prefix else "MD5", what)
         _check_hash(part, md5, sha256_prefix, what, url, kept=False)
         part.replace(dest)
         if md5 is not None or sha256_prefix is not None:
-            _stamp(dest).write_text("ok\n")
+            _stamp(dest).write_text(_checked(md5, sha256_prefix))
     return dest
+
+
+def missing_files_error(what: str, failures: list[DownloadError], hint: str = "") -> DownloadError:
+    """One error for several files that could not be downloaded: the cause once, then
+    each file, where it comes from and where to place it."""
+    lines = [f"  {e.dest.name}: from {e.url}\n    place it at {e.dest}" for e in failures]
+    cause = failures[0].reason or str(failures[0])
+    return DownloadError(
+        f"{what}: {len(failures)} file(s) could not be downloaded ({cause}). Without network, "
+        "download them elsewhere and place them:\n"
+        + "\n".join(lines)
+        + (f"\n{hint}" if hint else "")
+    )
+
+
+def _checked(md5, sha256_prefix) -> str:
+    """What a stamp records: the hash that was checked (a later, other one is checked)."""
+    return f"sha256:{sha256_prefix}\n" if sha256_prefix is not None else f"md5:{md5}\n"
 
 
 def _check_hash(path: Path, md5, sha256_prefix, what: str, url: str, kept: bool) -> None:
@@ -257,9 +391,13 @@ def _wrong(path: Path, what: str, url: str, got: str, expected: str, kept: bool)
 
 
 def _check_in_place(dest: Path, url: str, md5, sha256_prefix, what: str) -> Path:
-    if (md5 is None and sha256_prefix is None) or _stamp(dest).is_file():
+    if md5 is None and sha256_prefix is None:
         return dest
+    stamp = _stamp(dest)
+    with contextlib.suppress(OSError):
+        if stamp.read_text() == _checked(md5, sha256_prefix):
+            return dest
     log.info("checking the %s of %s (once)", "SHA-256" if sha256_prefix else "MD5", dest)
     _check_hash(dest, md5, sha256_prefix, what, url, kept=True)
-    _stamp(dest).write_text("ok\n")
+    stamp.write_text(_checked(md5, sha256_prefix))
     return dest

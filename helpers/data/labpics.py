@@ -181,8 +181,11 @@ def download_labpics(
     local disk in Colab), so a new Colab runtime extracts again without downloading.
     Given ``folder``, both go there unless ``archive_dir`` says otherwise.
 
-    No checksum is published for the archive, so none is made up here: the MD5 of what
-    was downloaded is logged (pin it if you need to), the transfer's length is checked
+    Zenodo lists an MD5 for every file of a record (on the record's page, and as
+    ``checksum`` in its API, ``https://zenodo.org/api/records/4736111``), but it could not
+    be read where this was written, so none is written into the code: the MD5 of what
+    was downloaded is logged (compare it with the record's, and pin it if you need to),
+    the transfer's length is checked
     against the server's (:func:`helpers.data.downloads.fetch`), and what can be checked after
     it is checked: the zip's own CRCs (``testzip``), the layout (``Train/`` and ``Test/``
     with sample folders holding ``Image.jpg``). An archive that fails is deleted, so the
@@ -194,12 +197,9 @@ def download_labpics(
         DataError: a corrupt archive or an unexpected layout; the message names the
             archive (never the temporary folder).
     """
-    import shutil
-    import time
-    import zipfile
 
     from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
-    from .downloads import DownloadError, fetch, temporary_dir
+    from .downloads import DownloadError, exclusive, fetch, missing_files_error
 
     if archive_dir is None:
         archive_dir = cache_dir() / "labpics" if folder is None else folder
@@ -207,19 +207,32 @@ def download_labpics(
     target = folder / "LabPicsMedical"
     if (target / ".complete").is_file():
         return target
-    dest = Path(archive_dir) / "LabPicsMedical.zip"
-    try:
-        archive = fetch(url, dest, md5=None, what="LabPics Medical archive")
-    except DownloadError as err:
-        raise DownloadError(
-            f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
-        ) from err.__cause__
+    with exclusive(target, "LabPics Medical"):  # one process fetches and extracts
+        if (target / ".complete").is_file():  # done by another while this one waited
+            return target
+        dest = Path(archive_dir) / "LabPicsMedical.zip"
+        try:
+            archive = fetch(url, dest, md5=None, what="LabPics Medical archive")
+        except DownloadError as err:
+            if not err.url:
+                raise
+            hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
+            raise missing_files_error("LabPics Medical", [err], hint) from None
+        return _check_and_extract(archive, folder, target)
+
+
+def _check_and_extract(archive: Path, folder: Path, target: Path) -> Path:
+    import shutil
+    import time
+    import zipfile
+
+    from .downloads import temporary_dir
 
     def refuse(problem: str) -> DataError:
         archive.unlink(missing_ok=True)  # never left where the next run would trust it
         return DataError(archive, f"{problem}; deleted, run again to download it again")
 
-    with temporary_dir(folder, ".extract-") as tmp:
+    with temporary_dir(folder, ".extract-", locked=True) as tmp:
         log.info("checking and extracting %s into %s", archive.name, folder)
         start = time.perf_counter()
         try:

@@ -233,13 +233,8 @@ def download_voc2007(
         DataError: the archives do not hold the expected layout; the message names the
             archives and the final folder (never the temporary one).
     """
-    import shutil
-    import time
-
-    from torchvision.datasets.utils import extract_archive
-
-    from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
-    from .downloads import DownloadError, fetch, temporary_dir
+    from ..course.runtime import cache_dir, data_dir
+    from .downloads import exclusive
 
     if archive_dir is None:
         archive_dir = cache_dir() / "voc2007" if folder is None else Path(folder)
@@ -249,18 +244,38 @@ def download_voc2007(
     marker = devkit / "VOC2007" / ".complete"
     if marker.is_file():
         return devkit
+    with exclusive(devkit, "VOC2007"):  # one process fetches and extracts; others wait
+        if marker.is_file():  # done by another process while this one waited
+            return devkit
+        return _fetch_and_extract(folder, archive_dir, sources, expected_counts)
+
+
+def _fetch_and_extract(folder: Path, archive_dir, sources, expected_counts) -> Path:
+    import shutil
+    import time
+
+    from torchvision.datasets.utils import extract_archive
+
+    from ..course.runtime import SMOKE_ENV
+    from .downloads import DownloadError, fetch, missing_files_error, temporary_dir
+
+    devkit = folder / "VOCdevkit"
+    marker = devkit / "VOC2007" / ".complete"
     sources = sources if sources is not None else voc2007_sources()
     expected = VOC2007_SEGMENTATION_COUNTS if expected_counts is None else expected_counts
-    archives = []
-    for src in sources:
+    archives, failures = [], []
+    for src in sources:  # every archive is tried, so that one error lists all that lack
         dest = Path(archive_dir) / src["filename"]
         try:
             archives.append(fetch(src["url"], dest, src["md5"], src["filename"]))
         except DownloadError as err:
-            raise DownloadError(
-                f"{err}\nOr set {SMOKE_ENV}=1 to run on the built-in data_example."
-            ) from err.__cause__
-    with temporary_dir(folder, ".extract-") as tmp:
+            if not err.url:  # a wrong checksum, not a missing file: its own message
+                raise
+            failures.append(err)
+    if failures:
+        hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
+        raise missing_files_error("VOC2007", failures, hint) from None
+    with temporary_dir(folder, ".extract-", locked=True) as tmp:
         start = time.perf_counter()
         for archive in archives:
             log.info("extracting %s into %s", archive.name, folder)

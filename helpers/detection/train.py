@@ -20,15 +20,22 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
-from ..command_line import add_config_arguments, config_from_args
+from ..command_line import (
+    add_config_arguments,
+    check_paths,
+    config_from_args,
+    entry_point_parser,
+    positive_int,
+)
 from ..course.runtime import DATA_EXAMPLE, cache_dir, is_smoke, show_messages
 from ..data.labpics import LabPicsDataset, download_labpics
-from ..distributed import barrier, cleanup, gather_to_main, setup
+from ..distributed import cleanup, gather_to_main, setup
 from .data import LabPicsDetection, train_transforms
 from .model import SMOKE_MODEL_KWARGS, build_maskrcnn, ensure_coco_weights
 from .training import MaskRCNNTrainConfig, train_maskrcnn
@@ -47,18 +54,16 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m helpers.detection.train",
-        description="Fine-tune Mask R-CNN on LabPics Medical vessels (notebook 04), on one "
-        "device or under torchrun. Smoke mode (SEGCOURSE_SMOKE=1): data_example, no weights.",
+    p = entry_point_parser(
+        "python -m helpers.detection.train",
+        "Fine-tune Mask R-CNN on LabPics Medical vessels (notebook 04), on one device or "
+        "under torchrun. --data: a LabPicsMedical folder. Smoke mode (SEGCOURSE_SMOKE=1): "
+        "data_example, no weights.",
     )
-    p.add_argument("--out", default=None, help="run folder (default: the cache's runs/)")
-    p.add_argument("--train-images", type=int, default=None, help="use only the first N")
-    p.add_argument("--until-epoch", type=int, default=None, help="stop after this epoch")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--device", default=None, help="cpu to stay on the CPU (default: the GPU)")
-    p.add_argument("--min-size", type=int, default=None, help="the model's resize (default 640)")
-    p.add_argument("--max-size", type=int, default=None, help="(default 1024)")
+    p.add_argument(
+        "--min-size", type=positive_int, default=None, help="the model's resize (default 640)"
+    )
+    p.add_argument("--max-size", type=positive_int, default=None, help="(default 1024)")
     p.add_argument(
         "--pretrained",
         action=argparse.BooleanOptionalAction,
@@ -70,31 +75,33 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    args = parser().parse_args(argv)
-    place = setup(args.device)
-    show_messages(logging.INFO if place.main else logging.WARNING)  # one voice: rank 0
+    p = parser()
+    args = p.parse_args(argv)
+    check_paths(p, args)
+    cfg = config_from_args(MaskRCNNTrainConfig, args, parser=p)
+    rank = int(os.environ.get("RANK", "0"))
+    show_messages(logging.INFO if rank == 0 else logging.WARNING)  # one voice: rank 0
     smoke = is_smoke()
     pretrained = (not smoke) if args.pretrained is None else args.pretrained
     kwargs = dict(SMOKE_MODEL_KWARGS) if smoke else dict(min_size=640, max_size=1024)
     kwargs.update(
         {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
     )
-    if place.main:  # downloads once, before the others read them
-        if not smoke:
-            download_labpics()
-        if pretrained:
-            ensure_coco_weights()
-    barrier()
-    root = DATA_EXAMPLE / "LabPicsMedical" if smoke else download_labpics()
+    # Downloads before the process group exists: every process asks, a lock lets one
+    # fetch each file while the others wait, and no collective times out meanwhile.
+    root = args.data or (DATA_EXAMPLE / "LabPicsMedical" if smoke else download_labpics())
+    if pretrained:
+        ensure_coco_weights()
+    place = setup(args.device, args.dist_timeout)
     train_all = LabPicsDataset(root, "Train")
     val = Subset(train_all, range(0, len(train_all), 10))
     train = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: args.train_images])
-    cfg = config_from_args(MaskRCNNTrainConfig, args)
     torch.manual_seed(cfg.seed)  # the new heads start the same on every process
     model = build_maskrcnn(num_classes=2, pretrained=pretrained, **kwargs)
-    out = Path(
-        args.out or cache_dir() / "runs" / ("maskrcnn_smoke_cli" if smoke else "maskrcnn_cli")
-    )
+    # the run folder names what sets the training apart: the global batch (processes x
+    # batch size); a run refuses to resume with another number of processes anyway
+    name = f"maskrcnn{'_smoke' if smoke else ''}_cli/{place.world}x{cfg.batch_size}"
+    out = Path(args.out or cache_dir() / "runs" / name)
     history = train_maskrcnn(
         model,
         LabPicsDetection(train, train_transforms(kwargs["min_size"], kwargs["max_size"])),

@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoints import load_weights, save_weights
 from ..course.runtime import progress
-from ..distributed import Place, any_rank, sum_over_ranks
+from ..distributed import Place, any_rank, collective, sum_over_ranks
 from ..schedules import warmup_cosine
 from ..training_run import TrainingRun
 from .coco_eval import evaluate_detector
@@ -53,6 +53,22 @@ class MaskRCNNTrainConfig:
     #: data-loading processes; None: one per CPU, at most 4 (default_num_workers). The
     #: batches do not depend on it (SeededShuffle), so a run may resume with another.
     num_workers: int | None = field(default=None, metadata={"compared": False})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"MaskRCNNTrainConfig: {name} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"MaskRCNNTrainConfig: lr must be > 0 and weight_decay >= 0, got {self.lr}, "
+                f"{self.weight_decay}"
+            )
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(
+                f"MaskRCNNTrainConfig: num_workers must be >= 0, got {self.num_workers}"
+            )
 
 
 def _to(v, device):
@@ -93,7 +109,8 @@ def train_one_epoch(
                 + "; stopped"
             )
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        with collective("the gradient all-reduce of DDP's backward pass"):
+            scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
@@ -167,6 +184,7 @@ def train_maskrcnn(
         until_epoch=until_epoch,
         place=place,
         show_progress=show_progress,
+        same_processes=True,  # its global batch is batch_size x processes
     )
     show = run.show
     trained = model  # what the loop calls: the model, or its DDP wrapper

@@ -53,6 +53,8 @@ class EmbeddingCache:
 
     def __init__(self, folder: str | Path, sam: Sam):
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"{self.folder}: the embedding cache must be a folder, this is a file")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sam = sam
         self.fingerprint = encoder_fingerprint(sam)
@@ -86,6 +88,10 @@ class EmbeddingCache:
         return ImageEmbedding(emb, tuple(entry["original_size"]), tuple(entry["input_size"]))
 
     def _write(self, path: Path, emb: ImageEmbedding) -> None:
+        if path.is_dir():
+            raise ValueError(
+                f"{path}: a folder stands where this image's cache entry goes; remove it"
+            )
         entry = {
             "key": path.stem,
             "embedding": emb.embedding.detach().to("cpu", torch.float16),
@@ -100,15 +106,19 @@ class EmbeddingCache:
 
     @torch.no_grad()
     def get_many(
-        self, images, batch_size: int = 4, show_progress: bool = True
+        self, images, batch_size: int | None = None, show_progress: bool = True
     ) -> list[ImageEmbedding]:
-        """Embeddings of several images; the misses are encoded in batches of
-        ``batch_size`` (on CUDA under fp16 autocast), with a progress bar.
+        """Embeddings of several images; the misses are encoded in batches (on CUDA under
+        fp16 autocast), with a progress bar.
 
         Args:
             images: a sequence of ``H x W x 3`` uint8 arrays: anything with ``len`` and
                 ``[i]``, such as a lazy view of a data set (an image is then read at most
                 twice and never all of them held at once).
+            batch_size: images per encoder call. Default: one on a CPU (a ViT's attention
+                maps take gigabytes per image at 1024 x 1024, so peak memory stays that of
+                one image however many are encoded); on a GPU up to 8, halved whenever
+                a batch does not fit in its memory.
         """
         n = len(images)
         results: list[ImageEmbedding | None] = [None] * n
@@ -131,12 +141,24 @@ class EmbeddingCache:
         bar = progress(
             total=len(todo), desc="encoding images", unit="img", show=show_progress and bool(todo)
         )
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s : s + batch_size]
+        size = batch_size or (8 if device.type == "cuda" else 1)
+        s = 0
+        while s < len(todo):
+            chunk = todo[s : s + size]
             imgs = [images[i] for i in chunk]
             inputs = [preprocess(self.sam, im) for im in imgs]
-            with autocast:
-                feats = self.sam.image_encoder(torch.cat([x for x, _ in inputs]))
+            try:
+                with autocast:
+                    feats = self.sam.image_encoder(torch.cat([x for x, _ in inputs]))
+            except torch.OutOfMemoryError:
+                if batch_size is not None or size == 1:
+                    raise
+                del inputs
+                torch.cuda.empty_cache()
+                size //= 2  # what fits: try again with half as many
+                log.info("encoding %d images at a time (GPU memory)", size)
+                continue
+            s += len(chunk)
             for i, im, (_, input_size), feat in zip(chunk, imgs, inputs, feats):
                 emb = ImageEmbedding(
                     feat[None].to("cpu", torch.float16), tuple(im.shape[:2]), input_size

@@ -104,14 +104,14 @@ def prepare_items(
     Returns:
         ``(items, skipped)``: images without any instance are skipped and counted.
     """
-    items, skipped, batch = [], 0, 4  # encode misses 4 at a time; read each sample once
+    items, skipped, batch = [], 0, 4  # read 4 samples at a time, each once
     bar = progress(
         total=len(dataset), show=show_progress, desc="preparing images", unit="img", leave=False
     )
     for start in range(0, len(dataset), batch):
         samples = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
         images = [s["image"] for s in samples]
-        embeddings = cache.get_many(images, batch_size=batch, show_progress=False)
+        embeddings = cache.get_many(images, show_progress=False)  # the cache sizes batches
         for s, emb in zip(samples, embeddings):
             keep = s["masks"].reshape(len(s["masks"]), -1).any(1)
             if not keep.any():

@@ -4,14 +4,15 @@ An app keeps the heavy image encoder on a server (or runs it once per image) and
 every click with the small decoder; ONNX lets that decoder run without PyTorch, in
 onnxruntime on a CPU, in a browser (onnxruntime-web) or on a phone.
 
-Exporter: segment-anything's own ``SamOnnxModel`` (prompt embedding written without data-
-dependent control flow, SAM's post-processing inside the graph), exported by
-``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter that
-segment-anything's ``scripts/export_onnx_model.py`` uses. The newer ``dynamo=True``
-exporter (``torch.export``) stops at ``SamOnnxModel.mask_postprocessing``, which crops
-with sizes computed from an input tensor (``masks[..., : int(prepadded_size[0]), ...]``):
-a data-dependent shape it cannot trace (``GuardOnDataDependentSymNode``; tried with
-torch 2.14).
+Model: segment-anything's own ``SamOnnxModel`` (prompt embedding written without data-
+dependent control flow, SAM's post-processing inside the graph), with its padding crop
+rewritten (:func:`exportable_decoder`). Exporter: ``torch.onnx.export(...,
+dynamo=False)``, the TorchScript-based one that segment-anything's
+``scripts/export_onnx_model.py`` uses, which needs nothing beyond ``onnx``. The rewritten
+model is also accepted by ``torch.export``, the first step of the newer ``dynamo=True``
+exporter (the stock ``SamOnnxModel`` is not: its crop has a data-dependent size), but
+that exporter needs the ``onnxscript`` package, which the course does not install
+(notebook 05 shows both).
 
 The graph is exported with all four mask tokens (``return_single_mask=False``) and the
 choice is made here, as :func:`helpers.sam.predict.predict` makes it: masks 1-3 for an
@@ -63,7 +64,7 @@ def _set_metadata(path: Path, meta: dict) -> None:
     onnx.save(model, str(path))
 
 
-def _exportable(sam: Sam, **kwargs):
+def exportable_decoder(sam: Sam, **kwargs):
     """``SamOnnxModel`` with its padding crop made traceable for any image size.
 
     segment-anything's ``mask_postprocessing`` crops with ``int(...)`` of a tensor, which
@@ -90,16 +91,11 @@ def _exportable(sam: Sam, **kwargs):
     return TraceableSamOnnxModel(sam, **kwargs)
 
 
-def export_decoder(sam: Sam, path: str | Path) -> Path:
-    """Export ``sam``'s prompt encoder + mask decoder (with SAM's post-processing) to
-    ``path`` (written to a temporary file, then renamed). Returns ``path``.
-
-    The embedding input is fixed at ``1 x 256 x 64 x 64``; the number of prompt points
-    is dynamic. The file's metadata holds ``variant`` and ``encoder_fingerprint``."""
-    path = Path(path)
-    model = _exportable(sam, return_single_mask=False).eval()
+def export_example(sam: Sam) -> tuple[torch.Tensor, ...]:
+    """Example inputs of :data:`INPUTS` for tracing (CPU): an embedding of ``sam``'s
+    size, 5 points, a mask prompt, a 480 x 640 image."""
     size = sam.prompt_encoder.image_embedding_size
-    dummy = (
+    return (
         torch.zeros(1, sam.prompt_encoder.embed_dim, *size),
         torch.randint(0, 1024, (1, 5, 2), dtype=torch.float32),
         torch.randint(0, 4, (1, 5), dtype=torch.float32),
@@ -107,6 +103,17 @@ def export_decoder(sam: Sam, path: str | Path) -> Path:
         torch.tensor([1.0]),
         torch.tensor([480.0, 640.0]),
     )
+
+
+def export_decoder(sam: Sam, path: str | Path) -> Path:
+    """Export ``sam``'s prompt encoder + mask decoder (with SAM's post-processing) to
+    ``path`` (written to a temporary file, then renamed). Returns ``path``.
+
+    The embedding input is fixed at ``1 x 256 x 64 x 64``; the number of prompt points
+    is dynamic. The file's metadata holds ``variant`` and ``encoder_fingerprint``."""
+    path = Path(path)
+    model = exportable_decoder(sam, return_single_mask=False).eval()
+    dummy = export_example(sam)
     meta = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
 
     def write(tmp: Path) -> None:
@@ -169,6 +176,32 @@ def _read_metadata(path: Path) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
+#: How far outside the image a prompt may lie, in pixels (SAM accepts points a little
+#: outside; farther away they are a mistake, e.g. coordinates of another image).
+OUTSIDE_TOLERANCE = 0.5
+
+
+def _numbers(values, what: str) -> np.ndarray:
+    """``values`` as finite float32, or a ValueError that names ``what``."""
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {values!r}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} must be finite, got {array.tolist()}")
+    return array
+
+
+def _inside(xy: np.ndarray, h: int, w: int, what: str) -> None:
+    """ValueError unless every ``(x, y)`` lies on the ``h x w`` image (pixel indices)."""
+    lo, hi = -OUTSIDE_TOLERANCE, np.array([w - 1, h - 1]) + OUTSIDE_TOLERANCE
+    if (xy < lo).any() or (xy > hi).any():
+        raise ValueError(
+            f"{what} {xy.tolist()} lie outside the {w} x {h} image (x in 0..{w - 1}, "
+            f"y in 0..{h - 1})"
+        )
+
+
 class OnnxDecoder:
     """An :func:`export_decoder` file in an onnxruntime session on the CPU.
 
@@ -200,6 +233,9 @@ class OnnxDecoder:
             raise CheckpointError(
                 f"{self.path}: not a SAM decoder export (inputs {names}, expected {INPUTS})"
             )
+        scores = self.session.get_outputs()[1].shape  # iou_predictions: 1 x masks
+        if isinstance(scores[-1], int) and scores[-1] != 4:
+            self._refuse_mask_count(scores[-1])
         self.embedding_shape = tuple(self.session.get_inputs()[0].shape)
         if sam is not None:
             mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
@@ -211,6 +247,13 @@ class OnnxDecoder:
                         f"given has {here!r}: a decoder reads the embeddings of its own encoder"
                     )
         self.img_size = 1024  # SAM's input frame (ResizeLongestSide(1024))
+
+    def _refuse_mask_count(self, n) -> None:
+        # segment-anything's export with return_single_mask=True answers with one mask
+        raise CheckpointError(
+            f"{self.path}: answers {n} mask(s) per prompt; OnnxDecoder needs all four mask "
+            "tokens (export_decoder writes them: SamOnnxModel with return_single_mask=False)"
+        )
 
     def inputs(
         self,
@@ -235,23 +278,35 @@ class OnnxDecoder:
                 f"image embedding of shape {embedding.shape}; {self.path.name} expects "
                 f"{self.embedding_shape}"
             )
+        h, w = (int(v) for v in emb.original_size)
+        if h < 1 or w < 1:
+            raise ValueError(f"original_size must be (H, W) of at least one pixel, got {(h, w)}")
         transform = ResizeLongestSide(self.img_size)
         coords, codes = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
         if points is not None:
-            points = np.asarray(points, dtype=np.float32)
+            points = _numbers(points, "points")
             if points.ndim != 2 or points.shape[1] != 2:
                 raise ValueError(f"points must be P x 2 (x, y), got shape {points.shape}")
+            _inside(points, h, w, "points")
             if labels is None or np.shape(labels) != (len(points),):
                 raise ValueError(
                     f"labels must be one per point ({len(points)}), got shape "
                     f"{None if labels is None else np.shape(labels)}"
                 )
+            codes = _numbers(labels, "labels")
+            if not np.isin(codes, (0.0, 1.0, -1.0)).all():
+                raise ValueError(
+                    f"point labels must be 1 (foreground), 0 (background) or -1 (padding), got "
+                    f"{sorted(set(codes.tolist()))} (a box is given as box=, not as labels 2/3)"
+                )
             coords = transform.apply_coords(points, emb.original_size)
-            codes = np.asarray(labels, dtype=np.float32)
         if box is not None:
-            box = np.asarray(box, dtype=np.float32)
+            box = _numbers(box, "box")
             if box.shape != (4,):
                 raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
+            _inside(box.reshape(2, 2), h, w, "box")
+            if box[2] < box[0] or box[3] < box[1]:
+                raise ValueError(f"box must have x0 <= x1 and y0 <= y1, got {box.tolist()}")
             corners = transform.apply_boxes(box[None], emb.original_size).reshape(2, 2)
             coords = np.concatenate([coords, corners])
             codes = np.concatenate([codes, np.array([2, 3], np.float32)])
@@ -264,13 +319,14 @@ class OnnxDecoder:
             mask = np.zeros((1, 1, 256, 256), np.float32)
             has_mask = np.zeros(1, np.float32)
         else:
-            mask = np.asarray(
+            mask = _numbers(
                 mask_input.detach().float().cpu() if torch.is_tensor(mask_input) else mask_input,
-                dtype=np.float32,
+                "mask_input",
             )
-            if mask.size != 256 * 256:
+            if mask.shape[-2:] != (256, 256) or mask.size != 256 * 256:
                 raise ValueError(
-                    f"mask_input must hold 256 x 256 low-res logits, got shape {mask.shape}"
+                    "mask_input must be 256 x 256 low-res logits (or 1 x 256 x 256, 1 x 1 x 256 "
+                    f"x 256), got shape {mask.shape}"
                 )
             mask = mask.reshape(1, 1, 256, 256)
             has_mask = np.ones(1, np.float32)
@@ -299,6 +355,8 @@ class OnnxDecoder:
         masks, iou, low_res = self.session.run(
             None, self.inputs(emb, points, labels, box, mask_input)
         )
+        if iou.shape[-1] != 4:  # a graph whose mask count is not fixed in the file
+            self._refuse_mask_count(iou.shape[-1])
         pick = slice(1, None) if multimask else slice(0, 1)
         logits = masks[:, pick]
         return {

@@ -23,11 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 from torch.utils.data import Subset
 
-from ..command_line import add_config_arguments, config_from_args
+from ..command_line import (
+    add_config_arguments,
+    check_paths,
+    config_from_args,
+    entry_point_parser,
+    positive_int,
+)
 from ..course.runtime import DATA_EXAMPLE, cache_dir, is_smoke, show_messages
 from ..data.voc import VOCInstanceDataset, download_voc2007
 from ..distributed import Place, barrier, cleanup, setup, shard
@@ -39,14 +46,20 @@ from .training import SamTrainConfig, train_decoder
 SKIP = ("prompts",)  # the first-prompt settings keep the recipe's default
 
 
-def voc_splits(smoke: bool, train_images: int | None = None, val_images: int | None = None):
+def voc_splits(
+    smoke: bool,
+    train_images: int | None = None,
+    val_images: int | None = None,
+    data: str | None = None,
+):
     """Notebook 03's data: smoke, data_example's train and val; full, VOC2007 trainval
-    with every tenth image held out for validation."""
-    if smoke:
+    (from ``data``, a VOCdevkit folder, or downloaded) with every tenth image held out for
+    validation."""
+    if smoke and data is None:
         root = DATA_EXAMPLE / "VOCdevkit"
         train, val = VOCInstanceDataset(root, "train"), VOCInstanceDataset(root, "val")
     else:
-        trainval = VOCInstanceDataset(download_voc2007(), "trainval")
+        trainval = VOCInstanceDataset(data or download_voc2007(), "trainval")
         train = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
         val = Subset(trainval, range(0, len(trainval), 10))
     if train_images is not None:
@@ -68,10 +81,11 @@ def fill_cache(datasets, cache: EmbeddingCache, place: Place) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m helpers.sam.train",
-        description="Fine-tune SAM's mask decoder on VOC2007 (notebook 03), on one device "
-        "or under torchrun. Smoke mode (SEGCOURSE_SMOKE=1): data_example and a tiny model.",
+    p = entry_point_parser(
+        "python -m helpers.sam.train",
+        "Fine-tune SAM's mask decoder on VOC2007 (notebook 03), on one device or under "
+        "torchrun. --data: a VOCdevkit folder. Smoke mode (SEGCOURSE_SMOKE=1): "
+        "data_example and a tiny model.",
     )
     p.add_argument(
         "--variant", default=None, help="vit_b, vit_l, vit_h (default: vit_b; smoke: tiny)"
@@ -79,30 +93,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", default=None, help="SAM weights file (default: the official one)"
     )
-    p.add_argument("--out", default=None, help="run folder (default: the cache's runs/)")
     p.add_argument("--embeddings", default=None, help="embedding cache folder")
-    p.add_argument("--train-images", type=int, default=None, help="use only the first N")
-    p.add_argument("--val-images", type=int, default=None, help="validate on the first N")
-    p.add_argument("--until-epoch", type=int, default=None, help="stop after this epoch")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--device", default=None, help="cpu to stay on the CPU (default: the GPU)")
+    p.add_argument("--val-images", type=positive_int, default=None, help="the first N only")
     add_config_arguments(p, SamTrainConfig, SKIP)
     return p
 
 
 def main(argv=None) -> dict:
-    args = parser().parse_args(argv)
-    place = setup(args.device)
-    show_messages(logging.INFO if place.main else logging.WARNING)  # one voice: rank 0
+    p = parser()
+    args = p.parse_args(argv)
+    check_paths(p, args)
+    cfg = config_from_args(SamTrainConfig, args, SKIP, p)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_images % world:  # before any download or encoding
+        p.error(f"--batch-images {cfg.batch_images} is not divisible by the {world} processes")
+    rank = int(os.environ.get("RANK", "0"))
+    show_messages(logging.INFO if rank == 0 else logging.WARNING)  # one voice: rank 0
     smoke = is_smoke()
     variant = args.variant or ("tiny" if smoke else "vit_b")
-    if place.main and variant != "tiny" and args.checkpoint is None:
-        download_checkpoint(variant)  # once, before the others read it
-    barrier()
+    # Downloads before the process group exists: every process asks, a lock lets one
+    # fetch each file while the others wait, and no collective times out meanwhile.
+    if variant != "tiny" and args.checkpoint is None:
+        download_checkpoint(variant)
+    train, val = voc_splits(smoke, args.train_images, args.val_images, args.data)
+    place = setup(args.device, args.dist_timeout)
     sam = load_sam(variant, args.checkpoint, device=place.device)
-    cfg = config_from_args(SamTrainConfig, args, SKIP)
-    out = Path(args.out or cache_dir() / "runs" / f"sam_decoder_{variant}_cli" / cfg.recipe)
-    train, val = voc_splits(smoke, args.train_images, args.val_images)
+    # the run folder names what sets the training apart: recipe and global batch
+    default = f"sam_decoder_{variant}_cli/{cfg.recipe}_batch{cfg.batch_images}"
+    out = Path(args.out or cache_dir() / "runs" / default)
     cache = EmbeddingCache(args.embeddings or cache_dir() / "embeddings", sam)
     encoded = fill_cache([train, val], cache, place)
     train_items, _ = prepare_items(train, cache, show_progress=False)

@@ -102,8 +102,17 @@ class SamTrainConfig:
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise ValueError(f"SamTrainConfig.recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.epochs < 1:
+            raise ValueError(f"SamTrainConfig: epochs must be at least 1, got {self.epochs}")
         if self.batch_images < 1:
-            raise ValueError("SamTrainConfig: batch_images must be >= 1")
+            raise ValueError(
+                f"SamTrainConfig: batch_images must be at least 1, got {self.batch_images}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"SamTrainConfig: lr must be > 0 and weight_decay >= 0, got {self.lr}, "
+                f"{self.weight_decay}"
+            )
         if self.click_rounds < 0 or self.refine_rounds < 0:
             raise ValueError("SamTrainConfig: click_rounds and refine_rounds must be >= 0")
         if self.prompts is None:
@@ -263,11 +272,12 @@ def train_decoder(
             per step, see below), validation is split and its sums reduced, and only
             rank 0 writes files and prints.
 
-    Why not ``DistributedDataParallel``: DDP all-reduces during the backward pass and
-    expects one forward per backward; the interactive recipe calls the decoder up to 11
-    times per image, back-propagating each round as it goes, so the gradients are summed
-    explicitly, once, after all of a step's rounds (the same arithmetic as DDP's
-    averaging, since each image's loss is already divided by the step's image count).
+    Gradients are summed explicitly, once per step, after all of its rounds
+    (:func:`helpers.distributed.sum_gradients`), each image's loss divided by the step's
+    image count: exact however unevenly the step's images are shared out. DDP with
+    ``no_sync()`` on all rounds but the last gives the same gradients when the shares are
+    even (notebook 06 shows both); with uneven shares it averages per process, and needs
+    ``join()`` for a process without an image.
 
     Raises:
         FloatingPointError: a non-finite loss on any process (all stop); ``last.pt``
