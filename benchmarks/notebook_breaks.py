@@ -183,8 +183,8 @@ BREAKS: list[Break] = [
     B("04", "scheduler.step()  # per iteration", "pass", "the schedule not stepped"),
     B(
         "04",
-        "optimizer, lambda s: warmup_cosine(s, steps_total, cfg.warmup_frac, cfg.min_lr_frac)",
-        "optimizer, lambda s: 1.0",
+        "    return warmup_cosine(step, steps_total, cfg.warmup_frac, cfg.min_lr_frac)",
+        "    return 1.0",
         "no warm-up: the full lr from step 0",
     ),
     # --- 06: shard, the all-reduce and DDP against the package and one process

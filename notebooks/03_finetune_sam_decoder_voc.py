@@ -147,14 +147,21 @@ class Settings:
     train_images: int | None = 4 if SMOKE else None  # None: all; smoke overfits a handful
     max_clicks: int = 3 if SMOKE else 20  # the protocol's 20
     train_eval_images: int = 4 if SMOKE else 50  # training images re-measured after training
+    # full mode: SamTrainConfig's defaults, the same as `python -m helpers.sam.train`'s
     train: SamTrainConfig = field(
         default_factory=lambda: SamTrainConfig(
             recipe="sam",
-            epochs=6 if SMOKE else 20,
-            lr=1.5e-3 if SMOKE else 1e-4,  # the tiny random decoder needs a larger step
-            dice_weight=3.0 if SMOKE else 1.0,  # see the note below
-            click_rounds=1 if SMOKE else 8,  # the paper's 8 clicks + 2 mask-only rounds
-            refine_rounds=0 if SMOKE else 2,  # smoke: 2 rounds instead of 11 (CPU seconds)
+            **(
+                dict(
+                    epochs=6,
+                    lr=1.5e-3,  # the tiny random decoder needs a larger step
+                    dice_weight=3.0,  # see the note below
+                    click_rounds=1,  # 2 rounds instead of the paper's 11 (CPU seconds)
+                    refine_rounds=0,
+                )
+                if SMOKE
+                else {}
+            ),
         )
     )
     run_dir: str = str(
@@ -395,9 +402,10 @@ print(inspect.getsource(type(original).postprocess_masks).split('"""')[-1].strip
 # %%
 t0 = time.perf_counter()
 train_subset = train_items[: S.train_eval_images]
+EVALUATIONS = cache_dir() / "evaluations"  # a rerun reads finished evaluations back
 before = {
-    "test": evaluate(original, test_items, max_clicks=S.max_clicks),
-    "train": evaluate(original, train_subset, max_clicks=S.max_clicks),
+    "test": evaluate(original, test_items, max_clicks=S.max_clicks, cache=EVALUATIONS),
+    "train": evaluate(original, train_subset, max_clicks=S.max_clicks, cache=EVALUATIONS),
 }
 print(
     f"evaluated 'before' in {time.perf_counter() - t0:.1f} s: test mIoU@1 {before['test']['miou@1']:.3f}, "
@@ -800,8 +808,8 @@ for name, (model, _) in trained.items():
         + (" (smoke)" if SMOKE else "")
     )
     after[name] = {
-        "test": evaluate(model, test_items, max_clicks=S.max_clicks),
-        "train": evaluate(model, train_subset, max_clicks=S.max_clicks),
+        "test": evaluate(model, test_items, max_clicks=S.max_clicks, cache=EVALUATIONS),
+        "train": evaluate(model, train_subset, max_clicks=S.max_clicks, cache=EVALUATIONS),
     }
 sam_model = trained["SAM recipe"][0]
 for split, title in (("test", "Test split"), ("train", f"Training images ({len(train_subset)})")):

@@ -99,6 +99,7 @@ from helpers.detection.model import (
 from helpers.detection.training import (
     MaskRCNNTrainConfig,
     load_best,
+    optimizer_and_schedule,
     train_maskrcnn,
     train_one_epoch,
 )
@@ -125,8 +126,9 @@ class Settings:
     trainable_backbone_layers: int = 3  # of the ResNet's 5 stages, counted from the top
     train_images: int | None = 4 if SMOKE else None  # None: all
     # SGD, lr 0.005, momentum 0.9, weight decay 1e-4, batch 2, warm-up then cosine
+    # full mode: MaskRCNNTrainConfig's defaults, as `python -m helpers.detection.train`'s
     train: MaskRCNNTrainConfig = field(
-        default_factory=lambda: MaskRCNNTrainConfig(epochs=2 if SMOKE else 10)
+        default_factory=lambda: MaskRCNNTrainConfig(**(dict(epochs=2) if SMOKE else {}))
     )
     run_dir: str = str(cache_dir() / "runs" / ("maskrcnn_smoke" if SMOKE else "maskrcnn_labpics"))
 
@@ -224,14 +226,18 @@ print(
 
 # %%
 coco_model = build_coco_maskrcnn(pretrained=S.pretrained, **S.model_kwargs).to(DEVICE)
-ap_right = evaluate_detector(coco_model, test_reader, DEVICE, postprocess=map_to_vessel)
+EVALUATIONS = cache_dir() / "evaluations"  # a rerun reads finished evaluations back
+ap_right = evaluate_detector(
+    coco_model, test_reader, DEVICE, postprocess=map_to_vessel, cache=EVALUATIONS
+)
 ap_0_255 = evaluate_detector(
     coco_model,
     test_reader,
     DEVICE,
     postprocess=map_to_vessel,
-    transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float(),
-)  # RGB, 0-255
+    transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float(),  # RGB, 0-255
+    cache=EVALUATIONS,
+)
 caveat = " (smoke: a randomly initialised COCO model, meaningless)" if SMOKE else ""
 print(
     f"COCO model, mask AP: RGB in [0, 1] {ap_right['segm']['AP']:.3f} | RGB in 0-255 {ap_0_255['segm']['AP']:.3f}{caveat}"
@@ -332,9 +338,10 @@ print(
 # The data set above reads from disk per sample (`benchmarks/maskrcnn_data.py` measures
 # peak memory against an eager load-everything data set: see the README). The weights
 # are asked for with `weights="DEFAULT"` (`MaskRCNN_ResNet50_FPN_Weights.DEFAULT`);
-# `build_maskrcnn` first fetches the file into torch.hub's cache
-# (`helpers.detection.model.ensure_coco_weights`: length and SHA-256 checked), where torchvision
-# then finds it.
+# `build_maskrcnn` first fetches the file into the course's cache, `<cache>/torch/hub`
+# (`helpers.detection.model.ensure_coco_weights`: length and SHA-256 checked; on Google
+# Drive in Colab, so a new runtime does not download it again), and points torchvision's
+# loader there while it builds the model.
 #
 # ## Training
 #
@@ -375,15 +382,8 @@ cfg = S.train
 steps_total = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
 
 
-def optimizer_and_schedule(net):
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, steps_total, cfg.warmup_frac, cfg.min_lr_frac)
-    )
-    return params, optimizer, scheduler
+def schedule(step):  # the multiplier of lr: linear warm-up, then cosine decay
+    return warmup_cosine(step, steps_total, cfg.warmup_frac, cfg.min_lr_frac)
 
 
 use_amp = cfg.amp and torch.device(DEVICE).type == "cuda"
@@ -392,7 +392,9 @@ images = [im.to(DEVICE) for im in images]
 targets = [{k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 net = copy.deepcopy(model).to(DEVICE).train()
-params, optimizer, scheduler = optimizer_and_schedule(net)
+params = [p for p in net.parameters() if p.requires_grad]  # not the frozen backbone stages
+optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # stepped per iteration
 scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 torch.manual_seed(1)  # the RPN and the heads sample anchors and proposals at random
 with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
@@ -406,8 +408,8 @@ scaler.step(optimizer)  # skipped if an fp16 gradient overflowed
 scaler.update()
 scheduler.step()  # per iteration
 
-reference = copy.deepcopy(model).to(DEVICE)
-_, optimizer_ref, scheduler_ref = optimizer_and_schedule(reference)
+reference = copy.deepcopy(model).to(DEVICE)  # the package's way: its own optimizer and schedule
+_, optimizer_ref, scheduler_ref = optimizer_and_schedule(reference, cfg, steps_total)
 torch.manual_seed(1)
 means = train_one_epoch(
     reference,
@@ -423,7 +425,9 @@ means = train_one_epoch(
 on_gpu = dict(rtol=1e-3, atol=1e-5) if torch.device(DEVICE).type == "cuda" else {}  # kernels
 for key, value in losses.items():
     torch.testing.assert_close(float(value.detach()), means[key], **on_gpu)
-assert scheduler.get_last_lr() == scheduler_ref.get_last_lr()  # the schedule stepped alike
+assert scheduler.last_epoch == scheduler_ref.last_epoch == 1  # stepped once, per iteration
+ref_schedule = scheduler_ref.lr_lambdas[0]
+assert all(schedule(s) == ref_schedule(s) for s in range(steps_total))  # the same warm-up, decay
 after_ref = dict(reference.named_parameters())
 for name, p in net.named_parameters():
     torch.testing.assert_close(p, after_ref[name], **on_gpu)
@@ -483,7 +487,7 @@ else:
 
 # %%
 best = load_best(model, S.run_dir)
-ap_after = evaluate_detector(model, test_reader, DEVICE)
+ap_after = evaluate_detector(model, test_reader, DEVICE, cache=EVALUATIONS)
 print(
     f"best epoch {best['epoch']} (val mask AP {best['val_segm_ap']:.3f})"
     + (" (smoke)" if SMOKE else "")

@@ -260,7 +260,12 @@ for name, model in {"before": original, "after": fine_tuned}.items():
         stability_score_thresh=S.stability_score_thresh,
     )
     amg[name] = measure_automatic_masks(
-        generator, test_ds, range(min(S.amg_images, len(test_ds))), keep_examples=1, desc=name
+        generator,
+        test_ds,
+        range(min(S.amg_images, len(test_ds))),
+        keep_examples=1,
+        desc=name,
+        cache=cache_dir() / "evaluations",  # a rerun reads finished measurements back
     )
 print(automatic_table(amg))
 if SMOKE:

@@ -655,14 +655,15 @@ def test_coco_weights_offline_name_the_file_its_place_and_smoke_mode(tmp_path, m
 
     real_name = maskrcnn.COCO_WEIGHTS_URL.rsplit("/", 1)[-1]
     assert real_name.startswith("maskrcnn_resnet50_fpn_coco-")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SEGCOURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # not where they go
     monkeypatch.setattr(maskrcnn, "COCO_WEIGHTS_URL", f"http://127.0.0.1:9/{real_name}")
-    place = tmp_path / "torch" / "hub" / "checkpoints"
+    place = tmp_path / "cache" / "torch" / "hub" / "checkpoints"
     for build in (maskrcnn.build_maskrcnn, maskrcnn.build_coco_maskrcnn):
         with pytest.raises(DownloadError) as err:
             build(pretrained=True)
         message = str(err.value)
-        for part in (real_name, str(place), "$TORCH_HOME/hub/checkpoints", "SEGCOURSE_SMOKE=1"):
+        for part in (real_name, str(place), "SEGCOURSE_SMOKE=1"):
             assert part in message, (part, message)
     assert not place.exists() or list(place.iterdir()) == []
 
@@ -676,7 +677,8 @@ def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_p
     import helpers.detection.model as maskrcnn
     from helpers.data.downloads import DownloadError
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SEGCOURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # not where they go
     served = tmp_path / "served"
     served.mkdir()
     weights = _coco_layout_state_dict()
@@ -691,7 +693,8 @@ def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_p
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         got = maskrcnn.ensure_coco_weights(f"{base}/maskrcnn_coco-{digest[:8]}.pth")
-        assert got == tmp_path / "torch" / "hub" / "checkpoints" / f"maskrcnn_coco-{digest[:8]}.pth"
+        place = tmp_path / "cache" / "torch" / "hub" / "checkpoints"  # with the course's files
+        assert got == place / f"maskrcnn_coco-{digest[:8]}.pth"
         with pytest.raises(DownloadError, match="SHA-256 is .* expected 00000000"):
             maskrcnn.ensure_coco_weights(f"{base}/maskrcnn_coco-00000000.pth")
         assert sorted(p.name for p in got.parent.iterdir() if p.suffix == ".pth") == [got.name]
@@ -711,3 +714,33 @@ def test_coco_weights_are_fetched_sha256_checked_and_loaded_by_torchvision(tmp_p
     ours = maskrcnn.build_maskrcnn(pretrained=True, **SMOKE_MODEL_KWARGS)
     trunk = {k: v for k, v in ours.state_dict().items() if not k.startswith("roi_heads.")}
     assert all(torch.equal(v, weights[k]) for k, v in trunk.items())
+
+
+def test_a_finished_detector_evaluation_is_read_back_unless_its_inputs_change(
+    tmp_path, monkeypatch
+):
+    import sys
+    from pathlib import Path
+
+    import helpers.detection.coco_eval as coco_eval
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from distributed_eval_job import reader_and_model
+
+    reader, model = reader_and_model()
+    first = coco_eval.evaluate_detector(model, reader, show_progress=False, cache=tmp_path)
+
+    def no_detections(*a, **k):
+        raise AssertionError("evaluated although the result was remembered")
+
+    monkeypatch.setattr(coco_eval, "coco_detections", no_detections)
+    again = coco_eval.evaluate_detector(model, reader, show_progress=False, cache=tmp_path)
+    assert again == first
+    with pytest.raises(AssertionError, match="evaluated although"):  # another input contract
+        coco_eval.evaluate_detector(
+            model,
+            reader,
+            transform=lambda im: torch.from_numpy(im).permute(2, 0, 1).float(),
+            show_progress=False,
+            cache=tmp_path,
+        )

@@ -165,3 +165,28 @@ def test_a_clicked_pixel_is_never_clicked_again_and_clicking_stops_when_every_in
     clicks_0 = [tuple(p) for p in sent[-1][0]]
     assert len(set(clicks_0)) == 4  # four different pixels, none clicked twice
     assert all(gt[0, int(y), int(x)] for x, y in clicks_0)
+
+
+def test_a_finished_evaluation_is_read_back_and_any_change_computes_it_again(
+    setup, tmp_path, monkeypatch
+):
+    """A rerun after a disconnect: the same decoder, settings and items give the result
+    remembered on disk without one prediction; other weights or settings are computed."""
+    sam, _, item = setup
+    first = evaluate(sam, [item], max_clicks=3, show_progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("sam-evaluation-*.pt"))) == 1
+
+    def no_prediction(*a, **k):
+        raise AssertionError("predicted although the result was remembered")
+
+    monkeypatch.setattr(ev, "predict_round", no_prediction)
+    again = evaluate(sam, [item], max_clicks=3, show_progress=False, cache=tmp_path)
+    assert again.keys() == first.keys() and again["miou@1"] == first["miou@1"]
+    np.testing.assert_array_equal(again["click_ious"], first["click_ious"])
+    with pytest.raises(AssertionError, match="predicted although"):  # other settings
+        evaluate(sam, [item], max_clicks=2, show_progress=False, cache=tmp_path)
+    other = build_tiny_sam()  # the same architecture, other decoder weights
+    with torch.no_grad():
+        other.mask_decoder.iou_token.weight.add_(1e-3)
+    with pytest.raises(AssertionError, match="predicted although"):
+        evaluate(other, [item], max_clicks=3, show_progress=False, cache=tmp_path)

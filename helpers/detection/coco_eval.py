@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..course.runtime import progress
 from ..distributed import Place, broadcast_from_main, gather_to_main, shard
+from ..remembered import fingerprint, function_identity, reader_identity, remembered
 from .data import IGNORE_OVERLAP, ignored_instances
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -156,6 +158,7 @@ def evaluate_detector(
     show_progress: bool = True,
     desc: str = "evaluating",
     place: Place | None = None,
+    cache: str | Path | None = None,
 ) -> dict:
     """Box and mask AP of ``model`` on every sample of ``reader``.
 
@@ -168,6 +171,10 @@ def evaluate_detector(
             runs the model on its share of the images; ground truth and detections (RLE)
             are gathered on rank 0 for pycocotools and the result sent to every process.
 
+        cache: a folder: a result computed before for the same weights, images,
+            ``transform`` and ``postprocess`` is read back instead of computed again
+            (:func:`helpers.remembered.remembered`; one process only).
+
     Returns:
         ``{"bbox": {...}, "segm": {...}}`` as :func:`coco_ap`.
 
@@ -175,8 +182,24 @@ def evaluate_detector(
     and crosses to the CPU one uint8 mask at a time (:func:`coco_detections`), so host
     memory does not grow with the image size times the number of detections.
     """
-    model.eval().to(device)
     place = place or Place()
+    if cache is not None and place.world == 1:
+        key = fingerprint(
+            "coco-ap",
+            model,
+            reader_identity(reader),
+            function_identity(transform),
+            function_identity(postprocess),
+        )
+        return remembered(
+            cache,
+            "coco-ap",
+            key,
+            lambda: evaluate_detector(
+                model, reader, device, transform, postprocess, show_progress, desc, place
+            ),
+        )
+    model.eval().to(device)
     images, annotations, detections = [], [], []
     mine = shard(len(reader), place)  # this process's share
     for i in progress(mine, show=show_progress and place.main, desc=desc, unit="img", leave=False):

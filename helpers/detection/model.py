@@ -12,14 +12,16 @@ The model's contract:
   deltas) and the mask predictor (one 28 x 28 mask per class); notebook 04 shows what
   keeping COCO's 91-class mask predictor does;
 - weights are asked for by enum (``weights="DEFAULT"``), not the deprecated
-  ``pretrained=True``. They are fetched into torch.hub's cache
-  (``$TORCH_HOME/hub/checkpoints/``, where torchvision looks for them) by
+  ``pretrained=True``. They are fetched into the course's cache
+  (``<cache>/torch/hub/checkpoints/``, on Google Drive in Colab) by
   :func:`ensure_coco_weights`, the course's download path: length and SHA-256 checked,
-  and without a network an error that names the file, its place and smoke mode.
+  and without a network an error that names the file, its place and smoke mode;
+  torchvision is pointed there while it builds the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -52,18 +54,37 @@ SMOKE_MODEL_KWARGS = dict(
 COCO_WEIGHTS_URL = MaskRCNN_ResNet50_FPN_Weights.DEFAULT.url
 
 
+def hub_dir() -> Path:
+    """The course's torch.hub folder, ``<cache>/torch/hub``: the COCO weights live with
+    the course's other downloads (on Google Drive in Colab, so a new runtime does not
+    download them again), and torchvision is pointed there while it builds the model."""
+    from ..course.runtime import cache_dir
+
+    return cache_dir() / "torch" / "hub"
+
+
+@contextlib.contextmanager
+def _torch_hub_at(folder: Path):
+    """torch.hub (and so torchvision's weight loading) reads ``folder`` inside the block."""
+    before = torch.hub.get_dir()
+    torch.hub.set_dir(str(folder))
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(before)
+
+
 def coco_weights_file(url: str | None = None) -> Path:
-    """Where torchvision looks for the COCO weights: torch.hub's cache,
-    ``$TORCH_HOME/hub/checkpoints/<the URL's file name>`` (``TORCH_HOME`` defaults to
-    ``~/.cache/torch``)."""
+    """Where the COCO weights are kept: ``<hub_dir()>/checkpoints/<the URL's file name>``,
+    the place torchvision looks while :func:`build_maskrcnn` builds the model."""
     name = (url or COCO_WEIGHTS_URL).rsplit("/", 1)[-1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return hub_dir() / "checkpoints" / name
 
 
 def ensure_coco_weights(url: str | None = None) -> Path:
-    """The COCO weights in torch.hub's cache, downloaded (170 MB) through
-    :func:`helpers.data.downloads.fetch` if they are not there yet; torchvision then loads
-    them from there without a network call.
+    """The COCO weights in the course's cache (:func:`coco_weights_file`), downloaded
+    (170 MB) through :func:`helpers.data.downloads.fetch` if they are not there yet;
+    torchvision then loads them from there without a network call.
 
     Raises:
         helpers.data.downloads.DownloadError: no network, a cut transfer or a wrong SHA-256;
@@ -84,9 +105,8 @@ def ensure_coco_weights(url: str | None = None) -> Path:
         )
     except DownloadError as err:
         raise DownloadError(
-            f"{err}\nThey belong in torch.hub's cache, $TORCH_HOME/hub/checkpoints/ "
-            f"(here: {dest.parent}). Or set {SMOKE_ENV}=1 to run without them (smoke mode: "
-            "random weights, the built-in data)."
+            f"{err}\nThey belong in the course's cache, {dest.parent}. Or set {SMOKE_ENV}=1 "
+            "to run without them (smoke mode: random weights, the built-in data)."
         ) from err.__cause__
 
 
@@ -122,9 +142,10 @@ def build_maskrcnn(
     if pretrained:  # without weights every layer trains anyway (torchvision warns otherwise)
         kwargs["trainable_backbone_layers"] = trainable_backbone_layers
         ensure_coco_weights()
-    model = maskrcnn_resnet50_fpn(
-        weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
-    )
+    with _torch_hub_at(hub_dir()):
+        model = maskrcnn_resnet50_fpn(
+            weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
+        )
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
     mask_channels = model.roi_heads.mask_predictor.conv5_mask.in_channels
@@ -140,9 +161,10 @@ def build_coco_maskrcnn(
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT if pretrained else None
     if pretrained:
         ensure_coco_weights()
-    return maskrcnn_resnet50_fpn(
-        weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
-    )
+    with _torch_hub_at(hub_dir()):
+        return maskrcnn_resnet50_fpn(
+            weights=weights, weights_backbone=None, min_size=min_size, max_size=max_size, **kwargs
+        )
 
 
 def map_to_vessel(prediction: dict, coco_ids=None) -> dict:

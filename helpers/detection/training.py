@@ -71,6 +71,21 @@ class MaskRCNNTrainConfig:
             )
 
 
+def optimizer_and_schedule(model, cfg: MaskRCNNTrainConfig, total_steps: int):
+    """``(params, optimizer, scheduler)``: SGD with momentum and weight decay over the
+    parameters that train, and the warm-up then cosine multiplier of the learning rate
+    (:func:`helpers.schedules.warmup_cosine`), stepped once per iteration over
+    ``total_steps``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total_steps, cfg.warmup_frac, cfg.min_lr_frac)
+    )
+    return params, optimizer, scheduler
+
+
 def _to(v, device):
     return v.to(device, non_blocking=True) if torch.is_tensor(v) else v
 
@@ -161,16 +176,9 @@ def train_maskrcnn(
     """
     place = place or Place()
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
     sampler = SeededShuffle(len(train_dataset), cfg.seed, place.rank, place.world)
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_frac, cfg.min_lr_frac)
-    )
+    _, optimizer, scheduler = optimizer_and_schedule(model, cfg, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and torch.device(device).type == "cuda")
     run = TrainingRun(
         out_dir,

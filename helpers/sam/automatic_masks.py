@@ -16,10 +16,12 @@ instance, is there a generated mask that covers it?
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ..course.runtime import progress
+from ..remembered import fingerprint, reader_identity, remembered
 
 THRESHOLDS = (0.5, 0.75)
 
@@ -56,6 +58,7 @@ def measure_automatic_masks(
     keep_examples: int = 0,
     show_progress: bool = True,
     desc: str = "automatic masks",
+    cache: str | Path | None = None,
 ) -> dict:
     """Run ``generator.generate(image)`` (a ``SamAutomaticMaskGenerator``) on the reader's
     images and measure the masks against the ground truth.
@@ -64,6 +67,10 @@ def measure_automatic_masks(
         reader: a VOC or LabPics reader (``image``, ``masks``, and ``void`` or ``ignore``).
         indices: which images (default all).
         keep_examples: keep the generated masks of the first this many images.
+        cache: a folder: a result computed before for the same model, generator settings
+            and images is read back instead of computed again
+            (:func:`helpers.remembered.remembered`); ``seconds_per_image`` is then the
+            first run's.
 
     Returns:
         dict with ``mean_best_iou``, ``recall@0.5``, ``recall@0.75``, ``instances``,
@@ -71,6 +78,26 @@ def measure_automatic_masks(
         instance, in reading order) and ``examples`` (``(index, [mask, ...])`` pairs).
     """
     indices = list(range(len(reader)) if indices is None else indices)
+    if cache is None:
+        return _measure(generator, reader, indices, keep_examples, show_progress, desc)
+    settings = {k: v for k, v in vars(generator).items() if k != "predictor"}
+    key = fingerprint(
+        "automatic-masks",
+        generator.predictor.model,
+        settings,
+        reader_identity(reader),
+        indices,
+        keep_examples,
+    )
+    return remembered(
+        cache,
+        "automatic-masks",
+        key,
+        lambda: _measure(generator, reader, indices, keep_examples, show_progress, desc),
+    )
+
+
+def _measure(generator, reader, indices, keep_examples, show_progress, desc) -> dict:
     ious, counts, seconds, examples = [], [], [], []
     for k, i in enumerate(progress(indices, show=show_progress, desc=desc, unit="img")):
         s = reader[i]

@@ -21,6 +21,8 @@ instance whose mask has no error left gets a padding point (label -1, SAM's own
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
@@ -28,9 +30,15 @@ from segment_anything.modeling import Sam
 from ..course.runtime import progress
 from ..data.voc import VOC_CLASSES
 from ..metrics import mask_iou
+from ..remembered import fingerprint, remembered
 from .clicks import next_click, noc
 from .items import SamItem
+from .model import encoder_fingerprint
 from .predict import predict_round
+
+#: Bump when the protocol changes what it measures: results remembered before are then
+#: computed again (:func:`helpers.remembered.remembered`).
+PROTOCOL_VERSION = "clicks-rittm-dt/stop-at-max-threshold/v1"
 
 
 @torch.no_grad()
@@ -92,14 +100,43 @@ def evaluate(
     thresholds=(0.85, 0.90),
     class_names=VOC_CLASSES,
     show_progress: bool = True,
+    cache: str | Path | None = None,
 ) -> dict:
     """The before/after numbers for one model on ``items``.
+
+    With ``cache`` (a folder), a result computed before for the same decoder and prompt
+    encoder weights, encoder, settings and items is read back instead of computed again
+    (:func:`helpers.remembered.remembered`): a rerun after a disconnect skips finished
+    evaluations.
 
     Returns:
         dict with ``miou@k`` for each k, ``noc@85``/``noc@90`` (means), ``box_miou``,
         ``instances`` (count), ``per_class`` (``{name: {"iou@1", "box_iou", "n"}}``) and
         the raw ``click_ious`` (``instances x max_clicks``) and ``box_ious``.
     """
+    if cache is None:
+        return _evaluate(sam, items, max_clicks, ks, thresholds, class_names, show_progress)
+    key = fingerprint(
+        "sam-evaluate",
+        PROTOCOL_VERSION,
+        sam.mask_decoder,
+        sam.prompt_encoder,
+        encoder_fingerprint(sam),
+        max_clicks,
+        ks,
+        thresholds,
+        class_names,
+        [(it.image_id, it.masks, it.labels, it.void, it.emb.original_size) for it in items],
+    )
+    return remembered(
+        cache,
+        "sam-evaluation",
+        key,
+        lambda: _evaluate(sam, items, max_clicks, ks, thresholds, class_names, show_progress),
+    )
+
+
+def _evaluate(sam, items, max_clicks, ks, thresholds, class_names, show_progress) -> dict:
     sam.eval()
     curves, boxes, labels = [], [], []
     for item in progress(items, show=show_progress, desc="evaluating", leave=False):

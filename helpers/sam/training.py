@@ -84,7 +84,7 @@ class SamTrainConfig:
     """
 
     recipe: str = "sam"
-    epochs: int = 10
+    epochs: int = 20
     lr: float = 1e-4
     weight_decay: float = 5e-4
     warmup_frac: float = 0.05  # of all steps; linear from 0 to lr
