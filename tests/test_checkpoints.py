@@ -1,5 +1,6 @@
 """The checkpoint contract both fine-tuning loops share."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,8 @@ from helpers.checkpoints import (
     TRAINING_STATE_KEYS,
     CheckpointError,
     atomic_save,
+    load_weights,
+    read_checkpoint,
     resume_training,
     save_training_state,
 )
@@ -103,3 +106,69 @@ def test_a_truncated_state_or_one_of_another_model_is_a_clear_error(tmp_path):
     atomic_save({"epoch": 1}, path)
     with pytest.raises(CheckpointError, match="not a training state of this course"):
         resume_training(path, SamTrainConfig(), *_run_objects())
+
+
+class _Evil:
+    """A pickle that would run code when loaded: it would write a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _every_user_file_loader(tmp_path):
+    """Each function through which the course reads a file a user may be handed."""
+    from helpers.sam.embeddings import EmbeddingCache
+    from helpers.sam.model import build_tiny_sam, load_decoder, load_sam
+
+    sam = build_tiny_sam()
+    model, optimizer, scheduler, scaler = _run_objects()
+    cache = EmbeddingCache(tmp_path / "emb", sam)
+    image = np.zeros((8, 8, 3), np.uint8)
+    return {
+        "load_decoder": lambda p: load_decoder(sam, p),
+        "load_sam": lambda p: load_sam("tiny", p),
+        "resume_training": lambda p: resume_training(
+            p, SamTrainConfig(), model, optimizer, scheduler, scaler
+        ),
+        "load_weights": lambda p: load_weights(model, p),
+        "read_checkpoint": read_checkpoint,
+        "embedding cache entry": lambda p: (
+            p.replace(cache.path(image)),
+            cache._read(cache.path(image), image),
+        ),
+    }
+
+
+def test_no_loader_runs_pickled_code(tmp_path):
+    """Loading with weights_only=True refuses a pickle whose __reduce__ calls os.system:
+    the loader fails (or recomputes) and the marker file never appears."""
+    loaders = _every_user_file_loader(tmp_path)
+    for name, load in loaders.items():
+        marker = tmp_path / f"ran-{name.replace(' ', '_')}"
+        path = tmp_path / f"{name.replace(' ', '_')}.pt"
+        torch.save({"model": _Evil(marker), "mask_decoder": _Evil(marker)}, path)
+        try:
+            load(path)
+        except Exception:
+            pass  # refused: what is required here is that nothing ran
+        assert not marker.exists(), f"{name} ran pickled code"
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "helpers"
+    calls = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((path.name, kw.get("weights_only")))
+    assert calls, "no torch.load found: the check reads nothing"
+    assert all(w == "True" for _, w in calls), calls

@@ -28,26 +28,27 @@ THRESHOLDS = (0.5, 0.75)
 
 def best_ious(gt: np.ndarray, generated, void: np.ndarray | None = None) -> np.ndarray:
     """``N`` float: for each of ``N x H x W`` bool ground-truth instances the best IoU
-    with any of ``generated`` (a list or ``G x H x W`` array of ``H x W`` bool masks);
-    0 when nothing was generated. Pixels of ``void`` (``H x W`` bool) are left out of
-    every intersection and union."""
+    with any of ``generated`` (a list or ``G x H x W`` array of ``H x W`` bool masks).
+    Pixels of ``void`` (``H x W`` bool) are left out of every intersection and union. As
+    :func:`helpers.metrics.mask_iou`, an empty mask against an empty one is 1; with
+    nothing generated an instance scores 0 (1 if it is empty outside ``void``)."""
     gt = np.asarray(gt, dtype=bool)
     n = len(gt)
     if n == 0:
         return np.zeros(0)
+    keep = np.ones(gt.shape[1:], bool) if void is None else ~np.asarray(void, bool)
     generated = np.asarray(generated, dtype=bool).reshape(-1, *gt.shape[1:])
     if len(generated) == 0:
-        return np.zeros(n)
+        return (~gt[:, keep].any(axis=1)).astype(float)
     if generated.shape[1:] != gt.shape[1:]:
         raise ValueError(
             f"generated masks of size {generated.shape[1:]}, ground truth {gt.shape[1:]}"
         )
-    keep = np.ones(gt.shape[1:], bool) if void is None else ~np.asarray(void, bool)
     g = gt[:, keep].astype(np.float32)  # N x V
     p = generated[:, keep].astype(np.float32)  # G x V
     inter = g @ p.T  # N x G
     union = g.sum(1)[:, None] + p.sum(1)[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return iou.max(axis=1)
 
 
