@@ -15,6 +15,10 @@ instance (the deepest pixel of the instance), full-size masks as an app shows th
   give logits that hover near the threshold, so this is a harsher test than the trained
   decoder is expected to be; ``int8_max_low_res_diff`` says how far the logits moved.
 - file sizes of both ``.onnx`` files.
+- ``fp32_op_ms`` and ``int8_op_ms``: where each runtime's time goes, from onnxruntime's
+  own profiler (kernel time per click by operator type, the largest 8), and
+  ``int8_quantize_ms``: the int8 graph's time in ``DynamicQuantizeLinear``, which
+  quantises activations on every call.
 
     python benchmarks/onnx_decoder.py [--clicks 50] [--threads N]
 """
@@ -22,10 +26,12 @@ instance (the deepest pixel of the instance), full-size masks as an app shows th
 import argparse
 import json
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import save
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.sam.clicks import next_click
@@ -38,6 +44,25 @@ from helpers.sam.onnx_decoder import (
     quantize_int8,
 )
 from helpers.sam.predict import embed_image, predict
+
+
+def op_profile(path: Path, feeds: list[dict], threads: int, folder: str) -> dict[str, float]:
+    """Milliseconds per click spent in each operator type, from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(folder) / path.stem)
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"] / 1e3 / len(feeds)  # us -> ms per click
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> None:
@@ -81,22 +106,34 @@ def main() -> None:
             args.clicks,
         )
         agreement = first_click_agreement(fp32, int8, cases)
-    print(
-        json.dumps(
-            {
-                "torch_ms": round(ms["torch"], 2),
-                "onnx_ms": round(ms["onnx"], 2),
-                "onnx_int8_ms": round(ms["onnx_int8"], 2),
-                "onnx_vs_torch": round(ms["torch"] / ms["onnx"], 2),
-                "int8_miou_vs_fp32": round(agreement["miou"], 4),
-                "int8_min_iou_vs_fp32": round(agreement["min_iou"], 4),
-                "int8_max_low_res_diff": round(agreement["max_low_res_diff"], 3),
-                "instances": len(cases),
-                "clicks": args.clicks,
-                "threads": args.threads,
-                **{k: round(v, 2) for k, v in sizes.items()},
-            }
-        )
+        feeds = [fp32.inputs(emb, points=point, labels=np.ones(1)) for emb, point in cases]
+        feeds = (feeds * (1 + args.clicks // len(feeds)))[: args.clicks]
+        profiles = {
+            name: op_profile(path, feeds, args.threads, tmp)
+            for name, path in (("fp32", fp32_path), ("int8", int8_path))
+        }
+    save(
+        "onnx_decoder",
+        {
+            "torch_ms": round(ms["torch"], 2),
+            "onnx_ms": round(ms["onnx"], 2),
+            "onnx_int8_ms": round(ms["onnx_int8"], 2),
+            "onnx_vs_torch": round(ms["torch"] / ms["onnx"], 2),
+            "int8_miou_vs_fp32": round(agreement["miou"], 4),
+            "int8_min_iou_vs_fp32": round(agreement["min_iou"], 4),
+            "int8_max_low_res_diff": round(agreement["max_low_res_diff"], 3),
+            "instances": len(cases),
+            "clicks": args.clicks,
+            "threads": args.threads,
+            **{k: round(v, 2) for k, v in sizes.items()},
+            **{
+                f"{name}_op_ms": {op: round(v, 2) for op, v in list(prof.items())[:8]}
+                for name, prof in profiles.items()
+            },
+            "int8_quantize_ms": round(profiles["int8"].get("DynamicQuantizeLinear", 0.0), 2),
+            "fp32_kernel_ms": round(sum(profiles["fp32"].values()), 2),
+            "int8_kernel_ms": round(sum(profiles["int8"].values()), 2),
+        },
     )
 
 

@@ -22,11 +22,11 @@ configuration the range of the changes.
 """
 
 import argparse
-import json
 import tempfile
 from unittest import mock
 
 import torch
+from _results import save
 from torch.utils.data import Subset
 
 import helpers.sam.training as sam_training
@@ -111,7 +111,7 @@ def main() -> None:
             for name, rs in runs.items()
         },
     }
-    print(json.dumps(result))
+    save("recipe_margins", result)
 
 
 if __name__ == "__main__":

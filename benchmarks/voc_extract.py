@@ -24,7 +24,6 @@ cannot be measured here.
 import argparse
 import hashlib
 import io
-import json
 import shutil
 import tarfile
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save
 
 from helpers.data.voc import VOC2007_SEGMENTATION_COUNTS, download_voc2007
 
@@ -123,19 +123,18 @@ def main() -> None:
                 tar.extractall(plain, filter="data")
         tar_only_s = time.perf_counter() - t0
 
-    print(
-        json.dumps(
-            {
-                "files": n_files,
-                "archive_mb": round(n_bytes / 1e6),
-                "build_s": round(build_s, 1),
-                "first_s": round(first_s, 1),
-                "reextract_s": round(reextract_s, 1),
-                "tar_only_s": round(tar_only_s, 1),
-                "checks_overhead": round(reextract_s / tar_only_s - 1, 3),
-                "where": args.where,
-            }
-        )
+    save(
+        "voc_extract",
+        {
+            "files": n_files,
+            "archive_mb": round(n_bytes / 1e6),
+            "build_s": round(build_s, 1),
+            "first_s": round(first_s, 1),
+            "reextract_s": round(reextract_s, 1),
+            "tar_only_s": round(tar_only_s, 1),
+            "checks_overhead": round(reextract_s / tar_only_s - 1, 3),
+            "where": args.where,
+        },
     )
 
 

@@ -15,11 +15,11 @@ Prints one JSON object with ``median_ms`` and ``p95_ms`` (goal: median under 150
 
 import argparse
 import copy
-import json
 import time
 
 import numpy as np
 import torch
+from _results import save
 
 from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.sam.model import build_sam
@@ -60,20 +60,19 @@ def main() -> None:
             image_data_url(ctl.render(name))
         latencies.append((time.perf_counter() - t) * 1000)
     lat = np.array(latencies)
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "clicks": len(lat),
-                "models_compared": 2,
-                "image": list(sample["image"].shape[:2]),
-                "median_ms": round(float(np.median(lat)), 1),
-                "p95_ms": round(float(np.percentile(lat, 95)), 1),
-                "embedding_once_s": round(embed_s, 1),
-                "threads": torch.get_num_threads(),
-                "fast": not args.fp32,
-            }
-        )
+    save(
+        f"widget_latency_{args.model}" + ("_fp32" if args.fp32 else ""),
+        {
+            "model": args.model,
+            "clicks": len(lat),
+            "models_compared": 2,
+            "image": list(sample["image"].shape[:2]),
+            "median_ms": round(float(np.median(lat)), 1),
+            "p95_ms": round(float(np.percentile(lat, 95)), 1),
+            "embedding_once_s": round(embed_s, 1),
+            "threads": torch.get_num_threads(),
+            "fast": not args.fp32,
+        },
     )
 
 
