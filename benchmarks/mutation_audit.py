@@ -557,21 +557,21 @@ MUTATIONS: list[Mutation] = [
     # --- course.jupyter_save
     M(
         "helpers/course/jupyter_save.py",
-        'if model.get("type") != "notebook" or not is_smoke():',
-        'if model.get("type") != "notebook":',
-        "outputs stripped in full mode too",
+        "        if as_committed != recorded:  # its cells changed: a real change",
+        "        if False:",
+        "the save hook stages a learner's edited cells (git status hides a real change)",
     ),
     M(
         "helpers/course/jupyter_save.py",
         'return path.suffix == ".ipynb" and path.parent == NOTEBOOKS.resolve()',
         'return path.suffix == ".ipynb"',
-        "any notebook (not only the course's) is stripped",
+        "any notebook (not only the course's) is touched by the save hook",
     ),
     # --- course.local_setup
     M(
         "helpers/course/local_setup.py",
-        'config.setdefault("ContentsManager", {})["pre_save_hook"] = HOOK',
-        'config = {"ContentsManager": {"pre_save_hook": HOOK}}',
+        '    contents["post_save_hook"] = HOOK',
+        '    config = {"ContentsManager": {"post_save_hook": HOOK}}',
         "installing the hook overwrites the rest of the Jupyter config",
     ),
     M(

@@ -26,6 +26,7 @@
 # - what the readers do with bad files: an error that names the file.
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

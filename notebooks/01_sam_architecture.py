@@ -38,6 +38,7 @@
 # decoder (random weights): every shape below is the real one, but the masks mean nothing.
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

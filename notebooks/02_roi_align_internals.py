@@ -37,6 +37,7 @@
 #   rounding and the half-cell shift each do to the masks of small objects, measured apart.
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

@@ -69,6 +69,7 @@
 # | `momentum = 0.937` defined | never used (AdamW has no momentum argument) | | |
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

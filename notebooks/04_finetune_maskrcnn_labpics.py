@@ -45,6 +45,7 @@
 # | lists "ResNet-101 + FPN" first among Mask R-CNN's innovations | FPN is Lin et al.'s (2017); Mask R-CNN uses it as a backbone (its own contributions: a mask branch with one binary mask per class, decoupled from classification, and RoIAlign) |
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 
@@ -81,6 +82,7 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import Patch
 from torch.utils.data import Subset
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -512,7 +514,10 @@ if SMOKE:
 
 # %%
 n_show = min(3, len(test_reader))
-fig, axes = plt.subplots(n_show, 3, figsize=(12, 3.3 * n_show), squeeze=False)
+h, w = test_reader[0]["image"].shape[:2]
+fig, axes = plt.subplots(  # rows as high as the photos need: no empty band
+    n_show, 3, figsize=(12, 12 / 3 * h / w * n_show + 0.8), squeeze=False, layout="constrained"
+)
 model.eval()
 coco_model.eval()
 for row in range(n_show):
@@ -527,6 +532,12 @@ for row in range(n_show):
         plotting.show_detections(
             axes[row, col], s["image"], pred, 0.5, title=f"{name}: {n} vessels (score >= 0.5)"
         )
+fig.legend(
+    handles=[Patch(facecolor="white", edgecolor="grey", label="Ignore.png: not scored")],
+    loc="lower center",
+    fontsize=8,
+    frameon=False,
+)
 if SMOKE:
     fig.suptitle(
         "smoke mode: untrained models on synthetic data; the detections mean nothing", fontsize=10

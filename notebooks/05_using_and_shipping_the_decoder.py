@@ -32,6 +32,7 @@
 # trained decoder, on `data_example`: the numbers only show that the code runs.
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

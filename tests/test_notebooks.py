@@ -143,13 +143,11 @@ def _ran(nb: dict) -> dict:
     return nb
 
 
-def test_outputs_of_a_run_never_reach_git_and_a_smoke_save_leaves_status_clean(
-    tmp_path, monkeypatch
-):
+def test_outputs_stay_in_the_working_notebook_and_git_status_stays_clean(tmp_path, monkeypatch):
     """README command 1 runs helpers.course.local_setup; replayed in a scratch repository.
-    Full mode: a notebook saved with outputs is, to git, the committed notebook (git diff
-    is empty, git add stages nothing). Smoke mode: Jupyter's save hook saves it as
-    committed, so git status stays clean too."""
+    A run saved with its outputs keeps them in the file; git sees the committed notebook
+    (diff empty) and, after the post-save hook, git status is clean even though the size
+    changed; an edited cell is a real change and stays visible."""
     import nbformat
 
     from helpers.course import jupyter_save
@@ -173,19 +171,23 @@ def test_outputs_of_a_run_never_reach_git_and_a_smoke_save_leaves_status_clean(
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
     assert git("status", "--porcelain") == ""
     committed = nb_path.read_text()
-
-    monkeypatch.setenv("SEGCOURSE_SMOKE", "1")
     monkeypatch.setattr(jupyter_save, "NOTEBOOKS", nb_path.parent)
-    model = {"type": "notebook", "content": _ran(json.loads(committed))}
-    jupyter_save.strip_smoke_outputs(model, str(nb_path))
-    nbformat.write(nbformat.from_dict(model["content"]), nb_path)  # what the server writes
-    assert nb_path.read_text() == committed and git("status", "--porcelain") == ""
 
-    ran = _ran(json.loads(committed))
-    nbformat.write(nbformat.from_dict(ran), nb_path)  # full mode: saved with outputs
-    assert git("diff") == ""
-    git("add", ".")
-    assert git("diff", "--cached") == "" and git("status", "--porcelain") == ""
+    for mode in ("1", "0"):  # smoke and full mode alike
+        monkeypatch.setenv("SEGCOURSE_SMOKE", mode)
+        ran = _ran(json.loads(committed))
+        nbformat.write(nbformat.from_dict(ran), nb_path)  # what the server writes
+        assert jupyter_save.refresh_git_index(str(nb_path)) is True
+        saved = json.loads(nb_path.read_text())
+        assert any(c.get("outputs") for c in saved["cells"])  # the outputs are kept
+        assert git("status", "--porcelain") == "" and git("diff") == ""
+
+    edited = _ran(json.loads(committed))
+    edited["cells"][0]["source"] = "# my own note\n" + "".join(edited["cells"][0]["source"])
+    nbformat.write(nbformat.from_dict(edited), nb_path)
+    assert jupyter_save.refresh_git_index(str(nb_path)) is False  # a real change
+    assert git("status", "--porcelain").strip() == f"M notebooks/{nb_path.name}"
+    assert jupyter_save.refresh_git_index(str(tmp_path / "mine.ipynb")) is False  # not ours
 
 
 def git_show_or_read(ipynb: Path) -> str:
@@ -201,21 +203,6 @@ def git_show_or_read(ipynb: Path) -> str:
         return ipynb.read_text()
 
 
-def test_the_save_hook_leaves_full_mode_and_other_notebooks_alone(tmp_path, monkeypatch):
-    from helpers.course import jupyter_save
-
-    nb = _ran(json.loads(git_show_or_read(NOTEBOOKS[0])))
-    model = {"type": "notebook", "content": json.loads(json.dumps(nb))}
-    monkeypatch.setenv("SEGCOURSE_SMOKE", "0")
-    jupyter_save.strip_smoke_outputs(model, str(NOTEBOOKS[0]))
-    assert model["content"] == nb  # full mode: outputs kept
-    monkeypatch.setenv("SEGCOURSE_SMOKE", "1")
-    jupyter_save.strip_smoke_outputs(model, str(tmp_path / "mine.ipynb"))
-    assert model["content"] == nb  # a learner's own notebook: kept
-    jupyter_save.strip_smoke_outputs(model, str(NOTEBOOKS[0]))
-    assert all(c.get("outputs", []) == [] for c in model["content"]["cells"])
-
-
 def test_local_setup_installs_the_save_hook_where_jupyter_reads_its_configuration(
     tmp_path, monkeypatch
 ):
@@ -227,14 +214,18 @@ def test_local_setup_installs_the_save_hook_where_jupyter_reads_its_configuratio
 
     config_dir = tmp_path / "etc" / "jupyter"
     config_dir.mkdir(parents=True)
-    (config_dir / "jupyter_server_config.json").write_text('{"ServerApp": {"port": 8899}}')
+    (config_dir / "jupyter_server_config.json").write_text(
+        '{"ServerApp": {"port": 8899}, "ContentsManager": {"pre_save_hook": '
+        '"helpers.jupyter_save.strip_smoke_outputs"}}'  # an earlier version's hook: replaced
+    )
     install_save_hook(tmp_path)
     install_save_hook(tmp_path)  # idempotent
     monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config_dir))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "user"))
     app = ServerApp()
     app.load_config_file()
-    assert app.config.ContentsManager.pre_save_hook == HOOK
+    assert app.config.ContentsManager.post_save_hook == HOOK
+    assert "pre_save_hook" not in app.config.ContentsManager
     assert app.config.ServerApp.port == 8899
     (config_dir / "jupyter_server_config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a JSON object"):
@@ -281,7 +272,7 @@ def test_an_empty_jupyter_config_file_is_filled_not_refused(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("")  # e.g. made by `touch`
     install_save_hook(tmp_path)
-    assert json.loads(path.read_text())["ContentsManager"]["pre_save_hook"] == HOOK
+    assert json.loads(path.read_text())["ContentsManager"]["post_save_hook"] == HOOK
 
 
 @pytest.mark.parametrize(
@@ -299,3 +290,11 @@ def test_a_repository_setting_that_is_not_a_github_repository_is_refused(tmp_pat
     pyproject.write_text(f'[tool.segcourse]\nrepository = "{url}"\nbranch = "main"\n')
     with pytest.raises(ValueError, match="repository must be"):
         course_repository(pyproject)
+
+
+def test_the_conda_path_ends_in_the_same_set_up_as_command_1():
+    readme = (ROOT / "README.md").read_text()
+    conda = readme[readme.index("Conda users") :].split("\n\n")[0]
+    assert "conda env create -f environment.yml" in conda
+    assert "python -m helpers.course.local_setup" in conda
+    assert "python -m helpers.course.local_setup" in (ROOT / "environment.yml").read_text()

@@ -36,7 +36,7 @@ def test_evaluation_and_the_widget_give_the_same_iou_click_by_click(setup):
     sam, ds, item = setup
     curves = click_ious(sam, item, max_clicks=3)
     for i in range(len(item.masks)):
-        ctl = SamCompare({"model": sam}, ds, fast=False)
+        ctl = SamCompare({"model": sam}, ds, fast=False, backend="torch")
         clicked = np.zeros_like(item.masks[i])
         pred = np.zeros_like(item.masks[i])
         for k in range(3):

@@ -71,7 +71,7 @@ def models():
 
 def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(models):
     ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
-    ctl = SamCompare(models, ds)
+    ctl = SamCompare(models, ds, backend="torch")
     assert len(ctl._embeddings) == 1  # the shared encoder ran once
     assert ctl.describe("after") == "after: no prompt yet"
     inst = ds[0]["masks"][0]
@@ -87,7 +87,7 @@ def test_sam_compare_answers_clicks_with_masks_scores_and_ground_truth_iou(model
             and r["gt_iou"] is not None
             and r["ms"] > 0
         )
-        assert "IoU vs ground truth" in ctl.describe(name)
+        assert "IoU vs ground truth" in ctl.describe(name).replace("\xa0", " ")
     assert ctl.results["before"]["area"] != ctl.results["after"]["area"]
     area_one_click = ctl.results["after"]["area"]
     mask_one_click = ctl.results["after"]["mask"].copy()
@@ -164,7 +164,7 @@ def test_each_prompt_is_one_protocol_round_with_the_previous_logits_and_undo_res
     from helpers.sam.predict import embed_image, predict_round
 
     ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
-    ctl = SamCompare(models, ds, fast=False)
+    ctl = SamCompare(models, ds, fast=False, backend="torch")
     emb = embed_image(models["after"], ds[0]["image"])
     ctl.on_pointer(click(120.5, 200.5))
     with torch.no_grad():
@@ -231,7 +231,7 @@ def test_the_ground_truth_is_the_instance_under_the_first_positive_click(models)
         ys, xs = np.nonzero(mask)
         return float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
 
-    ctl = SamCompare(models, ds, fast=False)
+    ctl = SamCompare(models, ds, fast=False, backend="torch")
     ctl.on_pointer(click(5, 5, button=2))  # a negative click first: no reference yet
     assert ctl.results["after"]["gt_iou"] is None
     ctl.on_pointer(click(*inside(a)))
@@ -246,3 +246,42 @@ def test_the_ground_truth_is_the_instance_under_the_first_positive_click(models)
         and ctl.results["after"]["score"] is None
         and ctl.sample["image_id"] == ds.ids[1]
     )
+
+
+def test_the_onnx_backend_gives_the_masks_of_pytorch_where_a_logit_is_decided(models, tmp_path):
+    """The widget's onnxruntime path (each decoder exported once, found again by its
+    weights) answers a sequence of clicks, a box and refinements as the PyTorch path
+    does, wherever the logit is more than 1e-3 from the threshold."""
+    from helpers.sam.predict import predict_round
+
+    ds = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    onnx = SamCompare(models, ds, fast=False, backend="onnx", onnx_folder=tmp_path)
+    torch_ctl = SamCompare(models, ds, fast=False, backend="torch")
+    assert set(onnx.backends.values()) == {"onnxruntime"}
+    assert len(list(tmp_path.glob("*.onnx"))) == 2  # one file per decoder
+    again = SamCompare(models, ds, fast=False, backend="onnx", onnx_folder=tmp_path)
+    assert again.onnx["after"].path == onnx.onnx["after"].path  # found, not exported again
+    inst = ds[0]["masks"][0]
+    ys, xs = np.nonzero(inst)
+    events = [
+        click(float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5),  # three masks
+        click(float(xs[0]) + 0.5, float(ys[0]) + 0.5, button=2),  # a refinement
+        click(5.5, 5.5),
+    ]
+    for event in events:
+        previous = {n: r["low_res"] for n, r in torch_ctl.results.items()}
+        for ctl in (onnx, torch_ctl):
+            ctl.on_pointer(event)
+        for name, model in models.items():
+            with torch.no_grad():
+                ref = predict_round(
+                    model,
+                    torch_ctl._embeddings[id(model.image_encoder)],
+                    **torch_ctl.state.as_prompts(),
+                    mask_input=previous[name],
+                )
+            logits = ref["chosen_logits"][0].numpy()
+            decided = np.abs(logits) > 1e-3
+            got = onnx.results[name]["mask"]
+            assert np.array_equal(got[decided], (logits > 0)[decided]), name
+            assert torch_ctl.results[name]["mask"].any()

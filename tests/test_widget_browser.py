@@ -10,6 +10,7 @@ unless SEGCOURSE_REQUIRE_BROWSER=1 (set by .ci/run, which installs both): then i
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -78,6 +79,22 @@ def _requirements_missing() -> str | None:
         return "the playwright package is not installed"
     return None
 
+
+# records the end of the next click on the first canvas and when its busy note appears
+BUSY_WATCH = """() => {
+  const el = document.querySelector('.segcourse-canvas');
+  const note = el.querySelector('.segcourse-busy-note');
+  window.__clickedAt = null; window.__busyAt = null; window.__busyText = null;
+  el.querySelector('img').addEventListener(
+    'mouseup', () => { window.__clickedAt = performance.now(); }, {capture: true, once: true});
+  new MutationObserver((changes, observer) => {
+    if (note.style.display === 'block' && window.__busyAt === null) {
+      window.__busyAt = performance.now();
+      window.__busyText = note.textContent;
+      observer.disconnect();
+    }
+  }).observe(note, {attributes: true});
+}"""
 
 # the kernel is connected and idle (JupyterLab's status bar)
 IDLE = (
@@ -214,17 +231,25 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
                 box["x"] + ix * box["width"] / natural_w,
                 box["y"] + iy * box["height"] / natural_h,
             )
+            # when the click ends, and when the canvas first shows that it is working
+            page.evaluate(BUSY_WATCH)
             page.mouse.click(sx, sy)
             page.wait_for_function(
                 "() => document.querySelector('.segcourse-sam-after')"
-                ".innerText.includes('mask area')",
+                ".innerText.replace(/\\u00a0/g, ' ').includes('mask area')",
                 timeout=30_000,
             )
             page.wait_for_function(
                 "() => document.querySelector('.segcourse-sam-before')"
-                ".innerText.includes('mask area')",
+                ".innerText.replace(/\\u00a0/g, ' ').includes('mask area')",
                 timeout=30_000,
             )
+            clicked_at, busy_at, busy_text = page.evaluate(
+                "() => [window.__clickedAt, window.__busyAt, window.__busyText]"
+            )
+            assert busy_at is not None and busy_at - clicked_at < 100  # ms: busy at once
+            assert "working" in busy_text
+            assert page.eval_on_selector(".segcourse-canvas img", "e => e.style.opacity") == "1"
             # each status line is whole and visible under its own image: IoU and time
             # included, nothing cut off by the panel (scroll width within client width)
             for name in ("before", "after"):
@@ -232,7 +257,9 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
                     f".segcourse-sam-{name}",
                     "e => [e.innerText, e.scrollWidth, e.clientWidth]",
                 )
-                assert "IoU vs ground truth" in text and "SAM score" in text and text.endswith("ms")
+                text = text.replace("\xa0", " ")  # fields keep their words together
+                assert "IoU vs ground truth" in text and "SAM score" in text
+                assert re.search(r"\d+\s?ms \((onnxruntime|PyTorch)", text), text  # backend named
                 assert scroll_w <= client_w + 1, (name, scroll_w, client_w)
             panels = [
                 c.bounding_box() for c in page.query_selector_all(".segcourse-canvas img")[:2]
@@ -292,9 +319,12 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
             browser.close()
 
 
-def test_running_a_notebook_in_jupyterlab_in_smoke_mode_leaves_git_status_clean(tmp_path):
+def test_a_run_notebook_keeps_its_outputs_after_a_reload_and_git_status_stays_clean(
+    tmp_path,
+):
     """A learner's first hour: a clone, the README's set-up, a course notebook run in
-    JupyterLab (smoke mode) and saved: git sees no change."""
+    JupyterLab (smoke mode) and saved; the page reloaded: the outputs are still there,
+    and git sees no change."""
     from playwright.sync_api import sync_playwright
 
     _need_browser()
@@ -336,6 +366,17 @@ def test_running_a_notebook_in_jupyterlab_in_smoke_mode_leaves_git_status_clean(
                 assert time.time() < deadline, "JupyterLab did not save the notebook"
                 time.sleep(0.5)
             time.sleep(1)
+            page.reload()
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            # the reloaded page shows outputs again (JupyterLab renders the cells in view)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jp-OutputArea-output').length >= 1",
+                timeout=60_000,
+            )
+            with urllib.request.urlopen(f"{url}/api/contents/{notebook}?content=1") as reply:
+                saved = json.loads(reply.read())["content"]  # what the file holds now
+            with_outputs = [c for c in saved["cells"] if c.get("outputs")]
+            assert len(with_outputs) >= 5, len(with_outputs)
         except Exception:
             _save_failure(page, "notebook-save-failure")
             raise

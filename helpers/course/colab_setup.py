@@ -68,6 +68,7 @@ def badge(notebook: str, repository: str, branch: str) -> str:
 def setup_cell(repository: str, branch: str) -> str:
     """The first code cell of every notebook, in jupytext's percent format."""
     return f'''{CELL_MARKER}: fetch the course, install its package (elsewhere: nothing)
+# Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
 import os
 import sys
 

@@ -1,24 +1,29 @@
-"""What JupyterLab saves of the course's notebooks.
+"""What happens after JupyterLab saves one of the course's notebooks.
 
-Introduced in the README (its first command). In smoke mode the numbers a notebook prints
-mean nothing, and a notebook saved with them would show in ``git status`` although
-nothing was changed (git treats a file whose size changed as modified without running
-the nbstripout filter that keeps outputs out of commits). So, in smoke mode only, the
-course's own notebooks are saved without outputs, execution counts, widget state or the
-kernel's ``language_info``: as committed. In full mode outputs are saved as usual, and
-nbstripout keeps them out of git.
+Introduced in the README (its first command). A learner's outputs stay in their working
+notebook: saved with every save (autosave included), there after a reload. Git never
+sees them: the nbstripout filter (``.gitattributes``) hands git each notebook without
+outputs, execution counts, widget state or the kernel's ``language_info``. What remains
+is git's own shortcut: when a file's size differs from what git last recorded, ``git
+status`` calls it modified without running the filter. So after each save of a course
+notebook, :func:`refresh_git_index` asks git for the notebook as it would commit it
+(``git hash-object --path``, which runs the filter), and when that is exactly what git
+already holds, records the file's new size and time (``git add`` of the same content):
+``git status`` stays clean. A notebook whose cells were edited is a real change and is
+left for the learner to see.
 
-Jupyter runs :func:`strip_smoke_outputs` before every save: ``python -m
-helpers.course.local_setup`` (the README's first command) names it as
-``ContentsManager.pre_save_hook`` in ``<environment>/etc/jupyter/jupyter_server_config.json``.
-This module must stay light (no torch): the Jupyter server imports it when it starts.
+Jupyter runs the hook after every save: ``python -m helpers.course.local_setup`` (the
+README's first command) names it as ``ContentsManager.post_save_hook`` in
+``<environment>/etc/jupyter/jupyter_server_config.json``. This module must stay light (no
+torch): the Jupyter server imports it when it starts.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from .runtime import REPO_ROOT, is_smoke
+from .runtime import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 RUN_METADATA = ("language_info", "widgets")  # notebook metadata a run adds
@@ -45,11 +50,28 @@ def is_course_notebook(os_path: str | Path) -> bool:
     return path.suffix == ".ipynb" and path.parent == NOTEBOOKS.resolve()
 
 
-def strip_smoke_outputs(model: dict, path: str, contents_manager=None, **kwargs) -> None:
-    """Jupyter's pre-save hook: in smoke mode, a course notebook is saved as committed
-    (:func:`strip_run`); anything else is saved untouched."""
-    if model.get("type") != "notebook" or not is_smoke():
-        return
-    os_path = contents_manager._get_os_path(path) if contents_manager is not None else path
-    if is_course_notebook(os_path):
-        strip_run(model["content"])
+def _git(*args: str, repo: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+def refresh_git_index(os_path: str, model: dict | None = None, contents_manager=None, **kw):
+    """Jupyter's post-save hook: for a course notebook whose content, as git commits it,
+    is unchanged, let git record the saved file's size and time so that ``git status``
+    stays clean; anything else is left alone. Returns True when it refreshed the entry.
+    Never raises: a save must not fail because of git."""
+    path = Path(os_path).resolve()
+    if not is_course_notebook(path):
+        return False
+    repo = NOTEBOOKS.resolve().parent
+    try:
+        relative = path.relative_to(repo).as_posix()
+        as_committed = _git("hash-object", f"--path={relative}", relative, repo=repo)
+        recorded = _git("rev-parse", f":{relative}", repo=repo)
+        if as_committed != recorded:  # its cells changed: a real change, shown as one
+            return False
+        _git("add", "--", relative, repo=repo)  # the same content: only stat data updated
+        return True
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return False

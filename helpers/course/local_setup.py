@@ -6,9 +6,10 @@
    sees every ``.ipynb`` without outputs, execution counts, widget state or the kernel's
    ``language_info``, so nothing a run adds is ever committed. Needs a git checkout; in a
    copy without ``.git`` this step is skipped, and said so.
-2. **Jupyter's save hook** (:mod:`helpers.course.jupyter_save`) in this environment's Jupyter
-   configuration: in smoke mode JupyterLab saves the course's notebooks as committed, so
-   that running them leaves ``git status`` clean.
+2. **Jupyter's save hook** (:mod:`helpers.course.jupyter_save`) in this environment's
+   Jupyter configuration: a course notebook keeps its outputs in the working file, and
+   after each save git records its new size when its content, as git commits it, is
+   unchanged, so running the notebooks leaves ``git status`` clean.
 
 Both steps are idempotent; each prints what it did.
 """
@@ -22,7 +23,12 @@ from pathlib import Path
 
 from .runtime import REPO_ROOT
 
-HOOK = "helpers.course.jupyter_save.strip_smoke_outputs"
+HOOK = "helpers.course.jupyter_save.refresh_git_index"
+#: What an earlier version installed (outputs stripped on every smoke-mode save): removed.
+OLD_HOOKS = (
+    "helpers.course.jupyter_save.strip_smoke_outputs",
+    "helpers.jupyter_save.strip_smoke_outputs",
+)
 HOOK_CONFIG = Path("etc") / "jupyter" / "jupyter_server_config.json"
 EXTRA_KEYS = "metadata.language_info"  # beyond nbstripout's defaults
 
@@ -69,12 +75,15 @@ def install_save_hook(prefix: Path = Path(sys.prefix)) -> str:
             ) from None
         if not isinstance(config, dict):
             raise ValueError(f"{path}: expected a JSON object, found {type(config).__name__}")
-    config.setdefault("ContentsManager", {})["pre_save_hook"] = HOOK
+    contents = config.setdefault("ContentsManager", {})
+    if contents.get("pre_save_hook") in OLD_HOOKS:
+        del contents["pre_save_hook"]
+    contents["post_save_hook"] = HOOK
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")
     tmp.replace(path)
-    return f"{path}: in smoke mode JupyterLab saves the course's notebooks without outputs"
+    return f"{path}: the course's notebooks keep their outputs; git status stays clean"
 
 
 def main() -> None:

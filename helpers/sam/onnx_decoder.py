@@ -367,6 +367,43 @@ class OnnxDecoder:
         }
 
 
+def onnx_round(
+    decoder: OnnxDecoder, emb: ImageEmbedding, points=None, labels=None, box=None, mask_input=None
+) -> dict:
+    """One round of the interactive protocol through onnxruntime, as
+    :func:`helpers.sam.predict.predict_round` makes it for one prompt: a single point
+    alone gets three masks and the one the IoU head scores best; any other prompt the
+    single mask. Arguments as :meth:`OnnxDecoder.inputs`.
+
+    Returns:
+        ``chosen_masks`` ``H x W`` bool, ``chosen_logits`` ``H x W`` float,
+        ``chosen_iou`` float, ``chosen_low_res`` ``1 x 1 x 256 x 256`` float32 (the next
+        round's mask prompt), numpy.
+    """
+    multimask = points is not None and len(points) == 1 and box is None and mask_input is None
+    out = decoder.predict(emb, points, labels, box, mask_input, multimask=multimask)
+    pick = int(out["iou"][0].argmax()) if multimask else 0
+    return {
+        "chosen_masks": out["masks"][0, pick],
+        "chosen_logits": out["logits"][0, pick],
+        "chosen_iou": float(out["iou"][0, pick]),
+        "chosen_low_res": out["low_res"][0, pick][None, None],
+    }
+
+
+def decoder_file_for(sam: Sam, folder: str | Path) -> Path:
+    """``sam``'s decoder exported to ONNX, once: the file is named after the decoder's
+    and prompt encoder's weights and the encoder's fingerprint, so a second call (a
+    rerun of the notebook) finds it instead of exporting again. Returns its path."""
+    from ..remembered import fingerprint
+
+    key = fingerprint(sam.mask_decoder, sam.prompt_encoder)[:16]
+    path = Path(folder) / f"decoder-{variant_of(sam)}-{key}-{encoder_fingerprint(sam)[:8]}.onnx"
+    if not path.is_file():
+        export_decoder(sam, path)
+    return path
+
+
 def click_latency(runners: dict, cases: list, clicks: int = 50) -> dict[str, float]:
     """Median milliseconds per click of each ``runners[name](emb, point)``, interleaved
     click by click (so that drift of a shared machine hits all alike), after one warm-up

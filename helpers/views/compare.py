@@ -10,16 +10,17 @@ is :mod:`helpers.views.plotting`'s.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..course.runtime import cpu_has_bf16
+from ..course.runtime import cache_dir, cpu_has_bf16
 from ..metrics import mask_iou
 from ..sam.predict import embed_image, predict_round
-from .plotting import draw_detections_rgb, draw_prompts_rgb, overlay_masks
+from .plotting import draw_detections_rgb, draw_mask_rgb, draw_prompts_rgb
 
 DRAG_PIXELS = 6  # a mouse-down/up pair further apart than this is a drag (a box)
 
@@ -105,9 +106,29 @@ class SamCompare:
     (SAM's predicted IoU), ``gt_iou`` (IoU with the ground-truth instance under the first
     positive click, or None), ``area`` (pixels), ``ms`` (prompt to mask) and ``low_res``
     (``1 x 1 x 256 x 256``, the next round's mask prompt).
+
+    Backends (``backend``): ``"torch"``, the models themselves; ``"onnx"``, each decoder
+    exported once (:func:`helpers.sam.onnx_decoder.decoder_file_for`, in ``onnx_folder``,
+    default ``<cache>/onnx``) and run by onnxruntime, about 3x faster per click on a CPU
+    (``benchmarks/onnx_decoder.py``), with the same masks wherever a logit is not within
+    1e-3 of the threshold; ``"auto"`` (the default), onnxruntime for models on a CPU when
+    it is installed, else PyTorch (on a GPU PyTorch is the fast one). With ``"auto"`` the
+    export runs in a background thread, PyTorch answering until it is ready (the first
+    export of a decoder takes seconds; later ones find the file); ``"onnx"`` exports
+    before returning. ``backends[name]`` says which each model uses at the moment.
     """
 
-    def __init__(self, models: dict, samples, box_mode: bool = False, fast: bool = True):
+    def __init__(
+        self,
+        models: dict,
+        samples,
+        box_mode: bool = False,
+        fast: bool = True,
+        backend: str = "auto",
+        onnx_folder=None,
+    ):
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
         self.models = models
         self.fast = fast
         self.samples = samples
@@ -116,17 +137,79 @@ class SamCompare:
         self.results: dict[str, dict] = {}
         self._rounds: list[dict[str, dict]] = []  # one entry per prompt, for undo
         self._embeddings: dict = {}
+        self.onnx: dict = {}  # name -> OnnxDecoder, for the models run by onnxruntime
+        self.backends = {name: "PyTorch" for name in models}
+        if backend == "onnx":
+            self._use_onnx(backend, onnx_folder)
+        elif backend == "auto":
+            threading.Thread(
+                target=self._use_onnx, args=(backend, onnx_folder), daemon=True
+            ).start()
         self.select_image(0)
 
+    def _use_onnx(self, backend: str, onnx_folder) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+
+            from ..sam.onnx_decoder import OnnxDecoder, decoder_file_for
+        except ImportError:
+            if backend == "onnx":
+                raise
+            return  # auto: PyTorch
+        folder = onnx_folder or cache_dir() / "onnx"
+        for name, model in self.models.items():
+            if backend == "auto" and model.device.type != "cpu":
+                continue
+            self.backends[name] = "PyTorch; onnxruntime being prepared"
+            try:
+                self.onnx[name] = OnnxDecoder(decoder_file_for(model, folder), model)
+                self.backends[name] = "onnxruntime"
+            except Exception as err:  # an export that fails: this model stays on PyTorch
+                self.backends[name] = f"PyTorch; no ONNX export ({type(err).__name__})"
+                if backend == "onnx":
+                    raise
+
     def select_image(self, index: int) -> None:
+        """Show image ``index``: its embeddings (computed ahead when that is cheap, see
+        :meth:`_encode_ahead`), no prompts."""
         self.index = index
         self.sample = self.samples[index]
-        self._embeddings = {}
+        ahead = getattr(self, "_ahead", None)
+        if ahead is not None:
+            ahead[1].join()  # an encoding of this image under way: wait for it
+        self._embeddings = ahead[2] if ahead is not None and ahead[0] == index else {}
         for model in self.models.values():
             key = id(model.image_encoder)
             if key not in self._embeddings:
                 self._embeddings[key] = embed_image(model, self.sample["image"])
+        self._encode_ahead(index + 1)
         self.reset()
+
+    def _encode_ahead(self, index: int) -> None:
+        """Encode image ``index`` in a background thread while the learner clicks on this
+        one, where that is cheap: every encoder on a GPU, or small (under 20 million
+        parameters, smoke mode's). A vit_b on a CPU takes seconds of both cores: not then."""
+        self._ahead = None
+        if index >= len(self.samples):
+            return
+        encoders = {id(m.image_encoder): m for m in self.models.values()}
+        cheap = all(
+            m.device.type == "cuda"
+            or sum(p.numel() for p in m.image_encoder.parameters()) < 20_000_000
+            for m in encoders.values()
+        )
+        if not cheap:
+            return
+        found: dict = {}
+
+        def work():
+            image = self.samples[index]["image"]
+            for key, model in encoders.items():
+                found[key] = embed_image(model, image)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self._ahead = (index, thread, found)
 
     def on_pointer(self, event: dict) -> None:
         """The browser's mouse-down/up pair (see :func:`interpret_pointer`)."""
@@ -186,18 +269,37 @@ class SamCompare:
             t0 = time.perf_counter()
             emb = self._embeddings[id(model.image_encoder)]
             prev = previous.get(name, {}).get("low_res")
-            with self._autocast(model):
-                out = predict_round(model, emb, **self.state.as_prompts(), mask_input=prev)
-            mask = out["chosen_masks"][0].cpu().numpy()
+            if name in self.onnx:
+                mask, score, low = self._onnx_round(name, emb, prev)
+            else:
+                with self._autocast(model):
+                    out = predict_round(model, emb, **self.state.as_prompts(), mask_input=prev)
+                mask = out["chosen_masks"][0].cpu().numpy()
+                score, low = float(out["chosen_iou"][0]), out["chosen_low_res"].float()
             results[name] = {
                 "mask": mask,
-                "score": float(out["chosen_iou"][0]),
+                "score": score,
                 "area": int(mask.sum()),
                 "gt_iou": None if gt is None else mask_iou(mask, gt, self.sample.get("void")),
                 "ms": (time.perf_counter() - t0) * 1000,
-                "low_res": out["chosen_low_res"].float(),
+                "low_res": low,
             }
         return results
+
+    def _onnx_round(self, name: str, emb, prev):
+        """One round through onnxruntime (:func:`helpers.sam.onnx_decoder.onnx_round`)."""
+        from ..sam.onnx_decoder import onnx_round
+
+        p = self.state.as_prompts()
+        out = onnx_round(
+            self.onnx[name],
+            emb,
+            points=None if p["points"] is None else p["points"][0],
+            labels=None if p["labels"] is None else p["labels"][0],
+            box=None if p["boxes"] is None else p["boxes"][0],
+            mask_input=prev,
+        )
+        return out["chosen_masks"], out["chosen_iou"], torch.from_numpy(out["chosen_low_res"])
 
     def _autocast(self, model):
         """With ``fast``: fp16 autocast on CUDA, bf16 on CPUs that do bf16 natively (about
@@ -212,17 +314,19 @@ class SamCompare:
     def render(self, name: str) -> np.ndarray:
         """Panel ``name``: image, its mask, the prompts (RGB array)."""
         r = self.results[name]
-        shown = overlay_masks(self.sample["image"], r["mask"][None], alpha=0.5)
+        shown = draw_mask_rgb(self.sample["image"], r["mask"])
         return draw_prompts_rgb(shown, self.state.points, self.state.box)
 
     def describe(self, name: str) -> str:
         r = self.results[name]
         if r["score"] is None:
             return f"{name}: no prompt yet"
-        gt = "" if r["gt_iou"] is None else f" | IoU vs ground truth {r['gt_iou']:.3f}"
-        return (
-            f"{name}: mask area {r['area']} px | SAM score {r['score']:.3f}{gt} | {r['ms']:.0f} ms"
-        )
+        fields = [f"mask area {r['area']} px", f"SAM score {r['score']:.3f}"]
+        if r["gt_iou"] is not None:
+            fields.append(f"IoU vs ground truth {r['gt_iou']:.3f}")
+        fields.append(f"{r['ms']:.0f} ms ({self.backends[name]})")
+        # a line wraps between fields only: inside one, non-breaking spaces
+        return f"{name}: " + " | ".join(f.replace(" ", "\u00a0") for f in fields)
 
 
 class DetectionCompare:

@@ -224,8 +224,7 @@ def show_prediction(
     Args:
         image: ``H x W x 3`` uint8; mask, gt: ``H x W`` bool.
     """
-    shown = overlay_masks(image, np.asarray(mask, bool)[None], alpha=0.55, colours=[(0, 255, 255)])
-    ax.imshow(shown)
+    ax.imshow(draw_mask_rgb(image, mask))
     if gt is not None and np.asarray(gt).any():
         ax.contour(
             np.asarray(gt, float), levels=[0.5], colors="white", linewidths=1.5, linestyles="--"
@@ -337,6 +336,39 @@ def unstack_texts(ax, texts) -> None:
             x, y = ax.transData.transform(text.get_position())
             text.set_position(to_data.transform((x, y - extent.height - 2)))
         placed.append(text.get_window_extent(renderer))
+
+
+#: The widget's mask colour: a saturated cyan, rare in photos, with a dark rim to its
+#: contour so that it reads on light and dark backgrounds alike.
+MASK_COLOUR = (0, 215, 255)
+
+
+def draw_mask_rgb(
+    image: np.ndarray, mask: np.ndarray, colour=MASK_COLOUR, alpha: float = 0.4
+) -> np.ndarray:
+    """A mask drawn so that its shape reads on any photo: a filled, half-transparent
+    overlay and a solid contour (OpenCV's ``findContours``/``drawContours``), the
+    contour ``colour`` over a dark rim, about 1/200 of the image's longer side thick.
+
+    Args:
+        image: ``H x W x 3`` uint8 RGB; mask: ``H x W`` bool.
+
+    Returns:
+        ``H x W x 3`` uint8 RGB (a new array).
+    """
+    import cv2
+
+    mask = np.asarray(mask, dtype=bool)
+    out = overlay_masks(image, mask[None], alpha=alpha, colours=[colour])
+    if not mask.any():
+        return out
+    # RETR_LIST: the outer outline and the outlines of holes alike
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    width = max(2, round(max(image.shape[:2]) / 200))
+    out = np.ascontiguousarray(out)
+    cv2.drawContours(out, contours, -1, (0, 0, 0), width + 2, lineType=cv2.LINE_AA)
+    cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), width, lineType=cv2.LINE_AA)
+    return out
 
 
 def draw_prompts_rgb(image: np.ndarray, points=(), box=None) -> np.ndarray:

@@ -41,9 +41,22 @@ function render({ model, el }) {
   img.style.cursor = "crosshair";
   img.style.maxWidth = "100%";
   img.style.userSelect = "none";
+  // busy: dimmed, a progress cursor and a note, from the click until Python has answered
+  const note = document.createElement("div");
+  note.textContent = "working…";
+  note.className = "segcourse-busy-note";
+  note.style.cssText = "position:absolute;left:6px;top:6px;padding:2px 6px;border-radius:3px;"
+    + "background:rgba(0,0,0,.65);color:#fff;font:12px sans-serif;display:none";
+  el.style.position = "relative";
+  const busy = (on) => {
+    img.style.opacity = on ? "0.55" : "1";
+    img.style.cursor = on ? "progress" : "crosshair";
+    note.style.display = on ? "block" : "none";
+  };
   const show = () => { img.src = model.get("src"); };
   show();
   model.on("change:src", show);
+  model.on("change:busy", () => busy(model.get("busy")));
   const at = (e) => {
     const r = img.getBoundingClientRect();
     return [
@@ -60,6 +73,7 @@ function render({ model, el }) {
   img.addEventListener("mouseup", (e) => {
     if (!down) return;
     const p = at(e);
+    busy(true);  // at once, before the kernel has even received the click
     model.send({
       kind: "pointer", x0: down.p[0], y0: down.p[1], x1: p[0], y1: p[1],
       button: down.button, shift: down.shift || e.shiftKey,
@@ -67,6 +81,7 @@ function render({ model, el }) {
     down = null;
   });
   el.appendChild(img);
+  el.appendChild(note);
 }
 export default { render };
 """
@@ -87,6 +102,7 @@ if anywidget is not None:
 
         _esm = _ESM
         src = traitlets.Unicode("").tag(sync=True)
+        busy = traitlets.Bool(False).tag(sync=True)
 
         def __init__(self, on_pointer, **kwargs):
             super().__init__(**kwargs)
@@ -110,8 +126,23 @@ def _panels(controller, names, title_class: str):
     """One panel per model, side by side in equal columns with a gap: the model's name,
     its canvas, and its status text under its own image, wrapping."""
     canvases, labels = {}, {}
+
+    def busy(doing: str) -> None:
+        """Say at once what is being done (each message leaves the kernel as it is set,
+        before the work starts)."""
+        for name in names:
+            canvases[name].busy = True
+            labels[name].value = _status_html(f"{name}: {doing}")
+
+    def on_pointer(event) -> None:
+        busy("predicting…")
+        try:
+            controller.on_pointer(event)
+        finally:
+            refresh()
+
     for name in names:
-        canvases[name] = ClickCanvas(lambda ev: (controller.on_pointer(ev), refresh()))
+        canvases[name] = ClickCanvas(on_pointer)
         labels[name] = W.HTML(
             _status_html(controller.describe(name)), layout=W.Layout(width="100%")
         )
@@ -121,6 +152,7 @@ def _panels(controller, names, title_class: str):
         for name in names:
             canvases[name].src = image_data_url(controller.render(name))
             labels[name].value = _status_html(controller.describe(name))
+            canvases[name].busy = False
 
     refresh()
     panels = [
@@ -136,9 +168,10 @@ def _panels(controller, names, title_class: str):
             grid_template_columns=f"repeat({len(names)}, minmax(0, 1fr))",
             grid_gap="0 18px",
             width="100%",
+            padding="0 12px 0 0",  # the last image clear of the output area's edge
         ),
     )
-    return grid, refresh
+    return grid, refresh, busy
 
 
 def _controls(*widgets) -> W.Box:
@@ -158,7 +191,7 @@ def sam_compare_widget(models: dict, samples, image_names=None):
     panel shows its mask, SAM's score, the IoU with the instance under the first positive
     click and the time taken. Returns ``(widget, controller)``."""
     controller = SamCompare(models, samples)
-    grid, refresh = _panels(controller, list(models), "segcourse-sam")
+    grid, refresh, busy = _panels(controller, list(models), "segcourse-sam")
     names = _image_names(samples, image_names)
     picker = W.Dropdown(
         options=[(n, i) for i, n in enumerate(names)],
@@ -174,7 +207,10 @@ def sam_compare_widget(models: dict, samples, image_names=None):
     )
     undo = W.Button(description="undo", layout=W.Layout(width="80px"))
     reset = W.Button(description="reset", layout=W.Layout(width="80px"))
-    picker.observe(lambda ch: (controller.select_image(ch["new"]), refresh()), names="value")
+    picker.observe(
+        lambda ch: (busy("encoding the image…"), controller.select_image(ch["new"]), refresh()),
+        names="value",
+    )
     mode.observe(lambda ch: setattr(controller, "box_mode", ch["new"] == "box"), names="value")
     undo.on_click(lambda _b: (controller.undo(), refresh()))
     reset.on_click(lambda _b: (controller.reset(), refresh()))
@@ -193,7 +229,7 @@ def detection_compare_widget(
     an image picker, and the class and score of what lies under a click.
     Returns ``(widget, controller)``."""
     controller = DetectionCompare(models, samples, class_names, device=device)
-    grid, refresh = _panels(controller, list(models), "segcourse-det")
+    grid, refresh, busy = _panels(controller, list(models), "segcourse-det")
     names = _image_names(samples, image_names)
     picker = W.Dropdown(
         options=[(n, i) for i, n in enumerate(names)],
@@ -209,6 +245,9 @@ def detection_compare_widget(
         description="score ≥",
         layout=W.Layout(width="320px", margin="0 12px"),
     )
-    picker.observe(lambda ch: (controller.select_image(ch["new"]), refresh()), names="value")
+    picker.observe(
+        lambda ch: (busy("detecting…"), controller.select_image(ch["new"]), refresh()),
+        names="value",
+    )
     slider.observe(lambda ch: (controller.set_threshold(ch["new"]), refresh()), names="value")
     return W.VBox([_controls(picker, slider), grid]), controller
