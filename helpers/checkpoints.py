@@ -27,9 +27,11 @@ puts it back into the objects of a run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
@@ -57,12 +59,22 @@ class CheckpointError(ValueError):
     """A checkpoint file does not fit what it is loaded into; the message names it."""
 
 
+#: A temporary file of an atomic write older than this was left by a killed process.
+STALE_TEMPORARY_S = 3600.0
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(temporary path)`` in ``path``'s folder, then rename the file over
     ``path`` (``os.replace`` is atomic on one file system). If anything fails, including
-    an interrupt, the temporary file is removed and an existing ``path`` is untouched."""
+    an interrupt, the temporary file is removed and an existing ``path`` is untouched.
+    Temporary files of ``path`` left by a killed process (``SIGKILL`` leaves no chance to
+    clean up) are removed once older than ``STALE_TEMPORARY_S``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_TEMPORARY_S:
+                stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -172,3 +172,20 @@ def test_every_torch_load_in_the_package_is_weights_only():
                 calls.append((path.name, kw.get("weights_only")))
     assert calls, "no torch.load found: the check reads nothing"
     assert all(w == "True" for _, w in calls), calls
+
+
+def test_temporary_files_left_by_a_killed_writer_are_swept_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    old = tmp_path / ".last.pt.abc123.tmp"  # what a SIGKILL mid-write leaves
+    old.write_bytes(b"half a checkpoint")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    fresh = tmp_path / ".last.pt.def456.tmp"  # maybe another writer, right now
+    fresh.write_bytes(b"being written")
+    other = tmp_path / ".best.pt.ghi789.tmp"  # another file's: not this write's to judge
+    other.write_bytes(b"x")
+    os.utime(other, (time.time() - 2 * 3600,) * 2)
+    atomic_save({"a": torch.ones(1)}, tmp_path / "last.pt")
+    assert not old.exists() and fresh.exists() and other.exists()
+    assert (tmp_path / "last.pt").is_file()

@@ -185,20 +185,33 @@ def _lock_is_stale(lock: Path, text: str) -> bool:
         return False  # gone already
 
 
+#: How long a process waits for another one's download or extraction before giving up
+#: with an error that names the holder and the lock (a 2.6 GB vit_h checkpoint on a slow
+#: line takes hours; a holder that died is detected long before this).
+WAIT_LIMIT_S = 12 * 3600.0
+
+
 @contextlib.contextmanager
-def exclusive(target: str | Path, what: str | None = None, poll_s: float = 0.5):
+def exclusive(
+    target: str | Path, what: str | None = None, poll_s: float = 0.5, wait_s: float | None = None
+):
     """Hold the lock of ``target`` (the file ``.<name>.lock`` beside it) while the body
     runs: one process at a time, on this host or any other that shares the folder.
 
     Waits while another process holds it, saying so once; takes over a lock whose holder
     is provably gone (a dead process of this host, or another host's lock not refreshed
     for ``STALE_AFTER_S``). The holder's lock is refreshed by a thread and removed on
-    exit, whatever happens."""
+    exit, whatever happens.
+
+    Raises:
+        DownloadError: still held by a live holder after ``wait_s`` seconds (default
+            ``WAIT_LIMIT_S``); the message names the holder and the lock file."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = target.with_name(f".{target.name}.lock")
     mine = f"{host_name()} {os.getpid()} {os.urandom(8).hex()}\n"
-    said = False
+    said, started = False, time.monotonic()
+    limit = WAIT_LIMIT_S if wait_s is None else wait_s
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -213,10 +226,16 @@ def exclusive(target: str | Path, what: str | None = None, poll_s: float = 0.5):
                         lock.unlink()
                         log.info("%s: took over a lock its holder (%s) left", lock, text.strip())
                 continue
+            holder = " ".join(text.split()[:2]) or "another process"
             if not said:
-                holder = " ".join(text.split()[:2]) or "another process"
                 log.info("%s: waiting for %s, which is fetching it", what or target.name, holder)
                 said = True
+            if time.monotonic() - started > limit:
+                raise DownloadError(
+                    f"{what or target.name}: waited {limit:.0f} s for {holder} (host, process), "
+                    f"which holds {lock} and keeps it alive. If that process is gone, delete "
+                    "the lock file and run again."
+                ) from None
             time.sleep(poll_s)
             continue
         with os.fdopen(fd, "w") as fh:
