@@ -10,6 +10,12 @@ import os
 os.environ.setdefault("SEGCOURSE_SMOKE", "1")
 # Progress bars change stream outputs from run to run; smoke runs keep them quiet.
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Under pytest-xdist's workers (pyproject.toml: two), one thread each, inherited by the
+# notebooks' kernels and the torchrun jobs: two workers of two threads would fight over
+# two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 # Downloads and caches of a test run go to a throw-away folder, never the user's cache.
 if "SEGCOURSE_CACHE" not in os.environ:

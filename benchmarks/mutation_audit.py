@@ -53,6 +53,8 @@ PYTEST_ARGS = [
     "-x",
     "-p",
     "no:cacheprovider",
+    "-n",
+    "0",  # one process: -x stops at the first failure, and the two cores are the audit's
     "tests",
     *[f"--ignore=tests/{name}" for name in IGNORED_TEST_FILES],
 ]

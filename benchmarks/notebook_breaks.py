@@ -18,7 +18,6 @@ The unbroken notebook must pass first (its baseline), or nothing is counted for 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _results import save
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -287,7 +288,7 @@ def main() -> None:
         "escaped": [f"{r['notebook']}: {r['break']}" for r in breaks if not r["caught"]],
         "results": results,
     }
-    print(json.dumps(summary, indent=2))
+    save("notebook_breaks", summary)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,34 @@ def test_a_sam_run_folder_given_to_the_mask_rcnn_trainer_is_called_another_model
     with pytest.raises(CheckpointError, match="other settings"):  # same model, other values
         resume_training(path, SamTrainConfig(epochs=3), *parts)
     assert resume_training(path, SamTrainConfig(), *parts)["epoch"] == 1
+
+
+def test_the_parser_helpers_refuse_what_they_should(tmp_path):
+    import argparse
+
+    from helpers.command_line import check_paths, entry_point_parser, positive_int
+
+    assert positive_int("1") == 1
+    for bad in ("0", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+            positive_int(bad)
+    parser = entry_point_parser("prog", "a test")
+    parser.add_argument("--epochs", type=positive_int)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epoch", "3"])  # no abbreviations
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit):
+        check_paths(parser, parser.parse_args(["--data", str(a_file)]))  # a file is no folder
+    check_paths(parser, parser.parse_args(["--data", str(tmp_path)]))
+
+
+def test_mask_rcnn_trains_with_the_configured_optimizer_settings():
+    from helpers.detection.training import optimizer_and_schedule
+
+    cfg = MaskRCNNTrainConfig(lr=0.01, momentum=0.8, weight_decay=3e-4, epochs=2)
+    model = torch.nn.Linear(3, 2)
+    params, optimizer, scheduler = optimizer_and_schedule(model, cfg, total_steps=10)
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0.8, 3e-4)
+    assert group["initial_lr"] == 0.01 and len(params) == 2

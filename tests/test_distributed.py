@@ -1,11 +1,15 @@
-"""Both fine-tuning jobs under torchrun with 2 CPU processes (gloo), against one process.
+"""The jobs under torchrun with 2 CPU processes (gloo), against one process.
 
-- SAM: a 2-process run, interrupted after epoch 1 and resumed, ends with the weights of
-  a 1-process run with the same global batch (within 1e-5: float rounding, which grows
-  with the steps, so a short-run tolerance: 2 epochs of 2 steps here); the embedding
-  cache, filled in parallel, holds each image once; each process encoded its share.
-- Mask R-CNN: the entry point trains under DDP and the processes' weights stay equal.
-- Evaluation split over processes and gathered on rank 0 gives the AP of one process.
+Notebook 06, run by the test command, checks both entry points end to end (asserts in
+its cells): a 2-process SAM run, interrupted after epoch 1 and resumed, ends with the
+weights of a 1-process run with the same global batch (within 1e-5: float rounding,
+which grows with the steps, so a short-run tolerance), the embedding cache filled in
+parallel holds each image once and each process encoded its share; Mask R-CNN trains
+under DDP with the processes' weights in step. Here, what the notebook does not show:
+
+- evaluation split over processes and gathered on rank 0 gives the AP of one process,
+  and a non-finite loss on one rank stops every rank in both loops;
+- a stalled rank ends the job within the configured timeout, naming the rank.
 """
 
 import json
@@ -13,11 +17,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-import torch
-
-from helpers.sam.model import build_tiny_sam
 
 ROOT = Path(__file__).parent.parent
 SAM_ARGS = ["--epochs", "2", "--batch-images", "2", "--click-rounds", "1", "--refine-rounds", "0"]
@@ -41,46 +40,6 @@ def torchrun(*args, timeout=600):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return [json.loads(line) for line in lines]
-
-
-def test_sam_decoder_on_two_processes_resumed_equals_one_process(tmp_path):
-    from helpers.sam.train import main
-
-    one = main(SAM_ARGS + ["--out", str(tmp_path / "one"), "--embeddings", str(tmp_path / "e1")])
-    assert one["world"] == 1 and one["epochs"] == 2
-    common = SAM_ARGS + ["--out", str(tmp_path / "two"), "--embeddings", str(tmp_path / "e2")]
-    first = torchrun("-m", "helpers.sam.train", *common, "--until-epoch", "1")
-    assert [r["world"] for r in first] == [2] and first[0]["epochs"] == 1  # rank 0 speaks
-    assert first[0]["encoded_here"] == 3  # its share of the 5 train + val images: 2 + 1
-    files = sorted((tmp_path / "e2").iterdir())
-    assert len(files) == 5 and all(f.suffix == ".pt" for f in files)  # each image once
-    second = torchrun("-m", "helpers.sam.train", *common)
-    assert second[0]["epochs"] == 2 and second[0]["encoded_here"] == 0  # all from the cache
-    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
-    start = build_tiny_sam().mask_decoder.state_dict()
-    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
-    assert moved > 1e-4  # training moved the weights well beyond the tolerance
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
-    assert second[0]["last"]["val_miou@1"] == pytest.approx(one["last"]["val_miou@1"], abs=1e-6)
-
-
-def test_maskrcnn_trains_under_ddp_with_processes_in_step(tmp_path):
-    out = torchrun(
-        "-m",
-        "helpers.detection.train",
-        "--epochs",
-        "1",
-        "--train-images",
-        "4",
-        "--num-workers",
-        "0",
-        "--out",
-        str(tmp_path / "run"),
-    )
-    assert out[0]["world"] == 2 and out[0]["epochs"] == 1 and out[0]["ranks_in_sync"] is True
-    assert (tmp_path / "run" / "last.pt").is_file()
 
 
 def test_evaluation_gathered_on_rank_0_equals_one_process_and_a_nan_on_one_rank_stops_all(
@@ -146,7 +105,7 @@ def test_a_stalled_rank_ends_the_job_within_its_timeout_with_a_message_naming_th
         text=True,
         start_new_session=True,
     )
-    lines, stalled = [], None
+    lines, stalled, named = [], None, None
     try:
         for line in proc.stdout:
             lines.append(line)
@@ -155,6 +114,12 @@ def test_a_stalled_rank_ends_the_job_within_its_timeout_with_a_message_naming_th
                 assert pid is not None, "rank 1 not found"
                 os.kill(pid, signal.SIGSTOP)
                 stalled = time.monotonic()
+            if named is None and stalled is not None and "did not complete" in line:
+                named = time.monotonic()  # rank 0 gave up, naming itself and the collective
+                # torchrun now stops the job; the stopped rank is let go so that it takes
+                # its SIGTERM at once instead of after torchrun's 30 s of grace
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         code = proc.wait(timeout=180 * TIMEOUT_SCALE)
         ended = time.monotonic()
     finally:
@@ -166,4 +131,5 @@ def test_a_stalled_rank_ends_the_job_within_its_timeout_with_a_message_naming_th
     assert stalled is not None, output[-3000:]
     assert code != 0
     assert "rank 0 of 2:" in output and "did not complete (timeout 10 s)" in output, output[-3000:]
-    assert ended - stalled < 10 + 60  # the timeout, plus torchrun's grace before SIGKILL
+    assert named is not None and named - stalled < 10 + 30  # the timeout, plus start-up
+    assert ended - named < 60

@@ -165,6 +165,7 @@ def test_prompts_of_the_wrong_shape_say_what_was_expected(setup, kw, match):
         (dict(points=np.array([[10.0, -3.0]]), labels=np.ones(1)), "points .* lie outside"),
         (dict(points=[["a", "b"]], labels=np.ones(1)), "points must be numbers"),
         (dict(box=np.array([250.0, 30.0, 40.0, 300.0])), "x0 <= x1 and y0 <= y1"),
+        (dict(box=np.array([40.0, 300.0, 250.0, 30.0])), "x0 <= x1 and y0 <= y1"),
         (dict(box=np.array([40.0, 30.0, 250.0, 9000.0])), "box .* lie outside"),
         (
             dict(
@@ -245,3 +246,15 @@ def test_stock_sam_predictor_with_a_decoder_checkpoint_gives_the_fine_tuned_mask
     np.testing.assert_allclose(scores, ref["iou"][0], atol=1e-6)
     before = _torch(original, embed_image(original, image), **CASES["point"])
     assert not np.array_equal(before["masks"], ref["masks"])  # the checkpoint did change it
+
+
+def test_prompts_anywhere_on_a_non_square_image_are_accepted(setup):
+    """The image's far corner and edges are valid prompts in either orientation (the
+    bounds are (x: width, y: height), not the other way round)."""
+    _, emb, onnx_decoder, _ = setup
+    h, w = emb.original_size
+    assert h != w  # the fixture's photo is not square
+    corner = np.array([[w - 1.0, h - 1.0]])
+    out = onnx_decoder.predict(emb, points=corner, labels=np.ones(1))
+    assert out["masks"].shape[-2:] == (h, w)
+    onnx_decoder.predict(emb, box=np.array([0.0, 0.0, w - 1.0, h - 1.0]))

@@ -64,3 +64,20 @@ def test_results_are_read_without_running_pickled_code(tmp_path):
     torch.save({"key": "k" * 40, "result": Evil()}, tmp_path / "x-kkkkkkkkkkkkkkkk.pt")
     assert remembered(tmp_path, "x", "k" * 40, lambda: {"fresh": 1}) == {"fresh": 1}
     assert not marker.exists()
+
+
+def test_keys_that_share_the_file_names_prefix_are_still_told_apart(tmp_path):
+    first = remembered(tmp_path, "x", "a" * 16 + "1" * 24, lambda: {"v": 1})
+    second = remembered(tmp_path, "x", "a" * 16 + "2" * 24, lambda: {"v": 2})
+    assert (first, second) == ({"v": 1}, {"v": 2})
+
+
+def test_tensors_of_other_shapes_have_other_fingerprints():
+    assert fingerprint(torch.zeros(2, 3)) != fingerprint(torch.zeros(3, 2))
+    assert fingerprint(torch.zeros(6)) != fingerprint(torch.zeros(2, 3))
+
+
+def test_lambdas_with_the_same_constants_are_told_apart_by_their_code():
+    plus = lambda x: x + 1  # noqa: E731
+    minus = lambda x: x - 1  # noqa: E731
+    assert function_identity(plus) != function_identity(minus)

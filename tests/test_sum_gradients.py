@@ -129,3 +129,32 @@ def test_without_a_process_group_errors_pass_unchanged():
     with pytest.raises(KeyError):
         with collective("anything"):
             raise KeyError("mine")
+
+
+def test_the_process_group_gets_the_configured_timeout(monkeypatch):
+    """setup() passes an explicit timeout to init_process_group: its argument, else
+    SEGCOURSE_DIST_TIMEOUT, else 600 s (gloo's default would be 30 minutes)."""
+    from datetime import timedelta
+
+    import helpers.distributed as distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "_timeout", None)  # restored afterwards
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    distributed.setup("cpu", timeout=7)
+    monkeypatch.setenv("SEGCOURSE_DIST_TIMEOUT", "42")
+    distributed.setup("cpu")
+    monkeypatch.delenv("SEGCOURSE_DIST_TIMEOUT")
+    place = distributed.setup("cpu")
+    assert [c["timeout"] for c in calls] == [
+        timedelta(seconds=7),
+        timedelta(seconds=42),
+        timedelta(seconds=600),
+    ]
+    assert all(c["backend"] == "gloo" for c in calls) and (place.rank, place.world) == (1, 2)
+    monkeypatch.setenv("SEGCOURSE_DIST_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SEGCOURSE_DIST_TIMEOUT='soon'"):
+        distributed.setup("cpu")

@@ -81,3 +81,12 @@ def test_an_output_that_is_a_file_is_refused(tmp_path):
     path.write_text("a file")
     with pytest.raises(ValueError, match="run: a run folder is expected, this is a file"):
         _run(path, SamTrainConfig())
+
+
+def test_a_tie_keeps_the_earlier_best_and_last_pt_records_its_own_epoch(tmp_path):
+    run = _run(tmp_path, SamTrainConfig(epochs=3))
+    saved = []
+    for epoch, score in zip(run.epochs("epochs"), [0.5, 0.5, 0.4]):
+        run.end_epoch({"epoch": epoch}, score, lambda p, e=epoch: saved.append(e), "x")
+        assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == epoch
+    assert saved == [1]  # not improved by a tie

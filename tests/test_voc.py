@@ -325,3 +325,31 @@ def test_voc2007_download_fetches_checks_extracts_and_then_reuses(tmp_path):
         download_voc2007(
             tmp_path / "other", [dict(sources[0], url="http://127.0.0.1:9/x.tar")], counts
         )
+
+
+def test_a_process_that_waited_for_the_lock_uses_the_extraction_it_waited_for(
+    tmp_path, monkeypatch
+):
+    """Several ranks ask for VOC2007 at once: one extracts, the others wait on the lock;
+    when a waiter gets the lock the data set is there, and it must not fetch or extract
+    again."""
+    import contextlib
+
+    import helpers.data.downloads as downloads
+    from helpers.data.voc import download_voc2007
+
+    folder = tmp_path / "voc"
+    marker = folder / "VOCdevkit" / "VOC2007" / ".complete"
+
+    @contextlib.contextmanager
+    def another_process_finished_meanwhile(target, what=None, **kw):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("ok\n")  # done by the process this one waited for
+        yield
+
+    def no_fetch(*a, **k):
+        raise AssertionError("fetched although the data set was there")
+
+    monkeypatch.setattr(downloads, "exclusive", another_process_finished_meanwhile)
+    monkeypatch.setattr(downloads, "fetch", no_fetch)
+    assert download_voc2007(folder, sources=[]) == folder / "VOCdevkit"

@@ -32,7 +32,7 @@ class Results:
     """The results files one passage reads; remembers which, for the passage's footer."""
 
     def __init__(self, folder: Path = RESULTS):
-        self.folder, self.used = folder, []
+        self.folder, self.used, self.names = folder, [], []
 
     def __call__(self, name: str) -> dict:
         path = self.folder / f"{name}.json"
@@ -40,6 +40,7 @@ class Results:
             raise FileNotFoundError(f"{path}: missing; run the benchmark that writes it")
         record = json.loads(path.read_text())
         self.used.append(record)
+        self.names.append(name)
         return record["results"]
 
     def footer(self) -> str:
@@ -235,14 +236,57 @@ def widget_latency(r: Results) -> str:
     )
 
 
-def mutation_audit(r: Results) -> str:
-    x = r("mutation_audit")
-    t = x["totals"]
+def encode_memory(r: Results) -> str:
+    x = r("encode_memory")
+    rows = [
+        "| variant | the built model | encoding's peak on top (one image per call) |",
+        "| --- | --- | --- |",
+    ]
+    for variant, row in x["variants"].items():
+        c = row["course"]
+        rows.append(f"| {variant} | {c['model_mib']:,} MiB | {c['encoding_rise_mib']:,} MiB |")
+    text = "\n".join(rows)
+    b = x["variants"].get("vit_b", {}).get("batch_4")
+    if b:
+        text += (
+            f"\n\nvit_b four images per call, as the cache did before: "
+            f"{b['encoding_rise_mib']:,} MiB on top of the model."
+        )
     return (
-        f"{t['tried']} realistic bugs in {len(x['modules'])} modules of `helpers/`, one at a "
-        f"time; for each, the unit tests that name the module: **{t['caught']} of "
-        f"{t['tried']}** caught ({x['caught_share']:.1%})."
+        f"{x['images']} VOC-sized images encoded on this CPU, each case in a fresh process:\n\n"
+        + text
     )
+
+
+def _audit_line(x: dict) -> str:
+    t = x["totals"]
+    escaped = [r["description"] for r in x["results"] if r["outcome"] != "caught"]
+    text = (
+        f"{t['tried']} bugs in {len(x['modules'])} modules: **{t['caught']} of {t['tried']}** "
+        f"caught ({x['caught_share']:.1%})"
+    )
+    return text + ("; not caught: " + "; ".join(escaped) + "." if escaped else ".")
+
+
+def mutation_audit_first_round(r: Results) -> str:
+    return _audit_line(r("mutation_audit_new_first_round"))
+
+
+def mutation_audit(r: Results) -> str:
+    return _audit_line(r("mutation_audit_all_targeted"))
+
+
+def notebook_breaks(r: Results) -> str:
+    x = r("notebook_breaks")
+    per = {}
+    for row in x["results"]:
+        if "break" in row:
+            n = per.setdefault(row["notebook"], [0, 0])
+            n[0] += row["caught"]
+            n[1] += 1
+    parts = ", ".join(f"notebook {k}: {c} of {n}" for k, (c, n) in sorted(per.items()))
+    text = f"**{x['caught']} of {x['breaks']}** caught ({parts})"
+    return text + ("; not caught: " + "; ".join(x["escaped"]) + "." if x["escaped"] else ".")
 
 
 def test_suite(r: Results) -> str:
@@ -262,7 +306,10 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "maskrcnn_data": maskrcnn_data,
     "onnx_decoder": onnx_decoder,
     "widget_latency": widget_latency,
+    "encode_memory": encode_memory,
+    "mutation_audit_first_round": mutation_audit_first_round,
     "mutation_audit": mutation_audit,
+    "notebook_breaks": notebook_breaks,
     "test_suite": test_suite,
 }
 
