@@ -37,7 +37,9 @@ def fingerprint(*parts) -> str:
         elif isinstance(x, torch.Tensor):
             t = x.detach().cpu().contiguous()
             digest.update(f"tensor {t.dtype} {tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            # as bytes; reshaped first, since a 0-dim tensor (a BatchNorm's
+            # num_batches_tracked) cannot be viewed as bytes of another size
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         elif isinstance(x, np.ndarray):
             a = np.ascontiguousarray(x)
             digest.update(f"array {a.dtype} {a.shape}".encode())

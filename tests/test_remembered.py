@@ -81,3 +81,13 @@ def test_lambdas_with_the_same_constants_are_told_apart_by_their_code():
     plus = lambda x: x + 1  # noqa: E731
     minus = lambda x: x - 1  # noqa: E731
     assert function_identity(plus) != function_identity(minus)
+
+
+def test_modules_with_scalar_buffers_have_fingerprints():
+    """A BatchNorm holds a 0-dim int64 counter (num_batches_tracked), as Mask R-CNN does."""
+    bn = torch.nn.BatchNorm2d(3)
+    before = fingerprint(bn)
+    bn.num_batches_tracked += 1
+    assert fingerprint(bn) != before
+    assert fingerprint(torch.tensor(3)) != fingerprint(torch.tensor(4))
+    assert fingerprint(torch.tensor([True, False])) != fingerprint(torch.tensor([False, True]))
