@@ -12,7 +12,8 @@ The widget's onnxruntime backend (each decoder exported once) and its PyTorch ba
 (bf16 autocast where the CPU does bf16 natively) answer the same clicks, interleaved,
 in one run: ``median_ms``/``p95_ms`` (onnxruntime, goal: median under 100 ms) beside
 ``torch_median_ms``/``torch_p95_ms``, and where onnxruntime's time goes
-(``parts_median_ms``: the decoders, drawing both panels, JPEG-encoding them).
+(``parts_median_ms``: the decoders, side by side; drawing and JPEG-encoding both panels,
+side by side, as the widget's ``panel_urls`` does).
 
     python benchmarks/widget_latency.py [--model vit_b] [--clicks 50]
 """
@@ -21,6 +22,7 @@ import argparse
 import copy
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from helpers import DATA_EXAMPLE, VOCInstanceDataset
 from helpers.course.runtime import cpu_has_bf16
 from helpers.sam.model import build_sam
 from helpers.views.compare import SamCompare
-from helpers.views.widget import image_data_url
+from helpers.views.widget import panel_urls
 
 
 def main() -> None:
@@ -54,7 +56,8 @@ def main() -> None:
         h, w = sample["image"].shape[:2]
         inside = np.argwhere(sample["masks"].any(0))
         times = {"onnx": [], "torch": []}
-        parts = {"predict": [], "render": [], "encode": []}
+        parts = {"predict": [], "draw_and_encode": []}
+        pool = ThreadPoolExecutor(len(models))  # the widget's: one thread per panel
         for k in range(args.clicks):
             if k % 5 == 0:
                 onnx.reset()
@@ -70,16 +73,12 @@ def main() -> None:
                 t = time.perf_counter()
                 ctl.on_pointer(event)
                 t_predicted = time.perf_counter()
-                rendered = [ctl.render(m) for m in ctl.models]
-                t_rendered = time.perf_counter()
-                for image in rendered:
-                    image_data_url(image)
+                panel_urls(ctl, list(ctl.models), pool)  # what the widget's refresh sends
                 t_done = time.perf_counter()
                 times[name].append((t_done - t) * 1000)
                 if name == "onnx":
                     parts["predict"].append((t_predicted - t) * 1000)
-                    parts["render"].append((t_rendered - t_predicted) * 1000)
-                    parts["encode"].append((t_done - t_rendered) * 1000)
+                    parts["draw_and_encode"].append((t_done - t_predicted) * 1000)
     onnx_ms, torch_ms = np.array(times["onnx"]), np.array(times["torch"])
     save(
         f"widget_latency_{args.model}",

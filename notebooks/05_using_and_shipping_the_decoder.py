@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.utils.onnx import SamOnnxModel
+from torch.utils.data import Subset
 
 from helpers.checkpoints import CheckpointError
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
@@ -146,11 +147,13 @@ if not Path(S.decoder_file).is_file():
             f"{S.decoder_file}: no fine-tuned decoder yet. Run notebook 03 in full mode first "
             "(its SAM recipe writes this file), or switch to smoke mode."
         )
+    # one epoch on 4 images: a decoder file of the real layout, not a trained decoder
     print("smoke mode: notebook 03 has not run in this cache; a short stand-in run:")
+    voc = DATA_EXAMPLE / "VOCdevkit"
     cache = EmbeddingCache(cache_dir() / "embeddings", original)
-    train_items, _ = prepare_items(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train"), cache)
-    val_items, _ = prepare_items(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "val"), cache)
-    stand_in = SamTrainConfig(epochs=2, lr=1.5e-3, dice_weight=3.0, click_rounds=1, refine_rounds=0)
+    train_items, _ = prepare_items(Subset(VOCInstanceDataset(voc, "train"), range(4)), cache)
+    val_items, _ = prepare_items(Subset(VOCInstanceDataset(voc, "val"), range(2)), cache)
+    stand_in = SamTrainConfig(epochs=1, lr=1.5e-3, dice_weight=3.0, click_rounds=1, refine_rounds=0)
     train_decoder(
         with_own_decoder(original), train_items, val_items, stand_in, Path(S.decoder_file).parent
     )

@@ -183,13 +183,14 @@ class SyncOnLastRound(torch.nn.Module):
         return self.ddp(**kwargs)  # the step's last round: all-reduce in its backward
 
 
-CFG = SamTrainConfig(click_rounds=2, refine_rounds=1, dice_weight=3.0)  # 4 rounds per image
+CFG = SamTrainConfig(click_rounds=1, refine_rounds=1, dice_weight=3.0)  # 3 rounds per image
 ROUNDS = 1 + CFG.click_rounds + CFG.refine_rounds
 
 
 def one_step(rank, world, port, out, how, n_images):
-    """Run in each process: one optimizer step's gradients of n_images images, summed
-    by hand, by the package, or by DDP; rank 0 saves them to the file `out`."""
+    """Run in each process: one optimizer step's gradients of n_images images, summed by
+    DDP (how="ddp") or explicitly (how="explicit": the same local gradients summed once
+    by hand and once by the package); rank 0 saves them to the file `out`."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
@@ -207,12 +208,19 @@ def one_step(rank, world, port, out, how, n_images):
         for slot in mine:  # each image drawn as train_decoder draws it: (seed, epoch, step, slot)
             rng = np.random.default_rng([CFG.seed, 1, 0, slot])
             sam_step(sam, items[slot], CFG, rng, lambda loss: (loss / share).backward())
-        if how == "by hand":
+        grads = lambda: {n: p.grad for n, p in zip(names, params)}  # noqa: E731
+        if how == "explicit":
+            local = [p.grad for p in params]  # this process's own gradients
             sum_gradients_by_hand(params)
-        elif how == "package":
+            summed = {"by hand": grads()}
+            for p, g in zip(params, local):  # the same local gradients, summed again
+                p.grad = g
             sum_gradients(params)
+            summed["package"] = grads()
+        else:
+            summed = {"ddp": grads()}
         if rank == 0:
-            torch.save({n: p.grad for n, p in zip(names, params)}, out)
+            torch.save(summed, out)
     finally:
         dist.destroy_process_group()
 
@@ -221,7 +229,7 @@ def on_two_processes(how, n_images):
     with socket.socket() as s:  # a free port for the processes to meet at
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = RUNS / f"step_{how.replace(' ', '_')}_{n_images}.pt"
+    out = RUNS / f"step_{how}_{n_images}.pt"
     mp.start_processes(  # fork: the processes see this notebook's functions and items
         one_step, args=(2, port, out, how, n_images), nprocs=2, start_method="fork"
     )
@@ -244,14 +252,15 @@ def largest_difference(a, b):
 
 # %% [markdown]
 # Four images in the step, two per process, summed three ways, against one process
-# that computes all four:
+# that computes all four (by hand and by the package from the same local gradients):
 
 # %%
 base = load_sam("tiny")  # every process starts from these weights
 cache = EmbeddingCache(RUNS / "embeddings_step", base)
 items, _ = prepare_items(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train"), cache)
 one = on_one_process(4)
-by_hand, package, ddp = (on_two_processes(how, 4) for how in ("by hand", "package", "ddp"))
+explicit, ddp = on_two_processes("explicit", 4), on_two_processes("ddp", 4)["ddp"]
+by_hand, package = explicit["by hand"], explicit["package"]
 print(
     f"largest gradient entry:                        {max(float(g.abs().max()) for g in one.values()):.1e}"
 )
@@ -270,7 +279,7 @@ assert largest_difference(by_hand, package) == 0
 
 # %%
 one3 = on_one_process(3)
-package3, ddp3 = (on_two_processes(how, 3) for how in ("package", "ddp"))
+package3, ddp3 = on_two_processes("explicit", 3)["package"], on_two_processes("ddp", 3)["ddp"]
 print(f"3 images, explicit all-reduce vs one process: {largest_difference(package3, one3):.1e}")
 print(f"3 images, DDP vs one process:                 {largest_difference(ddp3, one3):.1e}")
 assert largest_difference(package3, one3) < 1e-6 < largest_difference(ddp3, one3)

@@ -344,7 +344,7 @@ def test_a_run_notebook_keeps_its_outputs_after_a_reload_and_git_status_stays_cl
         check=True,
     )
     env["JUPYTER_CONFIG_PATH"] = str(tmp_path / "env" / "etc" / "jupyter")
-    notebook = "01_sam_architecture.ipynb"
+    notebook = "00_data_and_setup.ipynb"  # the cheapest notebook: text and figures
     with jupyterlab(clone / "notebooks", tmp_path / "scratch", env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -137,6 +137,15 @@ def progress(iterable=None, show: bool = True, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as a container or ``taskset``
+    sets it; the machine's count where the system has no such mask: macOS, Windows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX), where
     bf16 autocast speeds up small models; elsewhere it would be emulated and slower."""

@@ -19,14 +19,13 @@ dropped before scoring.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..course.runtime import usable_cpus
 from .targets import detection_target, masks_to_boxes_xyxy, pixel_counts
 
 IGNORE_OVERLAP = 0.5
@@ -216,11 +215,7 @@ class SeededShuffle(torch.utils.data.Sampler):
 def default_num_workers(limit: int = 4) -> int:
     """Data-loading processes: the CPUs this process may use, at most ``limit`` (4, as in
     torchvision's detection references); 2 on a Colab runtime with 2 vCPUs."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(0, min(limit, cpus))
+    return max(0, min(limit, usable_cpus()))
 
 
 def collate(batch):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..course.runtime import cache_dir, cpu_has_bf16
+from ..course.runtime import cache_dir, cpu_has_bf16, usable_cpus
 from ..metrics import mask_iou
 from ..sam.predict import embed_image, predict_round
 from .plotting import draw_detections_rgb, draw_mask_rgb, draw_prompts_rgb
@@ -157,12 +157,19 @@ class SamCompare:
                 raise
             return  # auto: PyTorch
         folder = onnx_folder or cache_dir() / "onnx"
-        for name, model in self.models.items():
-            if backend == "auto" and model.device.type != "cpu":
-                continue
+        chosen = {
+            name: model
+            for name, model in self.models.items()
+            if backend == "onnx" or model.device.type == "cpu"
+        }
+        # the decoders answer a click side by side (_predict): the cores shared among them
+        threads = max(1, usable_cpus() // max(1, len(chosen)))
+        for name, model in chosen.items():
             self.backends[name] = "PyTorch; onnxruntime being prepared"
             try:
-                self.onnx[name] = OnnxDecoder(decoder_file_for(model, folder), model)
+                self.onnx[name] = OnnxDecoder(
+                    decoder_file_for(model, folder), model, threads=threads
+                )
                 self.backends[name] = "onnxruntime"
             except Exception as err:  # an export that fails: this model stays on PyTorch
                 self.backends[name] = f"PyTorch; no ONNX export ({type(err).__name__})"
@@ -261,11 +268,14 @@ class SamCompare:
     @torch.no_grad()
     def _predict(self) -> dict[str, dict]:
         """One round for every model, from the current prompts and each model's
-        previous logits."""
+        previous logits. Models run by onnxruntime answer at the same time, one thread
+        each (onnxruntime lets go of Python's lock while it computes); PyTorch models
+        one after another."""
         gt = self._gt_instance()
         previous = self._rounds[-1] if self._rounds else {}
-        results = {}
-        for name, model in self.models.items():
+
+        def one(name: str) -> dict:
+            model = self.models[name]
             t0 = time.perf_counter()
             emb = self._embeddings[id(model.image_encoder)]
             prev = previous.get(name, {}).get("low_res")
@@ -276,7 +286,7 @@ class SamCompare:
                     out = predict_round(model, emb, **self.state.as_prompts(), mask_input=prev)
                 mask = out["chosen_masks"][0].cpu().numpy()
                 score, low = float(out["chosen_iou"][0]), out["chosen_low_res"].float()
-            results[name] = {
+            return {
                 "mask": mask,
                 "score": score,
                 "area": int(mask.sum()),
@@ -284,7 +294,23 @@ class SamCompare:
                 "ms": (time.perf_counter() - t0) * 1000,
                 "low_res": low,
             }
-        return results
+
+        together = [name for name in self.models if name in self.onnx]
+        results = {}
+        if len(together) > 1:
+            results.update(zip(together, self._pool().map(one, together)))
+        for name in self.models:
+            if name not in results:
+                results[name] = one(name)
+        return {name: results[name] for name in self.models}
+
+    def _pool(self):
+        """The threads that run the onnxruntime decoders side by side (made once)."""
+        if getattr(self, "_threads", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(len(self.models), thread_name_prefix="decoder")
+        return self._threads
 
     def _onnx_round(self, name: str, emb, prev):
         """One round through onnxruntime (:func:`helpers.sam.onnx_decoder.onnx_round`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -117,6 +118,17 @@ if anywidget is not None:
 STATUS_STYLE = "white-space: normal; overflow-wrap: anywhere; line-height: 1.4; margin: 2px 0"
 
 
+def panel_urls(controller, names, pool: ThreadPoolExecutor | None = None) -> dict[str, str]:
+    """Each panel of ``controller`` drawn and JPEG-encoded as a data URL
+    (:func:`image_data_url`): side by side in ``pool``'s threads (OpenCV, NumPy and
+    Pillow let go of Python's lock while they work), one after another without one."""
+
+    def work(name):
+        return image_data_url(controller.render(name))
+
+    return dict(zip(names, pool.map(work, names) if pool is not None else map(work, names)))
+
+
 def _status_html(text: str) -> str:
     """A panel's status line as HTML that wraps inside its panel instead of being cut."""
     return f'<div style="{STATUS_STYLE}">{html.escape(text)}</div>'
@@ -148,9 +160,12 @@ def _panels(controller, names, title_class: str):
         )
         labels[name].add_class(f"{title_class}-{name.replace(' ', '-')}")
 
+    pool = ThreadPoolExecutor(len(names), thread_name_prefix="panel")
+
     def refresh():
+        urls = panel_urls(controller, names, pool)
         for name in names:
-            canvases[name].src = image_data_url(controller.render(name))
+            canvases[name].src = urls[name]
             labels[name].value = _status_html(controller.describe(name))
             canvases[name].busy = False
 
