@@ -44,8 +44,10 @@ from pathlib import Path
 from _results import save
 
 REPO = Path(__file__).resolve().parent.parent
-#: slow and about other things: the real-browser widget test, the torchrun tests
-IGNORED_TEST_FILES = ("test_widget_browser.py", "test_distributed.py")
+#: slow and about other things: the real-browser widget test, the torchrun tests; and the
+#: check that the README quotes benchmarks/results, which is out of step while the
+#: benchmarks (this audit among them) are being run again (no mutation is in its module)
+IGNORED_TEST_FILES = ("test_widget_browser.py", "test_distributed.py", "test_readme_results.py")
 PYTEST_ARGS = [
     "-m",
     "pytest",

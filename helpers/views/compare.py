@@ -109,9 +109,10 @@ class SamCompare:
 
     Backends (``backend``): ``"torch"``, the models themselves; ``"onnx"``, each decoder
     exported once (:func:`helpers.sam.onnx_decoder.decoder_file_for`, in ``onnx_folder``,
-    default ``<cache>/onnx``) and run by onnxruntime, about 3x faster per click on a CPU
-    (``benchmarks/onnx_decoder.py``), with the same masks wherever a logit is not within
-    1e-3 of the threshold; ``"auto"`` (the default), onnxruntime for models on a CPU when
+    default ``<cache>/onnx``) and run by onnxruntime, faster per click on a CPU
+    (``benchmarks/onnx_decoder.py`` measures by how much), with the same masks wherever a
+    logit is not within 1e-3 of the threshold, the decoders of a click side by side, the
+    cores shared among them; ``"auto"`` (the default), onnxruntime for models on a CPU when
     it is installed, else PyTorch (on a GPU PyTorch is the fast one). With ``"auto"`` the
     export runs in a background thread, PyTorch answering until it is ready (the first
     export of a decoder takes seconds; later ones find the file); ``"onnx"`` exports
