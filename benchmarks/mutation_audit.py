@@ -21,6 +21,7 @@ same size within the same second cannot be served a stale ``.pyc``.
     python benchmarks/mutation_audit.py --list             # the mutations, checked
     python benchmarks/mutation_audit.py --out audit.json   # the summary also to a file
     python benchmarks/mutation_audit.py --targeted         # only the tests naming the module
+    python benchmarks/mutation_audit.py --jobs 2           # two at a time (two cores)
 
 One line per mutation goes to stderr as it finishes. A full run takes about as many
 test-suite runs as there are mutations (a caught one stops at the first failure: ``-x``).
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: check that the README quotes benchmarks/results, which is out of step while the
 #: benchmarks (this audit among them) are being run again (no mutation is in its module)
 IGNORED_TEST_FILES = ("test_widget_browser.py", "test_distributed.py", "test_readme_results.py")
+JOBS = 1  # --jobs
 PYTEST_ARGS = [
     "-m",
     "pytest",
@@ -928,6 +932,8 @@ def run_tests(snapshot: Path, python: str, timeout: float, files: list[str] | No
     """Run the unit tests in ``snapshot`` (only ``files`` when given). Returns ``rc``
     (None on timeout), ``seconds`` and ``tail`` (the last lines of the output)."""
     env = dict(os.environ, PYTHONPATH=str(snapshot), PYTHONDONTWRITEBYTECODE="1")
+    if JOBS > 1:  # runs side by side: one thread each, or their thread pools fight
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
     args = PYTEST_ARGS if not files else [a for a in PYTEST_ARGS if a != "tests"] + files
     proc = subprocess.Popen(
@@ -1058,6 +1064,12 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per test run")
     parser.add_argument("--python", default=sys.executable, help="interpreter running pytest")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="mutations tried at once, each in its own snapshot on one thread (e.g. the cores)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
     parser.add_argument(
         "--targeted",
@@ -1084,19 +1096,33 @@ def main() -> None:
         print(f"{len(mutations)} mutations (checked against the committed HEAD)")
         return
 
+    global JOBS
+    JOBS = max(1, args.jobs)
     tmp = Path(tempfile.mkdtemp(prefix="mutation-audit-"))
     try:
-        snapshot = tmp / "repo"
-        snapshot.mkdir()
-        make_snapshot(snapshot)
-        baseline = run_tests(snapshot, args.python, args.timeout)
+        snapshots = [tmp / f"repo{j}" for j in range(JOBS)]
+        for snapshot in snapshots:
+            snapshot.mkdir()
+            make_snapshot(snapshot)
+        baseline = run_tests(snapshots[0], args.python, args.timeout)
         print(f"baseline: exit code {baseline['rc']} in {baseline['seconds']} s", file=sys.stderr)
         if baseline["rc"] != 0:
             print(baseline["tail"], file=sys.stderr)
             raise SystemExit("the unmutated snapshot does not pass its tests: nothing measured")
+        free: queue.Queue = queue.Queue()
+        for snapshot in snapshots:
+            free.put(snapshot)
+
+        def one(m: Mutation) -> dict:
+            snapshot = free.get()  # a snapshot no other mutation is using
+            try:
+                return audit_one(m, snapshot, args.python, args.timeout, args.targeted)
+            finally:
+                free.put(snapshot)
+
         records = []
-        for i, m in enumerate(mutations, 1):
-            r = audit_one(m, snapshot, args.python, args.timeout, args.targeted)
+        pool = ThreadPoolExecutor(JOBS)
+        for i, (m, r) in enumerate(zip(mutations, pool.map(one, mutations)), 1):
             records.append((m, r))
             extra = f" ({r['reason']})" if r.get("reason") else ""
             secs = f" {r['seconds']} s" if "seconds" in r else ""
@@ -1111,6 +1137,7 @@ def main() -> None:
 
     summary = {
         "baseline_seconds": baseline["seconds"],
+        "jobs": JOBS,
         "targeted": args.targeted,
         "set": args.which,
         **summarise(records),
