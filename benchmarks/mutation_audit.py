@@ -925,7 +925,15 @@ def tests_for(module: str, snapshot: Path) -> list[str]:
             continue
         if pattern.search(path.read_text()):
             files.append(f"tests/{path.name}")
-    return files
+    # the module's own test file first, then those importing the module by name: -x
+    # stops at the first failure, so a bug is caught sooner; the same tests run in all
+    # (an escaped bug passes every one of them), so no outcome depends on this order
+    stem = Path(module).stem
+    direct = re.compile(rf"helpers\.{re.escape(module_name(module))}\b")
+    return sorted(
+        files,
+        key=lambda f: (stem not in Path(f).stem, not direct.search((snapshot / f).read_text())),
+    )
 
 
 def run_tests(snapshot: Path, python: str, timeout: float, files: list[str] | None = None) -> dict:
