@@ -190,6 +190,50 @@ def test_outputs_stay_in_the_working_notebook_and_git_status_stays_clean(tmp_pat
     assert jupyter_save.refresh_git_index(str(tmp_path / "mine.ipynb")) is False  # not ours
 
 
+def test_local_setup_gives_the_notebooks_the_kernels_language_info_and_git_sees_no_change(
+    tmp_path, monkeypatch
+):
+    """JupyterLab writes the kernel's language_info into a notebook as its kernel starts;
+    a notebook without it (or with another) is marked modified the moment it opens. The
+    set-up writes this environment's value into the working files; the git filter strips
+    it, so git status stays clean; a second run changes nothing."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    from helpers.course import jupyter_save
+    from helpers.course.local_setup import install_git_filter, record_language_info
+
+    repo = tmp_path / "clone"
+    folder = repo / "notebooks"
+    folder.mkdir(parents=True)
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+
+    git("init", "-q")
+    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
+    for nb in NOTEBOOKS[:2]:
+        (folder / nb.name).write_text(git_show_or_read(nb))  # the committed form
+    other = json.loads((folder / NOTEBOOKS[1].name).read_text())
+    other["metadata"]["language_info"] = {"name": "python", "version": "3.0.0"}  # another's
+    (folder / NOTEBOOKS[1].name).write_text(json.dumps(other))
+    install_git_filter(repo)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
+    monkeypatch.setattr(jupyter_save, "NOTEBOOKS", folder)
+
+    message = record_language_info(folder)
+    assert "2 notebook(s)" in message
+    for nb in NOTEBOOKS[:2]:
+        saved = json.loads((folder / nb.name).read_text())
+        assert saved["metadata"]["language_info"] == IPythonKernel.language_info
+        assert any(c.get("source") for c in saved["cells"])  # the notebook is whole
+    assert git("status", "--porcelain") == "" and git("diff") == ""
+    assert "0 notebook(s)" in record_language_info(folder)
+    assert not list(folder.glob(".*.tmp"))  # no temporary file left
+
+
 def git_show_or_read(ipynb: Path) -> str:
     try:
         return subprocess.run(

@@ -163,10 +163,18 @@ def jupyterlab(root: Path, scratch: Path, env: dict | None = None):
                 proc.kill()
 
 
-def _open_and_run_all(page, url: str, notebook: str) -> None:
+DIRTY_TABS = (
+    "() => Array.from(document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty'))"
+    ".map(e => e.textContent)"
+)
+
+
+def _open_and_run_all(page, url: str, notebook: str, before_run=None) -> None:
     page.goto(f"{url}/lab/tree/{notebook}", timeout=60_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function(IDLE, timeout=90_000)  # connected and idle before a run request
+    if before_run is not None:
+        before_run()
     page.click("li.lm-MenuBar-item:has-text('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
@@ -322,9 +330,9 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
 def test_a_run_notebook_keeps_its_outputs_after_a_reload_and_git_status_stays_clean(
     tmp_path,
 ):
-    """A learner's first hour: a clone, the README's set-up, a course notebook run in
-    JupyterLab (smoke mode) and saved; the page reloaded: the outputs are still there,
-    and git sees no change."""
+    """A learner's first hour: a clone, the README's set-up, a course notebook opened in
+    JupyterLab (its tab not marked modified), run (smoke mode) and saved; the page
+    reloaded: the outputs are still there, and git sees no change."""
     from playwright.sync_api import sync_playwright
 
     _need_browser()
@@ -336,7 +344,10 @@ def test_a_run_notebook_keeps_its_outputs_after_a_reload_and_git_status_stays_cl
     }
     # README command 1's set-up: the git filter is in the checkout; the save hook goes into a
     # scratch configuration directory, not this environment's
-    setup = "from helpers.course.local_setup import *; print(install_save_hook(%r))"
+    setup = (
+        "from helpers.course.local_setup import *; print(install_save_hook(%r)); "
+        "print(record_language_info())"
+    )
     subprocess.run(
         [sys.executable, "-c", setup % str(tmp_path / "env")],
         cwd=clone,
@@ -349,7 +360,12 @@ def test_a_run_notebook_keeps_its_outputs_after_a_reload_and_git_status_stays_cl
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            _open_and_run_all(page, url, notebook)
+
+            def opened_unmodified():  # the kernel started: the tab is not marked modified
+                time.sleep(2)  # the kernel's info reaches the notebook after idle
+                assert page.evaluate(DIRTY_TABS) == []
+
+            _open_and_run_all(page, url, notebook, before_run=opened_unmodified)
             page.wait_for_function(
                 "() => document.querySelectorAll('.jp-OutputArea-output').length >= 5",
                 timeout=180_000,

@@ -11,7 +11,12 @@
    after each save git records its new size when its content, as git commits it, is
    unchanged, so running the notebooks leaves ``git status`` clean.
 
-Both steps are idempotent; each prints what it did.
+3. **The kernel's** ``language_info`` in each course notebook's working file: JupyterLab
+   writes it into a notebook as its kernel starts, which marked every tab modified the
+   moment it opened; with this environment's value already there nothing changes. The
+   git filter strips it again, so git sees no change.
+
+The steps are idempotent; each prints what it did.
 """
 
 from __future__ import annotations
@@ -86,9 +91,43 @@ def install_save_hook(prefix: Path = Path(sys.prefix)) -> str:
     return f"{path}: the course's notebooks keep their outputs; git status stays clean"
 
 
+def record_language_info(notebooks: Path | None = None) -> str:
+    """Write the ``language_info`` this environment's IPython kernel reports (ipykernel's
+    own, the Python running this) into every ``*.ipynb`` of ``notebooks`` (default: the
+    course's) that lacks it or holds another; each written to a temporary file, then
+    renamed, and its git index entry refreshed (the filter strips the key, so the content
+    git sees is the same). Returns a message."""
+    import nbformat
+    from ipykernel.ipkernel import IPythonKernel
+
+    from .jupyter_save import NOTEBOOKS, refresh_git_index
+
+    folder = Path(notebooks) if notebooks is not None else NOTEBOOKS
+    info = dict(IPythonKernel.language_info)
+    changed = 0
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        except Exception as err:  # a notebook that does not parse: say which, go on
+            raise ValueError(f"{path}: not a readable notebook ({err})") from None
+        if nb.metadata.get("language_info") == info:
+            continue
+        nb.metadata["language_info"] = info
+        tmp = path.with_name(f".{path.name}.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(path)
+        refresh_git_index(str(path))
+        changed += 1
+    return (
+        f"{folder}: {changed} notebook(s) given this kernel's language_info "
+        f"(Python {info['version']}), so JupyterLab does not mark them modified on opening"
+    )
+
+
 def main() -> None:
     print(install_git_filter())
     print(install_save_hook())
+    print(record_language_info())
 
 
 if __name__ == "__main__":

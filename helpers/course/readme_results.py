@@ -279,7 +279,7 @@ def mutation_audit_first_round(r: Results) -> str:
 
 
 def mutation_audit(r: Results) -> str:
-    return _audit_line(r("mutation_audit_all_targeted"))
+    return _audit_line(r("mutation_audit_new_targeted"))
 
 
 def notebook_breaks(r: Results) -> str:
