@@ -112,9 +112,9 @@ def _need_browser():
 
 
 @contextlib.contextmanager
-def jupyterlab(root: Path, scratch: Path, env: dict | None = None):
-    """A JupyterLab server on localhost serving ``root``, with its own empty user
-    configuration (under ``scratch``); yields its URL."""
+def jupyterlab(root: Path, scratch: Path, env: dict | None = None, app: str = "lab"):
+    """A JupyterLab server (``app="notebook"``: Notebook 7) on localhost serving ``root``,
+    with its own empty user configuration (under ``scratch``); yields its URL."""
     scratch.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {})}
     for var in (
@@ -140,7 +140,7 @@ def jupyterlab(root: Path, scratch: Path, env: dict | None = None):
             f"--ServerApp.root_dir={root}",
             "--ServerApp.disable_check_xsrf=True",
         ]
-        lab = [sys.executable, "-m", "jupyter", "lab", *args]
+        lab = [sys.executable, "-m", "jupyter", app, *args]
         proc = subprocess.Popen(lab, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
@@ -322,6 +322,79 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
             assert options[:2] == ["test_000", "test_001"]  # the image ids, not 0, 1, ...
         except Exception:
             _save_failure(page, "widget-browser-failure")
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_click_answers_in_both_panels_in_notebook_7(tmp_path):
+    """The other front end the README names: Notebook 7 (``jupyter notebook``), the SAM
+    widget run from its Run menu; a click on an object answers in both panels, and a
+    right click adds a negative point without opening a menu."""
+    from playwright.sync_api import sync_playwright
+
+    from helpers import DATA_EXAMPLE, VOCInstanceDataset
+
+    _need_browser()
+    root = tmp_path / "nb"
+    root.mkdir()
+    cell = {"cell_type": "code", "execution_count": None, "id": "sam", "metadata": {}}
+    kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb = {
+        "cells": [{**cell, "outputs": [], "source": NOTEBOOK_CODE}],
+        "metadata": {"kernelspec": kernelspec},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (root / "widget.ipynb").write_text(json.dumps(nb))
+    instance = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[0]["masks"][0]
+    ys, xs = np.nonzero(instance)
+    ix, iy = float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
+    with (
+        jupyterlab(root, tmp_path / "scratch", app="notebook") as url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.goto(f"{url}/notebooks/widget.ipynb", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            deadline = time.time() + 90  # the kernel started and idle (the server says)
+            while True:
+                with urllib.request.urlopen(f"{url}/api/kernels") as reply:
+                    kernels = json.loads(reply.read())
+                if kernels and all(k["execution_state"] == "idle" for k in kernels):
+                    break
+                assert time.time() < deadline, kernels
+                time.sleep(0.5)
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            img = page.wait_for_selector(".segcourse-canvas img", timeout=120_000)
+            page.wait_for_function(
+                "() => document.querySelector('.segcourse-canvas img').naturalWidth > 0"
+            )
+            assert page.inner_text(".segcourse-sam-after") == "after: no prompt yet"
+            natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+            box = img.bounding_box()
+            page.mouse.click(
+                box["x"] + ix * box["width"] / natural_w, box["y"] + iy * box["height"] / natural_h
+            )
+            for name in ("after", "before"):
+                page.wait_for_function(
+                    f"() => document.querySelector('.segcourse-sam-{name}')"
+                    ".innerText.replace(/\\u00a0/g, ' ').includes('mask area')",
+                    timeout=30_000,
+                )
+            first = page.inner_text(".segcourse-sam-before")
+            page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
+            page.wait_for_function(
+                "(t) => document.querySelector('.segcourse-sam-before').innerText !== t",
+                arg=first,
+                timeout=30_000,
+            )
+            assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
+        except Exception:
+            _save_failure(page, "notebook7-failure")
             raise
         finally:
             browser.close()
