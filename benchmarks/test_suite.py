@@ -40,8 +40,10 @@ def main() -> None:
     counts = {
         k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed)", out.splitlines()[-1])
     }
-    slowest = re.findall(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)", out, re.M)
-    workers = re.search(r"created: (\d+)/\d+ workers|(\d+) workers \[", out)
+    slowest = re.findall(r"^([\d.]+)s (call|setup|teardown)\s+(.+?)\s*$", out, re.M)
+    # the worker processes: pytest-xdist's -n in the configuration the command reads
+    addopts = re.search(r"^addopts = (.*)$", (REPO / "pyproject.toml").read_text(), re.M)
+    workers = re.search(r"(?:\s|\")-n\s*(\d+)", addopts.group(1)) if addopts else None
     save(
         "test_suite",
         {
@@ -49,7 +51,7 @@ def main() -> None:
             "passed": counts.get("passed", 0),
             "skipped": counts.get("skipped", 0),
             "ignored": IGNORED,
-            "workers": int(next(g for g in workers.groups() if g)) if workers else 1,
+            "workers": int(workers.group(1)) if workers else 1,
             "slowest": [{"seconds": float(s), "when": w, "item": i} for s, w, i in slowest],
         },
     )
