@@ -297,10 +297,12 @@ def notebook_breaks(r: Results) -> str:
 
 def test_suite(r: Results) -> str:
     x = r("test_suite")
+    slowest = "; ".join(f"`{s['item']}` {s['seconds']:.0f} s" for s in x["slowest"][:5])
     return (
         f"The whole command took **{x['seconds'] / 60:.1f} minutes** on this 2-core CPU "
         f"({x['passed']} passed, {x['skipped']} skipped, {x['workers']} worker processes; "
-        f"without `{x['ignored']}`, which checks this very figure)."
+        f"without `{x['ignored']}`, which checks this very figure). The slowest items: "
+        f"{slowest}."
     )
 
 
