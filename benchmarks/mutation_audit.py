@@ -51,7 +51,6 @@ REPO = Path(__file__).resolve().parent.parent
 #: check that the README quotes benchmarks/results, which is out of step while the
 #: benchmarks (this audit among them) are being run again (no mutation is in its module)
 IGNORED_TEST_FILES = ("test_widget_browser.py", "test_distributed.py", "test_readme_results.py")
-JOBS = 1  # --jobs
 PYTEST_ARGS = [
     "-m",
     "pytest",
@@ -936,11 +935,17 @@ def tests_for(module: str, snapshot: Path) -> list[str]:
     )
 
 
-def run_tests(snapshot: Path, python: str, timeout: float, files: list[str] | None = None) -> dict:
+def run_tests(
+    snapshot: Path,
+    python: str,
+    timeout: float,
+    files: list[str] | None = None,
+    one_thread: bool = False,
+) -> dict:
     """Run the unit tests in ``snapshot`` (only ``files`` when given). Returns ``rc``
     (None on timeout), ``seconds`` and ``tail`` (the last lines of the output)."""
     env = dict(os.environ, PYTHONPATH=str(snapshot), PYTHONDONTWRITEBYTECODE="1")
-    if JOBS > 1:  # runs side by side: one thread each, or their thread pools fight
+    if one_thread:  # runs side by side: one thread each, or their thread pools fight
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
     args = PYTEST_ARGS if not files else [a for a in PYTEST_ARGS if a != "tests"] + files
@@ -980,7 +985,12 @@ def check(mutation: Mutation, source: str) -> str | None:
 
 
 def audit_one(
-    mutation: Mutation, snapshot: Path, python: str, timeout: float, targeted: bool = False
+    mutation: Mutation,
+    snapshot: Path,
+    python: str,
+    timeout: float,
+    targeted: bool = False,
+    one_thread: bool = False,
 ) -> dict:
     """Apply ``mutation`` in ``snapshot``, run the tests (with ``targeted``, only
     :func:`tests_for` the module), restore the file."""
@@ -997,7 +1007,7 @@ def audit_one(
         if files == []:
             return {**record, "outcome": "escaped", "reason": "no test file names it"}
         path.write_text(original.replace(mutation.old, mutation.new))
-        result = run_tests(snapshot, python, timeout, files)
+        result = run_tests(snapshot, python, timeout, files, one_thread)
     finally:
         path.write_text(original)
     rc = result["rc"]
@@ -1104,15 +1114,14 @@ def main() -> None:
         print(f"{len(mutations)} mutations (checked against the committed HEAD)")
         return
 
-    global JOBS
-    JOBS = max(1, args.jobs)
+    jobs = max(1, args.jobs)
     tmp = Path(tempfile.mkdtemp(prefix="mutation-audit-"))
     try:
-        snapshots = [tmp / f"repo{j}" for j in range(JOBS)]
+        snapshots = [tmp / f"repo{j}" for j in range(jobs)]
         for snapshot in snapshots:
             snapshot.mkdir()
             make_snapshot(snapshot)
-        baseline = run_tests(snapshots[0], args.python, args.timeout)
+        baseline = run_tests(snapshots[0], args.python, args.timeout, one_thread=jobs > 1)
         print(f"baseline: exit code {baseline['rc']} in {baseline['seconds']} s", file=sys.stderr)
         if baseline["rc"] != 0:
             print(baseline["tail"], file=sys.stderr)
@@ -1124,12 +1133,14 @@ def main() -> None:
         def one(m: Mutation) -> dict:
             snapshot = free.get()  # a snapshot no other mutation is using
             try:
-                return audit_one(m, snapshot, args.python, args.timeout, args.targeted)
+                return audit_one(
+                    m, snapshot, args.python, args.timeout, args.targeted, one_thread=jobs > 1
+                )
             finally:
                 free.put(snapshot)
 
         records = []
-        pool = ThreadPoolExecutor(JOBS)
+        pool = ThreadPoolExecutor(jobs)
         for i, (m, r) in enumerate(zip(mutations, pool.map(one, mutations)), 1):
             records.append((m, r))
             extra = f" ({r['reason']})" if r.get("reason") else ""
@@ -1145,7 +1156,7 @@ def main() -> None:
 
     summary = {
         "baseline_seconds": baseline["seconds"],
-        "jobs": JOBS,
+        "jobs": jobs,
         "targeted": args.targeted,
         "set": args.which,
         **summarise(records),

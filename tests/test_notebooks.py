@@ -151,24 +151,10 @@ def test_outputs_stay_in_the_working_notebook_and_git_status_stays_clean(tmp_pat
     import nbformat
 
     from helpers.course import jupyter_save
-    from helpers.course.local_setup import install_git_filter
 
     assert "python -m helpers.course.local_setup" in _readme_first_command()
-    repo = tmp_path / "clone"
+    repo, git = _scratch_course_repo(tmp_path, {NOTEBOOKS[0].name: git_show_or_read(NOTEBOOKS[0])})
     nb_path = repo / "notebooks" / NOTEBOOKS[0].name
-    nb_path.parent.mkdir(parents=True)
-
-    def git(*args):
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout
-
-    git("init", "-q")
-    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
-    nb_path.write_text(git_show_or_read(NOTEBOOKS[0]))  # the committed form
-    install_git_filter(repo)
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
     assert git("status", "--porcelain") == ""
     committed = nb_path.read_text()
     monkeypatch.setattr(jupyter_save, "NOTEBOOKS", nb_path.parent)
@@ -200,27 +186,14 @@ def test_local_setup_gives_the_notebooks_the_kernels_language_info_and_git_sees_
     from ipykernel.ipkernel import IPythonKernel
 
     from helpers.course import jupyter_save
-    from helpers.course.local_setup import install_git_filter, record_language_info
+    from helpers.course.local_setup import record_language_info
 
-    repo = tmp_path / "clone"
-    folder = repo / "notebooks"
-    folder.mkdir(parents=True)
-
-    def git(*args):
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout
-
-    git("init", "-q")
-    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
-    for nb in NOTEBOOKS[:2]:
-        (folder / nb.name).write_text(git_show_or_read(nb))  # the committed form
-    other = json.loads((folder / NOTEBOOKS[1].name).read_text())
+    texts = {nb.name: git_show_or_read(nb) for nb in NOTEBOOKS[:2]}  # the committed form
+    other = json.loads(texts[NOTEBOOKS[1].name])
     other["metadata"]["language_info"] = {"name": "python", "version": "3.0.0"}  # another's
-    (folder / NOTEBOOKS[1].name).write_text(json.dumps(other))
-    install_git_filter(repo)
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
+    texts[NOTEBOOKS[1].name] = json.dumps(other)
+    repo, git = _scratch_course_repo(tmp_path, texts)
+    folder = repo / "notebooks"
     monkeypatch.setattr(jupyter_save, "NOTEBOOKS", folder)
 
     message = record_language_info(folder)
@@ -232,6 +205,30 @@ def test_local_setup_gives_the_notebooks_the_kernels_language_info_and_git_sees_
     assert git("status", "--porcelain") == "" and git("diff") == ""
     assert "0 notebook(s)" in record_language_info(folder)
     assert not list(folder.glob(".*.tmp"))  # no temporary file left
+
+
+def _scratch_course_repo(tmp_path: Path, notebooks: dict[str, str]):
+    """A git repository under ``tmp_path`` holding ``notebooks`` (name -> text) in its
+    ``notebooks/`` folder, committed through README command 1's git filter. Returns the
+    repository and a ``git(*args) -> stdout`` for it."""
+    from helpers.course.local_setup import install_git_filter
+
+    repo = tmp_path / "clone"
+    (repo / "notebooks").mkdir(parents=True)
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+
+    git("init", "-q")
+    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
+    for name, text in notebooks.items():
+        (repo / "notebooks" / name).write_text(text)
+    install_git_filter(repo)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
+    return repo, git
 
 
 def git_show_or_read(ipynb: Path) -> str:

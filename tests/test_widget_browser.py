@@ -169,6 +169,28 @@ DIRTY_TABS = (
 )
 
 
+def _a_pixel_of_the_first_object() -> tuple[float, float]:
+    """``(x, y)``, the centre of a pixel of the first instance of the widget's first image."""
+    from helpers import DATA_EXAMPLE, VOCInstanceDataset
+
+    instance = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[0]["masks"][0]
+    ys, xs = np.nonzero(instance)
+    return float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
+
+
+def _right_click_adds_a_point_and_opens_no_menu(page, box) -> None:
+    """A right click near the image's corner changes the "before" label (a negative
+    point) and opens no menu of the front end's."""
+    first = page.inner_text(".segcourse-sam-before")
+    page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
+    page.wait_for_function(
+        "(t) => document.querySelector('.segcourse-sam-before').innerText !== t",
+        arg=first,
+        timeout=30_000,
+    )
+    assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
+
+
 def _open_and_run_all(page, url: str, notebook: str, before_run=None) -> None:
     page.goto(f"{url}/lab/tree/{notebook}", timeout=60_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
@@ -216,11 +238,7 @@ def lab_url(tmp_path_factory):
 def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from helpers import DATA_EXAMPLE, VOCInstanceDataset
-
-    instance = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[0]["masks"][0]
-    ys, xs = np.nonzero(instance)
-    ix, iy = float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5  # a pixel of the object
+    ix, iy = _a_pixel_of_the_first_object()
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
@@ -283,16 +301,7 @@ def test_clicks_update_the_after_panels_of_both_widgets_in_jupyterlab(lab_url, t
                 )
                 < 12
             )
-            # a right click adds a negative point and does not open JupyterLab's menu
-            before_label = page.query_selector(".segcourse-sam-before")
-            first = before_label.inner_text()
-            page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
-            page.wait_for_function(
-                "(t) => document.querySelector('.segcourse-sam-before').innerText !== t",
-                arg=first,
-                timeout=30_000,
-            )
-            assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
+            _right_click_adds_a_point_and_opens_no_menu(page, box)
 
             # Mask R-CNN mode: a click reports what lies under it, in each panel
             det_label = page.wait_for_selector(".segcourse-det-after", timeout=120_000)
@@ -333,8 +342,6 @@ def test_a_click_answers_in_both_panels_in_notebook_7(tmp_path):
     right click adds a negative point without opening a menu."""
     from playwright.sync_api import sync_playwright
 
-    from helpers import DATA_EXAMPLE, VOCInstanceDataset
-
     _need_browser()
     root = tmp_path / "nb"
     root.mkdir()
@@ -347,9 +354,7 @@ def test_a_click_answers_in_both_panels_in_notebook_7(tmp_path):
         "nbformat_minor": 5,
     }
     (root / "widget.ipynb").write_text(json.dumps(nb))
-    instance = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[0]["masks"][0]
-    ys, xs = np.nonzero(instance)
-    ix, iy = float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5
+    ix, iy = _a_pixel_of_the_first_object()
     with (
         jupyterlab(root, tmp_path / "scratch", app="notebook") as url,
         sync_playwright() as p,
@@ -385,14 +390,7 @@ def test_a_click_answers_in_both_panels_in_notebook_7(tmp_path):
                     ".innerText.replace(/\\u00a0/g, ' ').includes('mask area')",
                     timeout=30_000,
                 )
-            first = page.inner_text(".segcourse-sam-before")
-            page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
-            page.wait_for_function(
-                "(t) => document.querySelector('.segcourse-sam-before').innerText !== t",
-                arg=first,
-                timeout=30_000,
-            )
-            assert not page.query_selector(".lm-Menu.lm-MenuBar-menu, .jp-ContextMenu")
+            _right_click_adds_a_point_and_opens_no_menu(page, box)
         except Exception:
             _save_failure(page, "notebook7-failure")
             raise

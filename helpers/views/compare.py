@@ -139,6 +139,7 @@ class SamCompare:
         self._rounds: list[dict[str, dict]] = []  # one entry per prompt, for undo
         self._embeddings: dict = {}
         self.onnx: dict = {}  # name -> OnnxDecoder, for the models run by onnxruntime
+        self._threads = None  # the decoders' threads (_pool), made at the first click
         self.backends = {name: "PyTorch" for name in models}
         if backend == "onnx":
             self._use_onnx(backend, onnx_folder)
@@ -307,7 +308,7 @@ class SamCompare:
 
     def _pool(self):
         """The threads that run the onnxruntime decoders side by side (made once)."""
-        if getattr(self, "_threads", None) is None:
+        if self._threads is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._threads = ThreadPoolExecutor(len(self.models), thread_name_prefix="decoder")
