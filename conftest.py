@@ -32,13 +32,12 @@ SLOW_FIRST = (
     "notebooks/03_finetune_sam_decoder_voc.ipynb",
     "notebooks/06_beyond_one_gpu.ipynb",
     "notebooks/05_using_and_shipping_the_decoder.ipynb",
-    "tests/test_widget_browser.py",
+    "tests/test_browser.py",
     "tests/test_sam_training.py",
     "notebooks/04_finetune_maskrcnn_labpics.ipynb",
-    "tests/test_maskrcnn.py",
-    "tests/test_sum_gradients.py",
     "tests/test_distributed.py",
-    "tests/test_downloads.py",
+    "tests/test_detection_training.py",
+    "tests/test_data_downloads.py",
 )
 
 

@@ -3,7 +3,7 @@
 Every benchmark ends with :func:`save`: one JSON object on stdout, and the same object,
 with the command that made it and when, in ``benchmarks/results/<name>.json``
 (committed). The README's figures are generated from these files
-(``python -m helpers.course.readme_results``), and a test fails when the README and a
+(``python -m scripts.readme_results``), and a test fails when the README and a
 file disagree, so no figure is typed by hand.
 """
 

@@ -48,7 +48,8 @@ from PIL import Image, ImageDraw
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from helpers import DATA_EXAMPLE, LabPicsDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.labpics import LabPicsDataset
 from helpers.detection.data import (
     LabPicsDetection,
     SeededShuffle,

@@ -576,26 +576,26 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- course.local_setup
     M(
-        "helpers/course/local_setup.py",
+        "scripts/local_setup.py",
         '    contents["post_save_hook"] = HOOK',
         '    config = {"ContentsManager": {"post_save_hook": HOOK}}',
         "installing the hook overwrites the rest of the Jupyter config",
     ),
     M(
-        "helpers/course/local_setup.py",
+        "scripts/local_setup.py",
         'json.loads(path.read_text() or "{}")',
         "json.loads(path.read_text())",
         "an empty Jupyter config file is an error",
     ),
     # --- course.colab_setup
     M(
-        "helpers/course/colab_setup.py",
+        "scripts/colab_setup.py",
         'if not re.fullmatch(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
         'if not re.match(r"https://github\\.com/[\\w.-]+/[\\w.-]+", url):',
         "repository URL with trailing junk accepted (match instead of fullmatch)",
     ),
     M(
-        "helpers/course/colab_setup.py",
+        "scripts/colab_setup.py",
         'github = repository.removeprefix("https://github.com/")',
         'github = repository.removeprefix("https://github.com")',
         "badge URL gets a double slash (prefix without its trailing /)",

@@ -101,7 +101,7 @@ BREAKS: list[Break] = [
         "ly, lx = x - x0, y - y0",
         "bilinear weights swapped between axes",
     ),
-    # --- 03: one training step of each recipe against sam_step / seed_step
+    # --- 03: one training step of each recipe against sam_image_loss / seed_image_loss
     B(
         "03",
         "per_mask.min(dim=1).values.mean()",

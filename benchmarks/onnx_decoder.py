@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from _results import save
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.clicks import next_click
 from helpers.sam.model import build_sam, build_tiny_sam
+from helpers.sam.onnx_comparison import click_latency, first_click_agreement
 from helpers.sam.onnx_decoder import (
     OnnxDecoder,
-    click_latency,
     export_decoder,
-    first_click_agreement,
     quantize_int8,
 )
 from helpers.sam.predict import embed_image, predict

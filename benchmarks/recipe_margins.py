@@ -30,7 +30,8 @@ from _results import save
 from torch.utils.data import Subset
 
 import helpers.sam.training as sam_training
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.evaluation import evaluate
 from helpers.sam.items import prepare_items

@@ -7,7 +7,7 @@ Boxes are drawn like Mask R-CNN proposals on an 800 x 800 image (sides log-unifo
 
 Then notebook 02's small-object experiment at its full size (``roundtrip``: ``--objects``
 ellipses per half-height, at stride 8 and at stride 4, the mean IoU of each way of
-pooling; :func:`helpers.detection.roi_align.roundtrip_experiment`).
+pooling; :func:`helpers.detection.roi_roundtrip.roundtrip_experiment`).
 
     python benchmarks/roi_align.py [--sizes 50 100 200] [--rois 512] [--repeat 5]
 """
@@ -19,7 +19,8 @@ import torch
 import torchvision
 from _results import save
 
-from helpers.detection.roi_align import roi_align, roundtrip_experiment
+from helpers.detection.roi_align import roi_align
+from helpers.detection.roi_roundtrip import roundtrip_experiment
 
 
 def make_boxes(n_images: int, k: int, image_size: int, gen: torch.Generator) -> torch.Tensor:

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from _results import save
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.items import prepare_items
-from helpers.sam.losses import bce_dice_loss
+from helpers.sam.losses import bce_dice_per_mask
 from helpers.sam.model import build_sam
 from helpers.sam.predict import embed_image, predict
 from helpers.sam.prompts import instance_candidates, sample_prompts
@@ -69,7 +70,7 @@ def seed_epoch(sam, dataset, n_images: int, cfg: SamTrainConfig) -> tuple[float,
             predictions.append(out["logits"][:, 0])  # full size, as the seed's loss
         targets = torch.from_numpy(s["masks"]).float()
         valid = torch.from_numpy(~s["void"])[None]
-        loss, _ = bce_dice_loss(torch.cat(predictions), targets, valid)  # one loss per image
+        loss = bce_dice_per_mask(torch.cat(predictions), targets, valid)[0].mean()  # per image
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -3,7 +3,7 @@
 Runs ``pytest`` exactly as the README says (its own configuration: every unit test and
 notebook, the worker processes of ``pyproject.toml``), with ``--durations=10`` added, and
 records the wall time, the counts and the ten slowest items. The README quotes the
-result (``python -m helpers.course.readme_results``). Run it on a quiet machine, after
+result (``python -m scripts.readme_results``). Run it on a quiet machine, after
 every other benchmark has written its results file.
 
 One file is left out: ``tests/test_readme_results.py`` checks that the README quotes the

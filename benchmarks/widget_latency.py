@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from _results import save
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
-from helpers.course.runtime import cpu_has_bf16
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.model import build_sam
 from helpers.views.compare import SamCompare
 from helpers.views.widget import panel_urls
@@ -92,7 +92,6 @@ def main() -> None:
             "p95_ms": round(float(np.percentile(onnx_ms, 95)), 1),
             "torch_median_ms": round(float(np.median(torch_ms)), 1),
             "torch_p95_ms": round(float(np.percentile(torch_ms, 95)), 1),
-            "torch_autocast": "bf16" if cpu_has_bf16() else "none (fp32)",
             "parts_median_ms": {k: round(float(np.median(v)), 1) for k, v in parts.items()},
             "export_and_embedding_s": round(setup_s, 1),
             "threads": torch.get_num_threads(),

@@ -15,6 +15,7 @@ references' keys, plus the settings as nanoGPT keeps them:
 ``scaler``                the AMP gradient scaler's state dict
 ``epoch``                 the last finished epoch (1-based)
 ``config``                the training settings (``dataclasses.asdict``)
+``config_type``           the settings' class name (another model's run is refused)
 ``history``               one dict per finished epoch
 ``best_score``            the validation score of ``best.pt`` so far
 ``rng``                   torch's CPU random state after the epoch
@@ -47,9 +48,9 @@ TRAINING_STATE_KEYS = (
     "history",
     "best_score",
     "rng",
+    "config_type",
+    "processes",
 )
-#: Written since the course records them; a file without them still resumes.
-OPTIONAL_STATE_KEYS = ("config_type", "processes")
 
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,8 @@ def save_training_state(
     best_score: float,
     processes: int = 1,
 ) -> Path:
-    """Write a resumable training state (the keys of :data:`TRAINING_STATE_KEYS`, and
-    ``processes``), atomically. ``config`` is a dataclass; the random state is torch's
+    """Write a resumable training state (the keys of :data:`TRAINING_STATE_KEYS`),
+    atomically. ``config`` is a dataclass; the random state is torch's
     CPU one."""
     return atomic_save(
         {
@@ -191,8 +192,8 @@ def resume_training(
         )
     wanted = asdict(config) if is_dataclass(config) else dict(config)
     found = dict(state["config"])
-    there, here = state.get("config_type"), type(config).__name__
-    if there is not None and there != here:
+    there, here = state["config_type"], type(config).__name__
+    if there != here:
         raise CheckpointError(
             f"{path}: holds another model's run (its settings are a {there}, this run's a "
             f"{here}): give each run its own folder (--out)"
@@ -210,13 +211,9 @@ def resume_training(
             found.pop(f.name, None)
     if found != wanted:
         diff = [
-            f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now"
-            for k in sorted(set(wanted) | set(found))
-        ]
-        diff = [
-            d
-            for d, k in zip(diff, sorted(set(wanted) | set(found)))
-            if found.get(k) != wanted.get(k)
+            f"{k}: {found[k]!r} there, {wanted[k]!r} now"
+            for k in sorted(wanted)
+            if found[k] != wanted[k]
         ]
         raise CheckpointError(
             f"{path}: written with other settings ({'; '.join(diff)}). Delete it to start "

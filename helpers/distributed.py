@@ -1,24 +1,18 @@
 """Data parallelism with PyTorch's own engine, as launched by ``torchrun`` (notebook 06).
 
-``torchrun --nproc_per_node N script`` starts N processes and gives each its place in
-environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``); :func:`setup` reads them and joins the process group (NCCL between
-GPUs, gloo on CPUs). Started with plain ``python`` there is no group: one process, rank
-0 of 1, and every function here does nothing or returns its input, so the same loop
-runs both ways.
+``torchrun --nproc_per_node N`` starts N processes and gives each its place in the
+environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``);
+:func:`setup` reads it and joins the process group (NCCL between GPUs, gloo on CPUs).
+Under plain ``python`` there is no group: one process, rank 0 of 1, and every function
+here does nothing or returns its input, so the same loop runs both ways. Every process
+holds the whole model and computes gradients on its share of a step's images; the
+gradients are summed across processes before each optimizer step.
 
-What data parallelism does in this course: every process holds the whole model, reads
-its own share of the images, computes gradients on it, and the gradients are averaged
-across processes before every optimizer step, so that all copies take the same step.
-
-A collective (an all-reduce, a barrier) waits for every process. A process that stalls
-(stopped, swapped out, stuck on a file system) would keep the others waiting silently
-for gloo's or NCCL's default of 30 or 10 minutes; here the process group gets an
-explicit timeout (``SEGCOURSE_DIST_TIMEOUT`` seconds, default 600, or ``setup``'s
-argument), and a collective that fails or times out raises :class:`CollectiveError`
-naming the collective and the rank that gave up. Downloads happen before the group
-exists (:mod:`helpers.data.downloads` locks let one process fetch while the others
-wait), so no collective waits on one.
+A collective waits for every process; one that stalls would keep the others waiting for
+gloo's or NCCL's default of 30 or 10 minutes. Here the group gets an explicit timeout
+(``SEGCOURSE_DIST_TIMEOUT`` seconds, default 600, or ``setup``'s argument) and a
+collective that fails raises :class:`CollectiveError` naming it and the rank. Downloads
+happen before the group exists, so no collective waits on one.
 """
 
 from __future__ import annotations
@@ -35,7 +29,7 @@ TIMEOUT_ENV = "SEGCOURSE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 
 
-_timeout: float | None = None  # the process group's, once setup() made it
+_timeout: float | None = None  # the timeout of the process group setup() made, while it lives
 
 
 class CollectiveError(RuntimeError):
@@ -191,5 +185,8 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group (a no-op alone)."""
+    global _timeout
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _timeout = None

@@ -1,14 +1,12 @@
-"""Results kept on disk under the fingerprint of what determines them.
+"""Results kept on disk under the fingerprint of what determines them (notebook 03).
 
-Introduced in notebook 03. An evaluation of a model before fine-tuning takes minutes on a
-GPU, and a Colab runtime that disconnects runs the notebook again from the top: with a
-folder given, :func:`remembered` returns a result computed earlier for the very same
-inputs (the model's weights, the protocol's settings, the images and their masks) instead
-of computing it again, and says so. Any change to those inputs is another fingerprint, so
-a stale result is never served; an unreadable file is computed again.
-
-Results are dicts of numbers, strings, lists and numpy arrays; they are written with
-``torch.save`` (a temporary file, then renamed) and read back with ``weights_only=True``.
+An evaluation before fine-tuning takes minutes on a GPU, and a Colab runtime that
+disconnects runs the notebook again from the top: with a folder given,
+:func:`remembered` returns the result computed earlier for the very same inputs
+(weights, settings, images and masks) and says so; any change is another fingerprint,
+so a stale result is never served, and an unreadable file is computed again. Results
+(dicts of numbers, strings, lists and numpy arrays) are written atomically with
+``torch.save`` and read back with ``weights_only=True``.
 """
 
 from __future__ import annotations

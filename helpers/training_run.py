@@ -1,15 +1,9 @@
-"""The bookkeeping of a fine-tuning run, shared by both training loops.
-
-Introduced in notebook 03 and used again by notebook 04: what happens around the
-epochs, which neither loop should write twice. A :class:`TrainingRun` resumes from the
-run folder's ``last.pt`` (:func:`helpers.checkpoints.resume_training`: settings checked,
-weights, optimizer, scheduler, scaler and random state put back), says in one line
-where training starts, hands out the epochs still to train, and at the end of each
-epoch keeps the history, logs the loop's line, writes ``best.pt`` when the validation
-score beats the best so far and ``last.pt`` always (only rank 0 writes and logs under
-``torchrun``), and waits for every process before the next epoch.
-
-A loop then reads::
+"""The bookkeeping around a fine-tuning run's epochs, shared by both training loops
+(notebooks 03 and 04). A :class:`TrainingRun` resumes from the run folder's ``last.pt``
+(:func:`helpers.checkpoints.resume_training`), says in one line where training starts,
+hands out the epochs left, and at each epoch's end keeps the history, logs the loop's
+line, writes ``best.pt`` when the validation score beats the best so far and ``last.pt``
+always (rank 0 only under ``torchrun``), then waits for every process::
 
     run = TrainingRun(out_dir, cfg, model=..., optimizer=..., lr_scheduler=..., scaler=...)
     for epoch in run.epochs("epochs"):
@@ -35,28 +29,23 @@ log = logging.getLogger(__name__)
 
 class TrainingRun:
     """One run folder's state: ``history`` (one dict per finished epoch), ``best_score``
-    (the validation score of ``best.pt``; higher is better), and the epochs left.
+    (``best.pt``'s validation score; higher is better), and the epochs left.
 
     Args:
-        out_dir: the run folder; ``last.pt`` (resumable) and ``best.pt`` go here.
+        out_dir: the run folder, for ``last.pt`` (resumable) and ``best.pt``.
         config: the loop's settings (a dataclass with ``epochs``); a resume refuses a
             ``last.pt`` written with other settings.
-        model, optimizer, lr_scheduler, scaler: what ``last.pt`` holds and a resume
-            restores (``model``: what trains, e.g. SAM's mask decoder).
+        model, optimizer, lr_scheduler, scaler: what ``last.pt`` holds and a resume restores.
         what: the run in words, for the line that says where training starts.
-        resume: continue from ``last.pt`` when it exists.
-        until_epoch: stop after this epoch (1-based) even if ``config.epochs`` is larger,
-            as an interruption would; a later run with ``resume`` finishes it.
+        resume, until_epoch: as the loops' arguments of the same names.
         place: this process under ``torchrun`` (default: the only one).
         show_progress: an epoch progress bar (rank 0 only).
-        same_processes: refuse to resume a run trained by another number of processes
-            (a loop whose global batch, and so whose schedule, depends on it).
+        same_processes: refuse to resume a run trained by another number of processes (a
+            loop whose global batch, and so its schedule, depends on it).
 
     Raises:
-        CheckpointError: ``last.pt`` does not fit (see
-            :func:`helpers.checkpoints.resume_training`), or ``same_processes`` and it was
-            trained by another number of processes.
-    """
+        CheckpointError: ``last.pt`` does not fit, or was trained by another number of
+            processes with ``same_processes``."""
 
     def __init__(
         self,
@@ -91,7 +80,7 @@ class TrainingRun:
             if resume
             else None
         )
-        trained_by = state.get("processes", self.place.world) if state else self.place.world
+        trained_by = state["processes"] if state else self.place.world
         if same_processes and trained_by != self.place.world:
             raise CheckpointError(
                 f"{self.last_path}: trained by {trained_by} process(es), resumed with "
@@ -147,27 +136,13 @@ class TrainingRun:
 
     def _say_where_training_starts(self, what: str) -> None:
         """One visible line before training: a fresh start, a resume, or nothing to do."""
-        first, last, epochs = self.first, self.last, self.config.epochs
-        if first > last:
-            log.info(
-                "%s: epochs 1-%d already trained; nothing left to train (delete it to train again)",
-                self.last_path,
-                first - 1,
-            )
-        elif first > 1:
-            log.info(
-                "resumed from %s after epoch %d of %d: training epochs %d-%d",
-                self.last_path,
-                first - 1,
-                epochs,
-                first,
-                last,
-            )
+        done, last, epochs = self.first - 1, self.last, self.config.epochs
+        if done >= last:
+            line = f"{self.last_path}: epochs 1-{done} already trained; nothing left to train"
+            line += " (delete it to train again)"
+        elif done:
+            line = f"resumed from {self.last_path} after epoch {done} of {epochs}: training "
+            line += f"epochs {done + 1}-{last}"
         else:
-            log.info(
-                "training %s: epochs 1-%d of %d; checkpoints in %s",
-                what,
-                last,
-                epochs,
-                self.out_dir,
-            )
+            line = f"training {what}: epochs 1-{last} of {epochs}; checkpoints in {self.out_dir}"
+        log.info(line)

@@ -78,9 +78,9 @@ from helpers.detection.roi_align import (
     fpn_levels,
     roi_align,
     roi_pool,
-    roundtrip_experiment,
     sample_points,
 )
+from helpers.detection.roi_roundtrip import roundtrip_experiment
 from helpers.views import plotting
 
 print(describe())

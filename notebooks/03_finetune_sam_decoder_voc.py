@@ -116,9 +116,11 @@ from helpers.course.runtime import (
     describe,
     is_smoke,
 )
+from helpers.data.splits import hold_out
 from helpers.data.voc import VOCInstanceDataset, download_voc2007
 from helpers.metrics import mask_iou
 from helpers.sam.clicks import error_clicks, next_click
+from helpers.sam.decoder_changes import decoder_changes, weight_decay_only_change
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.evaluation import comparison_table, evaluate
 from helpers.sam.items import lowres_cell_to_pixel, prepare_items
@@ -127,12 +129,11 @@ from helpers.sam.predict import predict, predict_round
 from helpers.sam.prompts import PromptConfig, sample_prompts
 from helpers.sam.training import (
     SamTrainConfig,
-    decoder_changes,
     round_schedule,
-    sam_step,
-    seed_step,
+    run_folder,
+    sam_image_loss,
+    seed_image_loss,
     train_decoder,
-    weight_decay_only_change,
 )
 from helpers.views import plotting
 from helpers.views.widget import sam_compare_widget
@@ -173,9 +174,6 @@ class Settings:
             ),
         )
     )
-    run_dir: str = str(
-        cache_dir() / "runs" / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b")
-    )
 
     @property
     def seed_recipe(self) -> SamTrainConfig:
@@ -215,15 +213,8 @@ if not SMOKE and DEVICE == "cpu":
 # epoch, and evaluate on test.
 
 # %%
-if SMOKE:
-    root = DATA_EXAMPLE / "VOCdevkit"
-    train_ds = VOCInstanceDataset(root, "train")
-    val_ds = VOCInstanceDataset(root, "val")
-else:
-    root = download_voc2007()
-    trainval = VOCInstanceDataset(root, "trainval")
-    train_ds = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
-    val_ds = Subset(trainval, range(0, len(trainval), 10))
+root = DATA_EXAMPLE / "VOCdevkit" if SMOKE else download_voc2007()
+train_ds, val_ds = hold_out(VOCInstanceDataset(root, "trainval"))  # every tenth image: val
 test_ds = VOCInstanceDataset(root, "test")
 if S.train_images is not None:
     train_ds = Subset(train_ds, range(min(S.train_images, len(train_ds))))
@@ -495,7 +486,7 @@ for v, a, b in zip(x.tolist(), seed_grad.tolist(), x.grad.tolist()):
 #
 # Everything above is what `train_decoder` does for every image of every epoch. Here is
 # one image's step of each recipe written as plain PyTorch, then checked against the
-# package's tested version (`sam_step`, `seed_step`) on the same inputs and the same
+# package's tested version (`sam_image_loss`, `seed_image_loss`) on the same inputs and the same
 # random draws: the loss and every gradient of the decoder must agree.
 #
 # **The targets.** The decoder answers in its 256 x 256 low-res frame, one cell per 4 x 4
@@ -565,9 +556,9 @@ def iou_target(logits, targets, valid):
 
 
 # %%
-def sam_step_by_hand(sam, item, cfg, rng):
+def sam_loss_by_hand(sam, item, cfg, rng):
     targets, valid = item.targets, item.valid
-    first = sample_prompts(item.cands, cfg.prompts, rng)  # a point or a noisy box each
+    first = sample_prompts(item.cands, cfg.first_prompts(), rng)  # a point or a noisy box each
     points, labels, boxes = first["points"], first["labels"], first["boxes"]
     rounds = [True] + round_schedule(cfg, rng)  # True: add a click; round 1 is the prompt
     prev, total = None, 0.0
@@ -592,7 +583,7 @@ def sam_step_by_hand(sam, item, cfg, rng):
 
 
 # %% [markdown]
-# Checked against the package's `sam_step` on the same image, from the same random
+# Checked against the package's `sam_image_loss` on the same image, from the same random
 # generator (so the same first prompts, rounds and clicks), with a schedule long enough
 # to pass through every branch (three masks, clicks, mask-only rounds):
 
@@ -617,16 +608,16 @@ for first in ("point", "box"):  # a first point (three masks in round 1), then a
         prompts=PromptConfig(p_points=float(first == "point"), p_box=float(first == "box")),
     )
     loss_hand, grads_hand = decoder_grads(
-        probe, sam_step_by_hand, probe, item, check_cfg, np.random.default_rng(7)
+        probe, sam_loss_by_hand, probe, item, check_cfg, np.random.default_rng(7)
     )
     (loss_pkg, parts), grads_pkg = decoder_grads(
         probe,
-        sam_step,
+        sam_image_loss,
         probe,
         item,
         check_cfg,
         np.random.default_rng(7),
-        lambda loss: loss.backward(),
+        1,  # step_images: back-propagate this one image
     )
     torch.testing.assert_close(loss_hand, loss_pkg)
     assert grads_hand.keys() == grads_pkg.keys()
@@ -636,7 +627,7 @@ for first in ("point", "box"):  # a first point (three masks in round 1), then a
     print(
         f"SAM recipe, first prompt a {first}: {parts['rounds']} rounds "
         f"({parts['multimask_rounds']} with three masks); loss by hand {loss_hand:.6f}, "
-        f"sam_step {loss_pkg:.6f}; all {len(grads_pkg)} decoder gradients equal"
+        f"sam_image_loss {loss_pkg:.6f}; all {len(grads_pkg)} decoder gradients equal"
     )
 
 
@@ -647,8 +638,8 @@ for first in ("point", "box"):  # a first point (three masks in round 1), then a
 
 
 # %%
-def seed_step_by_hand(sam, item, cfg, rng):
-    p = sample_prompts(item.cands, cfg.prompts, rng)  # 1 fg + 1 bg point and/or the box
+def seed_loss_by_hand(sam, item, cfg, rng):
+    p = sample_prompts(item.cands, cfg.first_prompts(), rng)  # 1 fg + 1 bg point and/or the box
     with torch.no_grad():  # pass 1: three masks, the best by predicted IoU
         first = predict(sam, item.emb, p["points"], p["labels"], p["boxes"], full_size=False)
         best = first["low_res"][torch.arange(len(first["iou"])), first["iou"].argmax(dim=1)]
@@ -669,17 +660,17 @@ def seed_step_by_hand(sam, item, cfg, rng):
 
 seed_cfg = S.seed_recipe
 loss_hand, grads_hand = decoder_grads(
-    probe, seed_step_by_hand, probe, item, seed_cfg, np.random.default_rng(7)
+    probe, seed_loss_by_hand, probe, item, seed_cfg, np.random.default_rng(7)
 )
 (loss_pkg, _), grads_pkg = decoder_grads(
-    probe, seed_step, probe, item, seed_cfg, np.random.default_rng(7), lambda loss: loss.backward()
+    probe, seed_image_loss, probe, item, seed_cfg, np.random.default_rng(7), 1
 )
 torch.testing.assert_close(loss_hand, loss_pkg)
 assert grads_hand.keys() == grads_pkg.keys()
 for name in grads_pkg:
     torch.testing.assert_close(grads_hand[name], grads_pkg[name])
 print(
-    f"seed recipe: loss by hand {loss_hand:.6f}, seed_step {loss_pkg:.6f}; all "
+    f"seed recipe: loss by hand {loss_hand:.6f}, seed_image_loss {loss_pkg:.6f}; all "
     f"{len(grads_pkg)} decoder gradients equal"
 )
 parts_of = lambda names: sorted({".".join(n.split(".")[:2]) for n in names})  # noqa: E731
@@ -711,7 +702,7 @@ initial = {k: v.detach().clone() for k, v in original.mask_decoder.state_dict().
 for name, cfg in recipes.items():
     model = with_own_decoder(original)  # shares the frozen encoders; its own decoder
     t0 = time.perf_counter()
-    run = f"{S.run_dir}/{cfg.recipe}"
+    run = run_folder(S.variant, cfg.recipe)
     print(f"{name}: run folder {run}")
     histories[name] = train_decoder(model, train_items, val_items, cfg, run)
     print(
@@ -811,7 +802,7 @@ if SMOKE:  # a test of the code; in full mode the lines above are the verdict
 # %%
 after = {}
 for name, (model, _) in trained.items():
-    meta = load_decoder(model, f"{S.run_dir}/{recipes[name].recipe}/best.pt")
+    meta = load_decoder(model, run_folder(S.variant, recipes[name].recipe) / "best.pt")
     print(
         f"{name}: best epoch {meta['epoch']} (val mIoU@1 {meta['val_miou@1']:.3f}, val box mIoU {meta['val_box_miou']:.3f})"
         + (" (smoke)" if SMOKE else "")

@@ -89,6 +89,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
 from helpers.data.labpics import LabPicsDataset, download_labpics
+from helpers.data.splits import hold_out
 from helpers.detection.coco_eval import evaluate_detector
 from helpers.detection.data import LabPicsDetection, collate, train_transforms
 from helpers.detection.model import (
@@ -170,8 +171,9 @@ else:
     root = download_labpics()
 train_all = LabPicsDataset(root, "Train")
 test_reader = LabPicsDataset(root, "Test")
-val_reader = Subset(train_all, range(0, len(train_all), 10))
-train_reader = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: S.train_images])
+train_reader, val_reader = hold_out(train_all)  # every tenth sample: validation
+if S.train_images is not None:
+    train_reader = Subset(train_reader, range(min(S.train_images, len(train_reader))))
 print(
     f"train {len(train_reader)}, val {len(val_reader)}, test {len(test_reader)} samples; skipped without Vessels/: {len(train_all.skipped) + len(test_reader.skipped)}"
 )
@@ -411,7 +413,7 @@ scaler.update()
 scheduler.step()  # per iteration
 
 reference = copy.deepcopy(model).to(DEVICE)  # the package's way: its own optimizer and schedule
-_, optimizer_ref, scheduler_ref = optimizer_and_schedule(reference, cfg, steps_total)
+optimizer_ref, scheduler_ref = optimizer_and_schedule(reference, cfg, steps_total)
 torch.manual_seed(1)
 means = train_one_epoch(
     reference,
@@ -529,9 +531,9 @@ for row in range(n_show):
     plotting.show_sample(axes[row, 0], s, title=f"{s['image_id']}: ground truth", labels=False)
     for col, (name, pred) in enumerate((("before", before), ("after", after)), start=1):
         n = int((pred["scores"] >= 0.5).sum())
-        plotting.show_detections(
-            axes[row, col], s["image"], pred, 0.5, title=f"{name}: {n} vessels (score >= 0.5)"
-        )
+        axes[row, col].imshow(plotting.draw_detections_rgb(s["image"], pred, 0.5))
+        axes[row, col].set_title(f"{name}: {n} vessels (score >= 0.5)", fontsize=9)
+        axes[row, col].axis("off")
 fig.legend(
     handles=[Patch(facecolor="white", edgecolor="grey", label="Ignore.png: not scored")],
     loc="lower center",

@@ -84,17 +84,16 @@ from helpers.sam.model import (
     load_sam,
     with_own_decoder,
 )
+from helpers.sam.onnx_comparison import click_latency, first_click_agreement
 from helpers.sam.onnx_decoder import (
     OnnxDecoder,
-    click_latency,
     export_decoder,
     export_example,
     exportable_decoder,
-    first_click_agreement,
     quantize_int8,
 )
 from helpers.sam.predict import embed_image, predict
-from helpers.sam.training import SamTrainConfig, train_decoder
+from helpers.sam.training import SamTrainConfig, run_folder, train_decoder
 from helpers.views import plotting
 from helpers.views.widget import sam_compare_widget
 
@@ -110,12 +109,7 @@ print(describe())
 class Settings:
     variant: str = "tiny" if SMOKE else "vit_b"
     # notebook 03's SAM-recipe decoder (the best epoch)
-    decoder_file: str = str(
-        cache_dir()
-        / "runs"
-        / ("sam_decoder_smoke" if SMOKE else "sam_decoder_vit_b")
-        / "sam/best.pt"
-    )
+    decoder_file: str = str(run_folder("tiny" if SMOKE else "vit_b", "sam") / "best.pt")
     amg_images: int = 2 if SMOKE else 50  # test images for automatic masks and int8
     points_per_side: int = 4 if SMOKE else 32  # the generator's grid (32: its default)
     pred_iou_thresh: float = 0.0 if SMOKE else 0.88  # the generator's defaults in full mode

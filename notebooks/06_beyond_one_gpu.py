@@ -61,7 +61,6 @@ if IN_COLAB:
 import json
 import socket
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,20 +68,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-import helpers
 from helpers.course.jobs import run_job
-from helpers.course.runtime import DATA_EXAMPLE, cache_dir, describe, is_smoke
+from helpers.course.runtime import DATA_EXAMPLE, REPO_ROOT, cache_dir, describe, is_smoke
 from helpers.data.voc import VOCInstanceDataset
 from helpers.distributed import Place, shard, sum_gradients
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.items import prepare_items
 from helpers.sam.model import load_sam, module_sizes, with_own_decoder
-from helpers.sam.training import SamTrainConfig, sam_step
+from helpers.sam.training import SamTrainConfig, sam_image_loss
 from helpers.views.widget import sam_compare_widget
 
 SMOKE = is_smoke()
 print(describe())
-REPO_ROOT = Path(helpers.__file__).resolve().parent.parent  # where scripts/ lies
 RUNS = cache_dir() / "runs" / "distributed_demo"  # everything this notebook writes
 
 # %% [markdown]
@@ -134,7 +131,7 @@ for world in (1, 2, 3):
 
 
 # %% [markdown]
-# Each process then runs the recipe of notebook 03 on its images (`sam_step`, the rounds
+# Each process then runs the recipe of notebook 03 on its images (`sam_image_loss`, the rounds
 # back-propagated one by one), with each image's loss divided by the number of images in
 # the **whole** step, and `sum_gradients` adds up the processes' gradients with one
 # all-reduce: afterwards every process holds the gradient of the step's mean loss and
@@ -207,7 +204,7 @@ def one_step(rank, world, port, out, how, n_images):
         share = len(mine) if how == "ddp" else n_images  # DDP averages; the others sum
         for slot in mine:  # each image drawn as train_decoder draws it: (seed, epoch, step, slot)
             rng = np.random.default_rng([CFG.seed, 1, 0, slot])
-            sam_step(sam, items[slot], CFG, rng, lambda loss: (loss / share).backward())
+            sam_image_loss(sam, items[slot], CFG, rng, share)
         grads = lambda: {n: p.grad for n, p in zip(names, params)}  # noqa: E731
         if how == "explicit":
             local = [p.grad for p in params]  # this process's own gradients
@@ -242,7 +239,7 @@ def on_one_process(n_images):
         p.requires_grad_(True)
     for slot in range(n_images):
         rng = np.random.default_rng([CFG.seed, 1, 0, slot])
-        sam_step(sam, items[slot], CFG, rng, lambda loss: (loss / n_images).backward())
+        sam_image_loss(sam, items[slot], CFG, rng, n_images)
     return {n: p.grad for n, p in sam.mask_decoder.named_parameters()}
 
 

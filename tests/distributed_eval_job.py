@@ -76,11 +76,11 @@ def nonfinite_stops_every_rank(place, tmp) -> dict:
     poisoned = float("nan") if place.rank == 1 else 1.0
     raised = {}
 
-    def step(sam, item, cfg, rng, backward, autocast):
-        backward(sum(p.sum() for p in sam.mask_decoder.parameters()) * 0)
+    def image_loss(sam, item, cfg, rng, step_images=None, scaler=None, amp=False):
+        (sum(p.sum() for p in sam.mask_decoder.parameters()) * 0).backward()
         return poisoned, {}
 
-    sam_training.STEPS["sam"] = step
+    sam_training.IMAGE_LOSSES["sam"] = image_loss
     items = [SimpleNamespace(image_id=f"img{i}") for i in range(4)]
     cfg = SamTrainConfig(epochs=1, batch_images=2)
     try:

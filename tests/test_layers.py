@@ -7,6 +7,7 @@ No module imports itself back through a cycle (imports inside functions included
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,6 @@ def test_every_subpackage_is_a_known_layer():
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.count(".") >= 1))
 def test_imports_go_down_or_sideways(module):
-    if module.endswith("__init__") or MODULES[module].name == "__init__.py":
-        # a subpackage's face re-exports its own modules (lazily, by name), with the
-        # package's lazy_exports
-        assert all(m == "helpers" or layer(m) == layer(module) for m in GRAPH[module])
-        return
-    # the package face (helpers/__init__) re-exports every layer: no module leans on it
     wrong = {m for m in GRAPH[module] if m == "helpers" or layer(m) not in ALLOWED[layer(module)]}
     assert not wrong, f"{module} ({layer(module)}) imports {sorted(wrong)}"
 
@@ -112,3 +107,68 @@ def test_the_rules_are_not_vacuous():
     assert {"helpers.training_run", "helpers.sam.predict"} <= GRAPH["helpers.sam.training"]
     assert "helpers.sam.predict" in GRAPH["helpers.views.compare"]
     assert "helpers.course.runtime" in GRAPH["helpers.data.voc"]
+
+
+# --- the package's size and faces ---------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+ENTRY_POINTS = {"helpers.sam.train", "helpers.detection.train"}  # python -m ... jobs
+LINE_BUDGET = 7_500  # DESIGN: helpers/ stays a small package
+
+
+def test_package_faces_are_a_docstring_and_nothing_else():
+    """No re-export tables: a name is imported from the module that defines it."""
+    for path in PACKAGE.rglob("__init__.py"):
+        body = ast.parse(path.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), path
+        assert isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
+
+
+def test_a_name_no_module_defines_is_an_attribute_error_not_a_module():
+    """The lazy tables this replaces answered a stale name with a module (``helpers.course.
+    strip_smoke_outputs`` gave ``jupyter_save``); a face now knows only its submodules."""
+    import importlib
+
+    for package in ("helpers", "helpers.course", "helpers.sam", "helpers.data"):
+        assert not hasattr(importlib.import_module(package), "strip_smoke_outputs"), package
+
+
+def test_every_module_has_a_test_file_of_its_own():
+    """``helpers/x.py`` is tested in ``tests/test_x.py``, ``helpers/sub/x.py`` in
+    ``tests/test_sub_x.py``; and each such file imports the module it is named after."""
+    for path in FILES:
+        if path.name == "__init__.py":
+            continue
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        test_file = TESTS / f"test_{'_'.join(parts)}.py"
+        assert test_file.is_file(), f"{module_name(path)} has no {test_file.name}"
+        assert module_name(path) in test_file.read_text(), (test_file.name, module_name(path))
+
+
+def test_the_package_holds_no_repository_tooling():
+    """What only makes sense in the git checkout lives in scripts/ or benchmarks/: no module
+    of the package is a script (but the two training entry points), imports them, or reads
+    the README or the benchmarks' results."""
+    for path in FILES:
+        text = path.read_text()
+        name = module_name(path)
+        assert ('__name__ == "__main__"' in text) == (name in ENTRY_POINTS), name
+        for other in ("scripts", "benchmarks"):
+            assert not re.search(rf"^\s*(from|import) {other}\b", text, re.M), name
+        assert "README.md" not in text and "benchmarks/results" not in text, name
+        assert '"benchmarks"' not in text and '"README' not in text, name
+
+
+def test_the_package_stays_within_its_line_budget():
+    lines = sum(len(p.read_text().splitlines()) for p in FILES)
+    assert lines <= LINE_BUDGET, f"helpers/ has {lines} lines, the budget is {LINE_BUDGET}"
+
+
+def test_the_jupyter_save_hook_imports_without_torch():
+    """The Jupyter server imports the hook when it starts; it must stay light."""
+    import subprocess
+    import sys
+
+    code = "import helpers.course.jupyter_save, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

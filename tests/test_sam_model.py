@@ -1,19 +1,26 @@
 """SAM loading with checkpoints saved from freshly built models (the real key layout)."""
 
+import numpy as np
 import pytest
 import torch
+from segment_anything import SamPredictor
 
 import helpers.sam.model as sam_model
+from helpers.checkpoints import CheckpointError
+from helpers.course.runtime import DATA_EXAMPLE
 from helpers.data.downloads import DownloadError
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.model import (
-    CheckpointError,
     build_sam,
+    build_tiny_sam,
     encoder_fingerprint,
     load_decoder,
     load_sam,
     module_sizes,
     save_decoder,
+    with_own_decoder,
 )
+from helpers.sam.predict import embed_image, predict
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +167,7 @@ def test_a_decoder_trained_with_another_encoder_is_refused_saying_both(vit_b_fil
     path = save_decoder(tiny, tmp_path / "decoder.pth")
     vit_b = load_sam("vit_b", vit_b_file[0])
     with pytest.raises(
-        CheckpointError, match=r"decoder\.pth: trained with variant 'tiny', this model's is 'vit_b'"
+        CheckpointError, match=r"decoder\.pth: made with variant 'tiny', this model's is 'vit_b'"
     ):
         load_decoder(vit_b, path)
     other = build_sam("tiny")
@@ -168,14 +175,14 @@ def test_a_decoder_trained_with_another_encoder_is_refused_saying_both(vit_b_fil
         other.image_encoder.neck[0].weight.mul_(2)  # the same variant, other encoder weights
     with pytest.raises(
         CheckpointError,
-        match=r"trained with encoder_fingerprint '[0-9a-f]{40}', this model's is '[0-9a-f]{40}'",
+        match=r"made with encoder_fingerprint '[0-9a-f]{40}', this model's is '[0-9a-f]{40}'",
     ):
         load_decoder(other, path)
     assert load_decoder(other, path, check_encoder=False)["variant"] == "tiny"  # on purpose
     payload = torch.load(path, weights_only=True)
     del payload["meta"]["encoder_fingerprint"]  # a file that does not say
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="trained with encoder_fingerprint None"):
+    with pytest.raises(CheckpointError, match="made with encoder_fingerprint None"):
         load_decoder(build_sam("tiny"), path)
 
 
@@ -208,3 +215,66 @@ def test_the_encoder_fingerprint_follows_an_in_place_change_of_a_weight():
     with torch.no_grad():
         next(sam.image_encoder.parameters()).add_(1e-3)  # same tensor, same storage
     assert encoder_fingerprint(sam) != before
+
+
+def _fine_tuned(sam):
+    """A stand-in for notebook 03's decoder: every weight moved, masks not empty."""
+    other = with_own_decoder(sam)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in other.mask_decoder.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+        for mlp in other.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)  # random decoders give near-zero logits
+    return other
+
+
+CASES = {
+    "point": dict(points=np.array([[120.0, 90.0]]), labels=np.array([1])),
+    "points": dict(points=np.array([[120.0, 90.0], [30.5, 200.25]]), labels=np.array([1, 0])),
+    "box": dict(box=np.array([40.0, 30.0, 250.0, 300.0])),
+    "points+box": dict(
+        points=np.array([[120.0, 90.0]]),
+        labels=np.array([0]),
+        box=np.array([40.0, 30.0, 250.0, 300.0]),
+    ),
+}
+
+
+def _torch(sam, emb, points=None, labels=None, box=None, mask_input=None, multimask=True):
+    with torch.no_grad():
+        out = predict(
+            sam,
+            emb,
+            points=None if points is None else points[None],
+            labels=None if labels is None else labels[None],
+            boxes=None if box is None else box[None],
+            mask_input=mask_input,
+            multimask=multimask,
+        )
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_stock_sam_predictor_with_a_decoder_checkpoint_gives_the_fine_tuned_masks(tmp_path):
+    """Notebook 05's plain loading (torch.load + load_state_dict, no helpers): the
+    predictor's masks equal the course's predict path with the fine-tuned decoder."""
+    original = build_tiny_sam()
+    tuned = _fine_tuned(original)
+    checkpoint = save_decoder(tuned, tmp_path / "best.pt")
+
+    stock = build_tiny_sam()  # full mode: sam_model_registry["vit_b"](checkpoint=...)
+    decoder = torch.load(checkpoint, map_location="cpu", weights_only=True)["mask_decoder"]
+    result = stock.load_state_dict(decoder, strict=False)
+    assert not result.unexpected_keys
+    assert all(k.startswith(("image_encoder.", "prompt_encoder.")) for k in result.missing_keys)
+    predictor = SamPredictor(stock)
+    image = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")[1]["image"]
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1])
+    )
+    ref = _torch(tuned, embed_image(tuned, image), **CASES["point"])
+    assert np.array_equal(masks, ref["masks"][0])
+    np.testing.assert_allclose(scores, ref["iou"][0], atol=1e-6)
+    before = _torch(original, embed_image(original, image), **CASES["point"])
+    assert not np.array_equal(before["masks"], ref["masks"])  # the checkpoint did change it

@@ -5,7 +5,8 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.model import build_sam
 from helpers.sam.predict import embed_image, predict
 

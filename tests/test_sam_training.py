@@ -1,4 +1,8 @@
+"""helpers.sam.training: each recipe's image loss, the optimizer step and the epoch loop
+(exact resume, a stop on a non-finite loss, one order and draw per epoch)."""
+
 import math
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -6,23 +10,22 @@ import torch
 from torch.utils.data import Subset
 
 import helpers.sam.training as sam_training
-from helpers import DATA_EXAMPLE, VOCInstanceDataset
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
 from helpers.sam.embeddings import EmbeddingCache
-from helpers.sam.items import lowres_targets, prepare_items
+from helpers.sam.items import prepare_items
 from helpers.sam.losses import bce_dice_per_mask
 from helpers.sam.model import build_tiny_sam
 from helpers.sam.predict import predict
 from helpers.sam.prompts import PromptConfig
 from helpers.sam.training import (
     SamTrainConfig,
-    decoder_changes,
     load_best,
     lr_factor,
     round_schedule,
-    sam_step,
-    seed_step,
+    sam_image_loss,
+    seed_image_loss,
     train_decoder,
-    weight_decay_only_change,
 )
 
 
@@ -36,19 +39,6 @@ def items(tmp_path_factory):
     tr, _ = prepare_items(Subset(train, range(2)), cache, show_progress=False)
     va, _ = prepare_items(Subset(val, range(1)), cache, show_progress=False)
     return tr, va
-
-
-def test_lowres_targets_follow_sams_resize_and_padding():
-    h, w = 300, 500  # landscape: resized to 1024 x 614, padded at the bottom
-    masks = np.zeros((1, h, w), bool)
-    masks[:, : h // 2, :] = True  # top half of the image
-    void = np.zeros((h, w), bool)
-    targets, valid = lowres_targets(masks, void, (614, 1024))
-    assert targets.shape == (1, 256, 256) and valid.shape == (256, 256)
-    rows_valid = valid.any(dim=1).nonzero().flatten()
-    assert rows_valid.max().item() + 1 == pytest.approx(614 / 4, abs=1)  # padding is invalid
-    rows_fg = targets[0].any(dim=1).nonzero().flatten()
-    assert rows_fg.max().item() + 1 == pytest.approx(614 / 8, abs=1)  # half of the real rows
 
 
 def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
@@ -72,6 +62,22 @@ def test_round_schedule_has_the_papers_clicks_and_mask_only_rounds():
     assert round_schedule(SamTrainConfig(click_rounds=0, refine_rounds=1), rng) == [False]
 
 
+def test_the_first_prompts_follow_the_recipe_however_the_config_is_made(items):
+    """Derived from the recipe each time: a config made by ``replace`` (or read back from a
+    checkpoint's settings) trains with its own recipe's prompts, unless prompts are set."""
+    train, _ = items
+    seed = SamTrainConfig(recipe="seed")
+    for cfg in (replace(SamTrainConfig(), recipe="seed"), SamTrainConfig(**asdict(seed))):
+        assert cfg.first_prompts() == PromptConfig.seed()
+        sam = build_tiny_sam()
+        got = seed_image_loss(sam, train[0], cfg, np.random.default_rng(3))[0]
+        assert got == seed_image_loss(sam, train[0], seed, np.random.default_rng(3))[0]
+    assert replace(seed, recipe="sam").first_prompts() == PromptConfig()
+    mine = PromptConfig(p_points=1.0, p_box=0.0)
+    assert replace(SamTrainConfig(prompts=mine), recipe="seed").first_prompts() == mine
+    assert SamTrainConfig(**asdict(SamTrainConfig(prompts=mine))).first_prompts() == mine
+
+
 def test_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="recipe must be one of"):
         SamTrainConfig(recipe="SAM")
@@ -82,7 +88,7 @@ def _decoder_grads(sam, step, item, cfg, seed=0):
     sam.mask_decoder.zero_grad(set_to_none=True)
     for p in sam.mask_decoder.parameters():
         p.requires_grad_(True)
-    step(sam, item, cfg, np.random.default_rng(seed), backward=lambda loss: loss.backward())
+    step(sam, item, cfg, np.random.default_rng(seed), step_images=1)
     return {n: p.grad for n, p in sam.mask_decoder.named_parameters()}
 
 
@@ -97,7 +103,7 @@ def test_an_ambiguous_click_back_propagates_only_the_lowest_of_three_losses(item
     item = train[0]
     sam = build_tiny_sam()
     cfg = SamTrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
-    grads = _decoder_grads(sam, sam_step, item, cfg)
+    grads = _decoder_grads(sam, sam_image_loss, item, cfg)
     # the same first prompt, drawn again, and the three losses computed independently
     from helpers.sam.prompts import sample_prompts
 
@@ -121,7 +127,7 @@ def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
     train, _ = items
     sam = build_tiny_sam()
     cfg = SamTrainConfig(click_rounds=0, refine_rounds=0, prompts=PromptConfig(p_points=0, p_box=1))
-    grads = _decoder_grads(sam, sam_step, train[0], cfg)
+    grads = _decoder_grads(sam, sam_image_loss, train[0], cfg)
     trained = {
         k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
     }
@@ -133,7 +139,7 @@ def test_a_box_uses_the_single_mask_output_and_its_iou_row(items):
 def test_the_seed_recipe_trains_only_the_single_mask_and_never_the_iou_head(items):
     train, _ = items
     sam = build_tiny_sam()
-    grads = _decoder_grads(sam, seed_step, train[0], SamTrainConfig(recipe="seed"))
+    grads = _decoder_grads(sam, seed_image_loss, train[0], SamTrainConfig(recipe="seed"))
     trained = {
         k for k in range(4) if _nonzero(grads[f"output_hypernetworks_mlps.{k}.layers.2.weight"])
     }
@@ -166,7 +172,7 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
     monkeypatch.setattr(sam_training, "predict_round", spy)
     cfg = SamTrainConfig(click_rounds=2, refine_rounds=1, prompts=PromptConfig(p_points=1, p_box=0))
     sam = build_tiny_sam()
-    sam_step(sam, item, cfg, np.random.default_rng(3), backward=lambda loss: loss.backward())
+    sam_image_loss(sam, item, cfg, np.random.default_rng(3), step_images=1)
     assert len(calls) == 4 and [c["out"]["multimask"] for c in calls] == [True, False, False, False]
     assert calls[0]["mask_input"] is None
     for prev, cur in zip(calls, calls[1:]):
@@ -188,44 +194,6 @@ def test_later_rounds_add_error_region_clicks_and_feed_back_detached_logits(item
             assert inside != truth and bool(item.valid[row, col])  # an error cell
             assert lab == int(truth)  # positive in the missed part, negative in the spurious one
     assert calls[3]["points"].shape == calls[2]["points"].shape  # the mask-only round adds nothing
-
-
-def test_parameters_without_gradient_follow_weight_decay_alone_and_the_sam_recipe_moves_them(
-    items, tmp_path
-):
-    """What each recipe trains, with an outside oracle for "untrained": a parameter whose
-    gradient is zero at every AdamW step is only decayed, p * prod(1 - lr_t wd)."""
-    train, val = items
-    states, cfgs = {}, {}
-    for recipe in ("seed", "sam"):
-        cfg = SamTrainConfig(recipe=recipe, epochs=2, lr=1e-3, click_rounds=1, refine_rounds=0)
-        sam = build_tiny_sam()
-        before = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
-        train_decoder(sam, train, val, cfg, tmp_path / recipe, show_progress=False)
-        states[recipe], cfgs[recipe] = (before, sam.mask_decoder.state_dict()), cfg
-    steps = 2 * len(train)
-    keep = 1 - weight_decay_only_change(cfgs["seed"], steps)
-    before, after = states["seed"]
-    for k in (1, 2, 3):
-        for name in (
-            f"output_hypernetworks_mlps.{k}.layers.0.weight",
-            f"output_hypernetworks_mlps.{k}.layers.2.bias",
-        ):
-            torch.testing.assert_close(after[name], before[name] * keep, rtol=1e-5, atol=1e-8)
-    for name in ("iou_prediction_head.layers.0.weight", "iou_prediction_head.layers.2.weight"):
-        assert torch.equal(after[name], before[name])  # not in the loss: never touched
-    decoder = build_tiny_sam().mask_decoder
-    seed_changes = decoder_changes(*states["seed"], decoder)
-    sam_changes = decoder_changes(*states["sam"], decoder)
-    decay = weight_decay_only_change(cfgs["sam"], steps)
-    for k in (1, 2, 3):
-        assert sam_changes[f"IoU head row {k} (multimask {k})"] > 100 * decay
-        assert seed_changes[f"IoU head row {k} (multimask {k})"] == 0
-    assert max(sam_changes[f"mask MLP {k} (multimask {k})"] for k in (1, 2, 3)) > 100 * decay
-    assert (
-        sam_changes["mask MLP 0 (single mask)"] > 100 * decay
-        and seed_changes["mask MLP 0 (single mask)"] > 100 * decay
-    )
 
 
 def test_resumed_training_ends_with_the_same_weights_as_an_uninterrupted_run(items, tmp_path):
@@ -312,9 +280,9 @@ def test_logits_on_void_or_padding_pixels_do_not_change_the_loss(items, monkeypa
     assert (~item.valid).any()
     cfg = SamTrainConfig(recipe=recipe, click_rounds=0, refine_rounds=0)
     sam = build_tiny_sam()
-    clean = (sam_step if recipe == "sam" else seed_step)(sam, item, cfg, np.random.default_rng(5))[
-        0
-    ]
+    clean = (sam_image_loss if recipe == "sam" else seed_image_loss)(
+        sam, item, cfg, np.random.default_rng(5)
+    )[0]
     noise = torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) * 50 * (~item.valid)
 
     def noisy(real, scored):
@@ -334,7 +302,7 @@ def test_logits_on_void_or_padding_pixels_do_not_change_the_loss(items, monkeypa
         "predict",
         noisy(sam_training.predict, lambda kw: kw.get("multimask") is False),
     )
-    perturbed = (sam_step if recipe == "sam" else seed_step)(
+    perturbed = (sam_image_loss if recipe == "sam" else seed_image_loss)(
         sam, item, cfg, np.random.default_rng(5)
     )[0]
     assert perturbed == pytest.approx(clean, rel=1e-6)
@@ -362,7 +330,7 @@ def test_an_instance_without_error_gets_a_padding_point_not_a_background_click(i
 
     monkeypatch.setattr(sam_training, "predict_round", spy)
     cfg = SamTrainConfig(click_rounds=1, refine_rounds=0, prompts=PromptConfig(p_points=1, p_box=0))
-    sam_step(build_tiny_sam(), item, cfg, np.random.default_rng(0))
+    sam_image_loss(build_tiny_sam(), item, cfg, np.random.default_rng(0))
     assert len(seen) == 2 and seen[1].shape == (n, 2)
     assert (seen[1][:, -1] == -1).all()
 
@@ -376,14 +344,14 @@ def test_each_epoch_has_its_own_order_and_draws(items, tmp_path, monkeypatch):
     four = [copy.copy(it) for it in train * 2]  # 4 distinct items (2 images twice)
     visits = []
 
-    def recording(sam, item, cfg, rng, backward=None, autocast=None):
+    def recording(sam, item, cfg, rng, step_images=None, scaler=None, amp=False):
         visits.append((id(item), float(rng.random())))
         loss = sum(p.sum() for p in sam.mask_decoder.parameters()) * 0
-        if backward is not None:
-            backward(loss)
+        if step_images is not None:
+            loss.backward()
         return 0.0, {}
 
-    monkeypatch.setitem(sam_training.STEPS, "sam", recording)
+    monkeypatch.setitem(sam_training.IMAGE_LOSSES, "sam", recording)
     positions = {id(it): k for k, it in enumerate(four)}
     cfg = SamTrainConfig(epochs=3, click_rounds=0, refine_rounds=0, seed=1)
     train_decoder(build_tiny_sam(), four, [], cfg, tmp_path, show_progress=False)
@@ -409,7 +377,7 @@ def test_the_seed_recipe_feeds_back_the_pass_1_mask_its_iou_head_ranks_best(item
 
     monkeypatch.setattr(sam_training, "predict", spy)
     sam = build_tiny_sam()
-    seed_step(sam, item, SamTrainConfig(recipe="seed"), np.random.default_rng(0))
+    seed_image_loss(sam, item, SamTrainConfig(recipe="seed"), np.random.default_rng(0))
     first, second = calls
     best = first["out"]["iou"].argmax(dim=1)
     rows = torch.arange(len(best))
@@ -417,19 +385,3 @@ def test_the_seed_recipe_feeds_back_the_pass_1_mask_its_iou_head_ranks_best(item
     torch.testing.assert_close(second["mask_input"][:, 0], first["out"]["low_res"][rows, best])
     worst = first["out"]["iou"].argmin(dim=1)
     assert not torch.equal(first["out"]["low_res"][rows, worst], second["mask_input"][:, 0])
-
-
-def test_a_low_res_cell_maps_to_the_pixel_sam_encodes_at_its_centre():
-    """Oracle: SAM's own arithmetic. ResizeLongestSide scales the index, the prompt
-    encoder adds half a pixel; the result must be the cell's centre, 4c + 2, on both axes."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    from helpers.sam.items import lowres_cell_to_pixel
-    from helpers.sam.predict import ImageEmbedding
-
-    emb = ImageEmbedding(torch.zeros(1), (300, 500), (614, 1024))  # landscape
-    rows, cols = np.array([10, 40, 70]), np.array([20, 100, 200])
-    xy = lowres_cell_to_pixel(rows, cols, emb)
-    moved = ResizeLongestSide(1024).apply_coords(xy.astype(np.float64), (300, 500)) + 0.5
-    np.testing.assert_allclose(moved[:, 0], 4 * cols + 2, atol=1e-3)
-    np.testing.assert_allclose(moved[:, 1], 4 * rows + 2, atol=1e-3)

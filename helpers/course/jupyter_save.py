@@ -12,7 +12,7 @@ already holds, records the file's new size and time (``git add`` of the same con
 ``git status`` stays clean. A notebook whose cells were edited is a real change and is
 left for the learner to see.
 
-Jupyter runs the hook after every save: ``python -m helpers.course.local_setup`` (the
+Jupyter runs the hook after every save: ``python -m scripts.local_setup`` (the
 README's first command) names it as ``ContentsManager.post_save_hook`` in
 ``<environment>/etc/jupyter/jupyter_server_config.json``. This module must stay light (no
 torch): the Jupyter server imports it when it starts.
@@ -26,22 +26,6 @@ from pathlib import Path
 from .runtime import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-RUN_METADATA = ("language_info", "widgets")  # notebook metadata a run adds
-CELL_RUN_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
-
-
-def strip_run(nb: dict) -> dict:
-    """Remove, in place, what running a notebook adds to it: outputs, execution counts,
-    widget state, the kernel's ``language_info`` and per-cell timings. Returns ``nb``."""
-    for key in RUN_METADATA:
-        nb.get("metadata", {}).pop(key, None)
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        for key in CELL_RUN_METADATA:
-            cell.get("metadata", {}).pop(key, None)
-    return nb
 
 
 def is_course_notebook(os_path: str | Path) -> bool:

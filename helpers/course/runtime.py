@@ -1,20 +1,18 @@
 """Where the course runs: smoke or full mode, the cache folder, the device.
 
-Introduced in notebook 00. This is the one place that reads the course's environment
-variables; every other module asks these functions.
+Introduced in notebook 00; the one place that reads the course's environment variables.
 
-- ``SEGCOURSE_SMOKE``: ``1`` (or ``true``/``yes``/``on``) selects smoke mode: the tiny
-  ``data_example`` data sets, a tiny randomly initialised SAM image encoder, Mask R-CNN
-  without downloaded weights and budgets of seconds. Numbers printed in smoke mode mean
-  nothing. Unset or ``0`` means full mode (the default): real checkpoints and data sets.
-  The test suite sets it (see ``tests/conftest.py``).
-- ``SEGCOURSE_CACHE``: the folder for downloads (checkpoints, data set archives), the
-  embedding cache and training runs. Default: ``/content/drive/MyDrive/segcourse-cache``
-  when Google Drive is mounted in Colab, else ``~/.cache/segcourse``.
-- ``SEGCOURSE_DATA``: the folder for extracted data sets. Default: the runtime's own disk
-  (``/content/segcourse-data``) when the cache is on Google Drive, since writing tens of
-  thousands of small files through the Drive mount is slow and a reconnect re-extracts
-  them from the archives kept on Drive; else the cache folder.
+- ``SEGCOURSE_SMOKE``: ``1`` (or ``true``/``yes``/``on``) selects smoke mode: the
+  ``data_example`` data sets, the course's own small SAM, Mask R-CNN without downloaded
+  weights, budgets of seconds. Unset or ``0``: full mode (the default), the real
+  checkpoints and data sets. The test suite sets it (the root ``conftest.py``).
+- ``SEGCOURSE_CACHE``: downloads, the embedding cache and training runs. Default:
+  ``/content/drive/MyDrive/segcourse-cache`` when Google Drive is mounted in Colab, else
+  ``~/.cache/segcourse``.
+- ``SEGCOURSE_DATA``: extracted data sets. Default: the runtime's own disk
+  (``/content/segcourse-data``) when the cache is on Drive (tens of thousands of small
+  files are slow through the mount, and a new runtime extracts them again from the
+  archives on Drive), else the cache folder.
 """
 
 from __future__ import annotations
@@ -144,16 +142,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX), where
-    bf16 autocast speeds up small models; elsewhere it would be emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class _NotebookHandler(logging.Handler):

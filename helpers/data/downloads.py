@@ -1,29 +1,23 @@
 """Downloads into the cache folder: progress bar, length and hash checks, never a half file.
 
-Introduced in notebook 01 (SAM checkpoints); notebooks 03 and 04 fetch their data sets
-and Mask R-CNN's COCO weights through it. What a course needs around a transfer:
+Introduced in notebook 01 (SAM checkpoints); the data sets and Mask R-CNN's COCO weights
+come through it too.
 
-- the file is written into a temporary folder next to its destination; the bytes
-  received are compared with the server's Content-Length (Python's ``http.client``, and
-  so torchvision's ``download_url``, return a short body without an error when a
-  connection is cut); a cut transfer is resumed where the server allows it (an HTTP
-  Range request) and restarted where it does not, a few times; then the hash is checked
-  (MD5, or the SHA-256 prefix that torch.hub file names carry), and only then is the file
-  renamed into place. A file that fails any check is never left where the next run
-  trusts it;
-- a file already in place is reused without a network call, its hash checked once (the
-  checked hash is remembered in a ``.md5-ok`` stamp beside it, so a hash pinned later is
-  checked again);
-- several processes, on one host or several sharing a folder (``torchrun``, a SLURM
-  job, a Colab runtime and its predecessor on Drive), may ask for the same file at once:
-  a lock file (:func:`exclusive`) lets one transfer it while the others wait, then they
-  all use that one copy. The holder refreshes the lock every few seconds; a lock is
-  taken over only when its holder is provably gone: a process of this host that no
-  longer runs, or a lock another host has not refreshed for ``STALE_AFTER_S``;
-- temporary folders record their owner (host and process); they are removed by the
-  next holder of the lock when their process is gone, on Google Drive too;
-- no network: an error that says what was being fetched, where it belongs and where to
-  get it.
+- A transfer goes to a temporary folder beside its destination; the bytes received are
+  compared with the server's Content-Length (``http.client``, and so torchvision's
+  ``download_url``, return a short body without an error when a connection is cut); a
+  cut transfer resumes with an HTTP Range request where the server allows it, else
+  restarts, a few times; the hash (MD5, or torch.hub's SHA-256 prefix) is checked; only
+  then is the file renamed into place.
+- A file in place is reused without a network call, its hash checked once (a ``.md5-ok``
+  stamp records which hash, so one pinned later is checked again).
+- Processes on one host or several sharing a folder (``torchrun``, SLURM, Colab on
+  Drive) asking for one file at once: a lock (:func:`exclusive`) lets one transfer it
+  while the others wait. The holder refreshes its lock; a lock is taken over only when
+  its holder is provably gone (a dead process of this host, or another host's lock not
+  refreshed for ``STALE_AFTER_S``). Temporary folders record their owner and are swept
+  once it is gone.
+- No network: an error that says what was fetched, where it belongs, where to get it.
 """
 
 from __future__ import annotations
@@ -40,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from ..course.runtime import progress
@@ -304,11 +299,10 @@ def fetch(
     sha256_prefix: str | None = None,
     attempts: int = 3,
 ) -> Path:
-    """The file at ``dest``, downloaded from ``url`` first if it is not there.
+    """The file at ``dest`` (its folder created), downloaded from ``url`` first if it is
+    not there.
 
     Args:
-        url: where to download from.
-        dest: the final path (its folder is created).
         md5: the expected hex MD5; sha256_prefix: the start of the expected hex SHA-256
             (torch.hub's file names carry one). With neither, the MD5 of what was
             downloaded is logged, so that a user can pin it.
@@ -364,17 +358,57 @@ def _download(url: str, dest: Path, md5, sha256_prefix, what: str, attempts: int
     return dest
 
 
-def missing_files_error(what: str, failures: list[DownloadError], hint: str = "") -> DownloadError:
-    """One error for several files that could not be downloaded: the cause once, then
-    each file, where it comes from and where to place it."""
-    lines = [f"  {e.dest.name}: from {e.url}\n    place it at {e.dest}" for e in failures]
-    cause = failures[0].reason or str(failures[0])
-    return DownloadError(
-        f"{what}: {len(failures)} file(s) could not be downloaded ({cause}). Without network, "
-        "download them elsewhere and place them:\n"
-        + "\n".join(lines)
-        + (f"\n{hint}" if hint else "")
-    )
+def fetch_and_extract(
+    what: str,
+    files: list[tuple[str, Path, str | None]],
+    target: Path,
+    unpack: Callable[[list[Path], Path], Path],
+    hint: str = "",
+) -> Path:
+    """The folder ``target``, made once from downloaded archives and reused after: a
+    ``.complete`` marker in it says it is whole.
+
+    One process does the work while any others wait (:func:`exclusive`, on ``target``).
+    Every archive of ``files`` (``(url, archive path, MD5 or None)``) is fetched
+    (:func:`fetch`, so a cached archive is not downloaded again); then
+    ``unpack(archives, tmp)`` extracts and checks them in a temporary folder beside
+    ``target`` and returns the folder to put in place. Only then is ``target`` replaced
+    and marked, so a run killed half-way leaves nothing that passes for the data set
+    (its temporary folder is removed by the next run).
+
+    Raises:
+        DownloadError: archives that could not be downloaded (one error lists them all,
+            where each comes from and where to place it, then ``hint``), or a wrong hash.
+        Whatever ``unpack`` raises for archives that do not hold the expected layout.
+    """
+    marker = target / ".complete"
+    if marker.is_file():
+        return target
+    with exclusive(target, what):  # one process fetches and extracts; the others wait
+        if marker.is_file():  # done by another process while this one waited
+            return target
+        archives, failures = [], []
+        for url, dest, md5 in files:  # every archive is tried: one error lists all
+            try:
+                archives.append(fetch(url, dest, md5, dest.name))
+            except DownloadError as err:
+                if not err.url:  # a wrong checksum, not a missing file: its own message
+                    raise
+                failures.append(err)
+        if failures:
+            lines = [f"  {e.dest.name}: from {e.url}\n    place it at {e.dest}" for e in failures]
+            raise DownloadError(
+                f"{what}: {len(failures)} file(s) could not be downloaded "
+                f"({failures[0].reason or failures[0]}). Without network, download them "
+                "elsewhere and place them:\n" + "\n".join(lines) + (f"\n{hint}" if hint else "")
+            ) from None
+        with temporary_dir(target.parent, ".extract-", locked=True) as tmp:
+            made = unpack(archives, tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            made.replace(target)
+            marker.write_text("ok\n")
+    return target
 
 
 def _checked(md5, sha256_prefix) -> str:

@@ -41,21 +41,20 @@ def _open_fully(path: str | Path) -> Image.Image:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read a photo as RGB.
-
-    Grayscale, palette, CMYK and RGBA files are converted to RGB (alpha is dropped, not
-    composited). EXIF orientation is *not* applied: label masks are drawn on the stored
-    pixel grid, so the photo must stay on it too.
+    """Read a photo (VOC's and LabPics' JPEGs) as RGB: an 8-bit colour photo as it is, a
+    grayscale one as three equal channels. EXIF orientation is *not* applied: label
+    masks are drawn on the stored pixel grid, so the photo must stay on it too.
 
     Returns:
         ``H x W x 3`` ``uint8`` array, values 0..255, channel order R, G, B.
+
+    Raises:
+        DataError: missing, unreadable or truncated, or an image of another kind (alpha,
+            palette, CMYK, 16-bit: nothing the data sets ship); the message names it.
     """
     img = _open_fully(path)
-    if img.mode == "I;16" or img.mode == "I":
-        # 16-bit grayscale: scale to 8 bit before converting.
-        arr = np.asarray(img, dtype=np.float64)
-        arr = np.clip(arr / max(arr.max(), 1.0) * 255.0, 0, 255).astype(np.uint8)
-        return np.repeat(arr[:, :, None], 3, axis=2)
+    if img.mode not in ("RGB", "L"):
+        raise DataError(path, f"expected an 8-bit RGB or grayscale photo, got mode {img.mode}")
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
@@ -81,19 +80,20 @@ def read_index_png(path: str | Path) -> np.ndarray:
 
 
 def read_binary_mask(path: str | Path) -> np.ndarray:
-    """Read a mask image where any non-zero pixel is inside (LabPics' Vessels/*.png and
-    Ignore.png). For multi-channel files a pixel is inside when any colour channel is
-    non-zero (alpha is not a colour channel).
+    """Read a one-channel mask image where any non-zero pixel is inside (LabPics'
+    ``Vessels/*.png`` and ``Ignore.png``: 8-bit grayscale, values 0 and 1).
 
     Returns:
         ``H x W`` ``bool`` array.
+
+    Raises:
+        DataError: missing, unreadable, or not a one-channel image (mode L or 1); the
+            message names the file.
     """
     img = _open_fully(path)
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        n_colour = {"RGBA": 3, "LA": 1}.get(img.mode, arr.shape[2])
-        return np.any(arr[:, :, :n_colour] > 0, axis=2)
-    return arr > 0
+    if img.mode not in ("L", "1"):
+        raise DataError(path, f"expected a one-channel mask (mode L or 1), got mode {img.mode}")
+    return np.asarray(img) > 0
 
 
 def check_same_size(path: str | Path, mask: np.ndarray, image_hw: tuple[int, int]) -> None:

@@ -1,21 +1,15 @@
-"""LabPics Medical: a lazy reader of the real on-disk layout (vessels as one class).
-
-Introduced in notebook 00, used for Mask R-CNN fine-tuning in notebook 04.
-
-Layout (``root`` holds ``Train/`` and ``Test/``; the archive is Zenodo record 4736111)::
+"""LabPics Medical: a lazy reader of the real on-disk layout, vessels as one class
+(notebooks 00 and 04). ``root`` holds ``Train/`` and ``Test/`` (Zenodo record 4736111)::
 
     <split>/<sample>/Image.jpg
-    <split>/<sample>/Vessels/*.png                 one mask per vessel instance, non-zero = inside
-    <split>/<sample>/Ignore.png                    regions to ignore (optional), non-zero = ignore
+    <split>/<sample>/Vessels/*.png                 one mask per vessel, non-zero = inside
+    <split>/<sample>/Ignore.png                    regions to ignore (optional)
     <split>/<sample>/SemanticMaps/FullImage/*.png  per-class semantic maps (not read here)
 
-Vessel masks may overlap: a vessel seen through another keeps its whole outline.
-
-Skip policy: a sample folder without a ``Vessels/`` folder has no vessel annotation at
-all (not "zero vessels", which is an empty ``Vessels/``), so it is skipped. Skipped
-samples are counted in ``ds.skipped`` and reported in one warning at construction.
-Anything else that is wrong (no ``Image.jpg``, a mask of the wrong size, a corrupt file)
-is an error that names the file.
+Vessel masks may overlap (a vessel seen through another keeps its whole outline). A
+sample folder without ``Vessels/`` has no vessel annotation at all (an empty ``Vessels/``
+is "zero vessels"): it is skipped, counted in ``ds.skipped`` and reported in one
+warning. Anything else that is wrong is an error that names the file.
 """
 
 from __future__ import annotations
@@ -30,10 +24,6 @@ from .image_files import DataError, check_same_size, read_binary_mask, read_rgb
 log = logging.getLogger(__name__)
 
 SPLITS = ("Train", "Test")
-#: Lossless image formats a vessel mask may come in (the real data set has PNGs).
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
-#: Lossy formats: compression blurs a mask's edge, so they cannot hold one exactly.
-LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 
 
 def find_labpics(root: str | Path) -> Path:
@@ -107,29 +97,21 @@ class LabPicsDataset:
         return self.samples[index] / "Image.jpg"
 
     def mask_paths(self, index: int) -> list[Path]:
-        """The vessel mask files of sample ``index``, in name order: every file of
-        ``Vessels/`` in a lossless image format (:data:`MASK_SUFFIXES`). Hidden files
-        (names starting with ".", such as an OS's folder metadata) are not data.
+        """The vessel mask files of sample ``index``, in name order: every PNG of
+        ``Vessels/`` (what LabPics ships). Hidden files (names starting with ".", such as
+        an OS's folder metadata) are not data.
 
         Raises:
-            DataError: a file there is a lossy image (JPEG: its compression blurs the
-                mask's edge) or not an image at all; the message names it.
+            DataError: anything else there (another format, a folder); the message names it.
         """
         vessels = self.samples[index] / "Vessels"
         paths = []
         for path in sorted(vessels.iterdir()):
-            suffix = path.suffix.lower()
             if path.name.startswith("."):
                 continue
-            if suffix in LOSSY_SUFFIXES:
+            if path.suffix.lower() != ".png" or not path.is_file():
                 raise DataError(
-                    path,
-                    f"a vessel mask in a lossy format ({suffix}): compression blurs its edge, "
-                    "so it cannot hold the mask exactly; save it as PNG",
-                )
-            if suffix not in MASK_SUFFIXES or not path.is_file():
-                raise DataError(
-                    path, f"not a vessel mask (expected an image file: {', '.join(MASK_SUFFIXES)})"
+                    path, "not a vessel mask: LabPics' vessel masks are PNG files, one per vessel"
                 )
             paths.append(path)
         return paths
@@ -176,21 +158,13 @@ def download_labpics(
     """LabPics Medical extracted in ``folder``, downloaded on first use (~281 MB, Zenodo
     record 4736111); returns the folder that holds ``Train/`` and ``Test/``.
 
-    By default the archive is kept in ``<cache>/labpics`` (Google Drive in Colab) and
-    extracted into ``<data>/labpics`` (:func:`helpers.course.runtime.data_dir`: the runtime's
-    local disk in Colab), so a new Colab runtime extracts again without downloading.
-    Given ``folder``, both go there unless ``archive_dir`` says otherwise.
-
-    Zenodo lists an MD5 for every file of a record (on the record's page, and as
-    ``checksum`` in its API, ``https://zenodo.org/api/records/4736111``), but it could not
-    be read where this was written, so none is written into the code: the MD5 of what
-    was downloaded is logged (compare it with the record's, and pin it if you need to),
-    the transfer's length is checked
-    against the server's (:func:`helpers.data.downloads.fetch`), and what can be checked after
-    it is checked: the zip's own CRCs (``testzip``), the layout (``Train/`` and ``Test/``
-    with sample folders holding ``Image.jpg``). An archive that fails is deleted, so the
-    next run downloads it again. Extraction goes to a temporary folder that is moved into
-    place only after the checks, with a ``.complete`` marker.
+    The archive is kept in ``<cache>/labpics`` (Google Drive in Colab) and extracted into
+    ``<data>/labpics`` (:func:`helpers.course.runtime.data_dir`: the runtime's local disk
+    in Colab); given ``folder``, both go there unless ``archive_dir`` says otherwise. No
+    MD5 is known to the course (Zenodo's could not be read where this was written): the
+    MD5 of what was downloaded is logged, to pin; the transfer's length is checked
+    (:func:`helpers.data.downloads.fetch`), then the zip's own CRCs and the layout. An
+    archive that fails is deleted, so the next run downloads it again.
 
     Raises:
         helpers.data.downloads.DownloadError: no network.
@@ -199,64 +173,51 @@ def download_labpics(
     """
 
     from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
-    from .downloads import DownloadError, exclusive, fetch, missing_files_error
+    from .downloads import fetch_and_extract
 
     if archive_dir is None:
         archive_dir = cache_dir() / "labpics" if folder is None else folder
     folder = Path(folder) if folder is not None else data_dir() / "labpics"
-    target = folder / "LabPicsMedical"
-    if (target / ".complete").is_file():
-        return target
-    with exclusive(target, "LabPics Medical"):  # one process fetches and extracts
-        if (target / ".complete").is_file():  # done by another while this one waited
-            return target
-        dest = Path(archive_dir) / "LabPicsMedical.zip"
-        try:
-            archive = fetch(url, dest, md5=None, what="LabPics Medical archive")
-        except DownloadError as err:
-            if not err.url:
-                raise
-            hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
-            raise missing_files_error("LabPics Medical", [err], hint) from None
-        return _check_and_extract(archive, folder, target)
+    files = [(url, Path(archive_dir) / "LabPicsMedical.zip", None)]
+    hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
+    return fetch_and_extract(
+        "LabPics Medical", files, folder / "LabPicsMedical", _check_and_unpack, hint
+    )
 
 
-def _check_and_extract(archive: Path, folder: Path, target: Path) -> Path:
-    import shutil
+def _check_and_unpack(archives: list[Path], tmp: Path) -> Path:
+    """The zip's CRCs and layout checked, unpacked into ``tmp``; returns the folder that
+    holds ``Train/`` and ``Test/``. An archive that fails is deleted (the next run
+    downloads it again)."""
     import time
     import zipfile
 
-    from .downloads import temporary_dir
+    (archive,) = archives
 
     def refuse(problem: str) -> DataError:
         archive.unlink(missing_ok=True)  # never left where the next run would trust it
         return DataError(archive, f"{problem}; deleted, run again to download it again")
 
-    with temporary_dir(folder, ".extract-", locked=True) as tmp:
-        log.info("checking and extracting %s into %s", archive.name, folder)
-        start = time.perf_counter()
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise refuse(f"corrupt member {bad!r}")
-                zf.extractall(tmp / "unpacked")
-        except zipfile.BadZipFile as err:
-            raise refuse(f"not a readable zip archive ({err})") from None
-        try:
-            root = find_labpics(tmp / "unpacked")  # the archive's top folder, whatever its name
-        except DataError:
-            raise refuse("no Train/ and Test/ folders in it") from None
-        counts = {
-            s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS
-        }
-        if not all(counts.values()):
-            raise refuse(f"expected samples with Image.jpg in Train/ and Test/, found {counts}")
-        n_files = sum(1 for p in root.rglob("*") if p.is_file())
-        log.info("extracted %d files in %.0f s", n_files, time.perf_counter() - start)
-        log.info("LabPics Medical: %s samples", counts)
-        if target.exists():
-            shutil.rmtree(target)
-        root.replace(target)
-        (target / ".complete").write_text("ok\n")
-    return target
+    log.info("checking and extracting %s", archive.name)
+    start = time.perf_counter()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise refuse(f"corrupt member {bad!r}")
+            zf.extractall(tmp / "unpacked")
+    except zipfile.BadZipFile as err:
+        raise refuse(f"not a readable zip archive ({err})") from None
+    try:
+        root = find_labpics(tmp / "unpacked")  # the archive's top folder, whatever its name
+    except DataError:
+        raise refuse("no Train/ and Test/ folders in it") from None
+    counts = {
+        s: sum(1 for p in (root / s).iterdir() if (p / "Image.jpg").is_file()) for s in SPLITS
+    }
+    if not all(counts.values()):
+        raise refuse(f"expected samples with Image.jpg in Train/ and Test/, found {counts}")
+    n_files = sum(1 for p in root.rglob("*") if p.is_file())
+    log.info("extracted %d files in %.0f s", n_files, time.perf_counter() - start)
+    log.info("LabPics Medical: %s samples", counts)
+    return root

@@ -1,8 +1,5 @@
-"""Pascal VOC2007 instance segmentation: a lazy reader of the real on-disk layout.
-
-Introduced in notebook 00, used for training and evaluation in notebook 03.
-
-Layout (``root`` is the folder that holds ``VOC2007/``, i.e. ``VOCdevkit``)::
+"""Pascal VOC2007 instance segmentation: a lazy reader of the real on-disk layout
+(notebooks 00 and 03). ``root`` holds ``VOC2007/`` (it is ``VOCdevkit``)::
 
     VOC2007/JPEGImages/<id>.jpg
     VOC2007/SegmentationObject/<id>.png   palette PNG: 0 background, 1..N instance ids, 255 void
@@ -11,7 +8,7 @@ Layout (``root`` is the folder that holds ``VOC2007/``, i.e. ``VOCdevkit``)::
     VOC2007/ImageSets/Segmentation/{train,val,trainval,test}.txt   one id per line
 
 ``torchvision.datasets.VOCSegmentation`` reads only SegmentationClass; instances need
-this reader. The class of an instance is the SegmentationClass value at its pixels.
+this reader. An instance's class is the SegmentationClass value at its pixels.
 """
 
 from __future__ import annotations
@@ -214,87 +211,56 @@ def download_voc2007(
     archive_dir: str | Path | None = None,
 ) -> Path:
     """VOC2007 (trainval and test) extracted in ``folder``, downloaded on first use (about
-    900 MB of archives); returns the ``VOCdevkit`` folder to pass to
-    :class:`VOCInstanceDataset`.
+    900 MB of archives); returns the ``VOCdevkit`` folder for :class:`VOCInstanceDataset`.
 
-    By default the archives are kept in ``<cache>/voc2007/archives`` (Google Drive in
-    Colab) and extracted into ``<data>/voc2007`` (:func:`helpers.course.runtime.data_dir`: the
-    runtime's local disk in Colab), so a new Colab runtime extracts again without
-    downloading. Given ``folder``, both go there unless ``archive_dir`` says otherwise.
-
-    Both archives are MD5-checked (:func:`helpers.data.downloads.fetch`), extracted into a
-    temporary folder, checked (every split lists the expected number of images and
-    every listed image has its files), and only then moved into place with a
-    ``.complete`` marker; a run killed half-way leaves a temporary folder that the next
-    run removes.
+    The archives are kept in ``<cache>/voc2007/archives`` (Google Drive in Colab) and
+    extracted into ``<data>/voc2007`` (:func:`helpers.course.runtime.data_dir`: the
+    runtime's local disk in Colab); given ``folder``, both go there unless
+    ``archive_dir`` says otherwise. Both are MD5-checked, and every split must list the
+    expected number of images with all their files before anything is put in place
+    (:func:`helpers.data.downloads.fetch_and_extract`).
 
     Raises:
         helpers.data.downloads.DownloadError: no network or a wrong checksum.
         DataError: the archives do not hold the expected layout; the message names the
             archives and the final folder (never the temporary one).
     """
-    from ..course.runtime import cache_dir, data_dir
-    from .downloads import exclusive
+    from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
+    from .downloads import fetch_and_extract
 
     if archive_dir is None:
         archive_dir = cache_dir() / "voc2007" if folder is None else Path(folder)
         archive_dir = archive_dir / "archives"
     folder = Path(folder) if folder is not None else data_dir() / "voc2007"
-    devkit = folder / "VOCdevkit"
-    marker = devkit / "VOC2007" / ".complete"
-    if marker.is_file():
-        return devkit
-    with exclusive(devkit, "VOC2007"):  # one process fetches and extracts; others wait
-        if marker.is_file():  # done by another process while this one waited
-            return devkit
-        return _fetch_and_extract(folder, archive_dir, sources, expected_counts)
-
-
-def _fetch_and_extract(folder: Path, archive_dir, sources, expected_counts) -> Path:
-    import shutil
-    import time
-
-    from torchvision.datasets.utils import extract_archive
-
-    from ..course.runtime import SMOKE_ENV
-    from .downloads import DownloadError, fetch, missing_files_error, temporary_dir
-
-    devkit = folder / "VOCdevkit"
-    marker = devkit / "VOC2007" / ".complete"
     sources = sources if sources is not None else voc2007_sources()
     expected = VOC2007_SEGMENTATION_COUNTS if expected_counts is None else expected_counts
-    archives, failures = [], []
-    for src in sources:  # every archive is tried, so that one error lists all that lack
-        dest = Path(archive_dir) / src["filename"]
-        try:
-            archives.append(fetch(src["url"], dest, src["md5"], src["filename"]))
-        except DownloadError as err:
-            if not err.url:  # a wrong checksum, not a missing file: its own message
-                raise
-            failures.append(err)
-    if failures:
-        hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
-        raise missing_files_error("VOC2007", failures, hint) from None
-    with temporary_dir(folder, ".extract-", locked=True) as tmp:
+    files = [(s["url"], Path(archive_dir) / s["filename"], s["md5"]) for s in sources]
+    hint = f"Or set {SMOKE_ENV}=1 to run on the built-in data_example."
+
+    def unpack(archives: list[Path], tmp: Path) -> Path:
+        import time
+
+        from torchvision.datasets.utils import extract_archive
+
         start = time.perf_counter()
         for archive in archives:
             log.info("extracting %s into %s", archive.name, folder)
             extract_archive(str(archive), str(tmp))
         n_files = sum(1 for p in (tmp / "VOCdevkit").rglob("*") if p.is_file())
         log.info("extracted %d files in %.0f s", n_files, time.perf_counter() - start)
-        names = " and ".join(a.name for a in archives)
         try:
             for image_set, n in expected.items():
-                found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # reads every file
+                found = len(VOCInstanceDataset(tmp / "VOCdevkit", image_set))  # every file
                 if found != n:
-                    raise DataError(devkit, f"{image_set} lists {found} images, expected {n}")
+                    raise DataError(
+                        tmp / "VOCdevkit", f"{image_set} lists {found} images, expected {n}"
+                    )
         except DataError as err:
             where = Path(str(err.path).replace(str(tmp), str(folder)))
+            names = " and ".join(a.name for a in archives)
             raise DataError(
                 where, f"{err.problem} (as extracted from {names}; nothing was put in place)"
             ) from None
-        if devkit.exists():
-            shutil.rmtree(devkit)
-        (tmp / "VOCdevkit").replace(devkit)
-        marker.write_text("ok\n")
-    return devkit
+        return tmp / "VOCdevkit"
+
+    return fetch_and_extract("VOC2007", files, folder / "VOCdevkit", unpack, hint)

@@ -75,17 +75,6 @@ def coco_dataset(images: list[dict], annotations: list[dict]) -> COCO:
     return coco
 
 
-def coco_ground_truth(samples, ignore_overlap: float = IGNORE_OVERLAP) -> COCO:
-    """An in-memory COCO data set of reader samples (dicts with ``image``, ``masks``,
-    ``labels`` and optionally ``ignore``); image ids are their positions."""
-    images, annotations = [], []
-    for image_id, s in enumerate(samples):
-        entry, anns = gt_entries(image_id, s, len(annotations) + 1, ignore_overlap)
-        images.append(entry)
-        annotations += anns
-    return coco_dataset(images, annotations)
-
-
 def coco_detections(
     image_id: int,
     prediction: dict,
@@ -160,27 +149,21 @@ def evaluate_detector(
     place: Place | None = None,
     cache: str | Path | None = None,
 ) -> dict:
-    """Box and mask AP of ``model`` on every sample of ``reader``.
+    """Box and mask AP of ``model`` on every sample of ``reader``: ``{"bbox": {...},
+    "segm": {...}}`` as :func:`coco_ap`.
 
     Args:
-        transform: turns a reader's ``H x W x 3`` uint8 image into the model's input
-            (default: RGB float in [0, 1], the model's contract).
-        postprocess: applied to each output dict before scoring (e.g.
-            :func:`helpers.detection.model.map_to_vessel` for a COCO model).
-        place: under ``torchrun`` (:func:`helpers.distributed.setup`), each process
-            runs the model on its share of the images; ground truth and detections (RLE)
-            are gathered on rank 0 for pycocotools and the result sent to every process.
+        transform: a reader's ``H x W x 3`` uint8 image to the model's input (default:
+            RGB float in [0, 1], the model's contract).
+        postprocess: applied to each output (e.g. :func:`helpers.detection.model.map_to_vessel`).
+        place: under ``torchrun``, each process runs its share of the images; ground truth
+            and detections (RLE) are gathered on rank 0 for pycocotools and the result
+            sent to every process.
+        cache: a folder: the result computed before for the same weights, images,
+            ``transform`` and ``postprocess`` is read back (one process only).
 
-        cache: a folder: a result computed before for the same weights, images,
-            ``transform`` and ``postprocess`` is read back instead of computed again
-            (:func:`helpers.remembered.remembered`; one process only).
-
-    Returns:
-        ``{"bbox": {...}, "segm": {...}}`` as :func:`coco_ap`.
-
-    Memory: ground truth and detections are kept as RLE; each output stays on the device
-    and crosses to the CPU one uint8 mask at a time (:func:`coco_detections`), so host
-    memory does not grow with the image size times the number of detections.
+    Memory: masks are kept as RLE, each crossing to the CPU as one uint8 mask
+    (:func:`coco_detections`), so host memory does not grow with image size x detections.
     """
     place = place or Place()
     if cache is not None and place.world == 1:

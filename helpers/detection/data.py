@@ -1,20 +1,15 @@
-"""LabPics vessels as a torch Dataset for torchvision's detection models.
+"""LabPics vessels as a torch Dataset for torchvision's detection models (notebook 04).
 
-Introduced in notebook 04. Lazy: each sample is read from disk when it is asked for (the
-seed loaded every image and mask at start-up). Transforms are torchvision's v2, on
-``tv_tensors`` so that boxes and masks follow every flip and scaling of the image.
-There is no fixed-size resize: Mask R-CNN resizes by itself (``min_size``/``max_size``).
-Training augments at that working size, not at the photo's: :class:`ZoomForModel` fuses
-the scale jitter with the model's own resize, so colour jitter and everything after it
-run on a 1024 x 576 tensor instead of LabPics' 1920 x 1080 (about 4x fewer pixels), and
-the model's resize then has nothing left to do.
+Lazy: a sample is read when it is asked for. Transforms are torchvision's v2 on
+``tv_tensors``, so boxes and masks follow every flip and scaling. No fixed-size resize:
+Mask R-CNN resizes by itself, and :class:`ZoomForModel` fuses the training scale jitter
+with that resize, so every later transform runs at the working size (1024 x 576 for
+LabPics' 1920 x 1080 photos).
 
-Ignore policy (``Ignore.png``, LabPics' "do not judge this region"): an instance with
-more than half of its pixels inside the ignore region is ambiguous. In training it is
-left out of the target. In evaluation (:mod:`helpers.detection.coco_eval`) such ground-truth
-instances are marked ``iscrowd`` (a detection matching one counts neither as right nor
-as wrong) and detections with more than half of their mask inside the region are
-dropped before scoring.
+Ignore policy (``Ignore.png``): an instance more than half inside the ignore region is
+left out of training targets; in evaluation (:mod:`helpers.detection.coco_eval`) it is
+``iscrowd`` (matching it counts neither way), and detections more than half inside the
+region are dropped before scoring.
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
-"""RoI Pool and RoI Align from scratch, in plain PyTorch, equal to torchvision's.
+"""RoI Pool and RoI Align from scratch, in plain PyTorch, equal to torchvision's (notebook 02).
 
-Introduced in notebook 02. Same signatures, box formats and results as
-``torchvision.ops.roi_align`` / ``torchvision.ops.roi_pool`` (the tests compare them over
-many random cases), differentiable with respect to ``input`` by autograd. As in
-torchvision, no gradient flows to the boxes.
+Same signatures, box formats and results as ``torchvision.ops.roi_align`` /
+``roi_pool`` (the tests compare them over many random cases), differentiable with respect
+to ``input`` by autograd; as in torchvision, no gradient flows to the boxes.
 
-Conventions:
 - ``input``: ``N x C x H x W`` feature map, float.
-- ``boxes``: ``Tensor[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)``, or a list of ``N``
-  ``Tensor[L_i, 4]`` rows ``(x1, y1, x2, y2)`` for image ``i``; in *image* pixels,
-  mapped onto the feature grid by ``spatial_scale`` (1/stride).
-- On the feature grid, value ``input[..., r, c]`` sits at the point ``(x, y) = (c, r)``
-  (pixel centres at integers) for RoI Align without ``aligned``; ``aligned=True`` shifts
-  the box by -0.5 so that a box's edges fall on pixel edges (``(c + 0.5, r + 0.5)`` centres).
-- Output: ``K x C x PH x PW``, same dtype as ``input``.
+- ``boxes``: ``K x 5`` rows ``(batch_index, x1, y1, x2, y2)``, or a list of ``N``
+  ``L_i x 4`` rows ``(x1, y1, x2, y2)`` for image ``i``; in image pixels, mapped onto the
+  feature grid by ``spatial_scale`` (1 / stride).
+- On the feature grid, ``input[..., r, c]`` sits at ``(x, y) = (c, r)`` for RoI Align
+  without ``aligned``; ``aligned=True`` shifts the box by -0.5 so that its edges fall on
+  pixel edges.
+- Output: ``K x C x PH x PW``, ``input``'s dtype.
 """
 
 from __future__ import annotations
@@ -229,7 +227,7 @@ def roi_pool(
     # across an integer (7 * float32(3 / 7) > 3), so do the same arithmetic in that type.
     t = np.float32 if input.dtype in (torch.float32, torch.float16, torch.bfloat16) else np.float64
     for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
-        sx, sy, ex, ey = (_round(t(v) * t(spatial_scale)) for v in (x1, y1, x2, y2))
+        sx, sy, ex, ey = (round_half_away(t(v) * t(spatial_scale)) for v in (x1, y1, x2, y2))
         roi_h, roi_w = max(ey - sy + 1, 1), max(ex - sx + 1, 1)
         bin_h, bin_w = t(roi_h) / t(ph), t(roi_w) / t(pw)
         for p in range(ph):
@@ -243,7 +241,7 @@ def roi_pool(
     return out
 
 
-def _round(v) -> int:
+def round_half_away(v) -> int:
     """C's ``round``: half away from zero (Python's ``round`` goes to even)."""
     v = float(v)
     return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))
@@ -272,39 +270,6 @@ def fpn_levels(
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     level = torch.floor(canonical_level + torch.log2(area.sqrt() / canonical_size) + eps)
     return level.clamp(k_min, k_max).to(torch.int64)
-
-
-def multiscale_roi_align(
-    features: list[Tensor],
-    boxes: list[Tensor],
-    image_size: tuple[int, int],
-    output_size,
-    sampling_ratio: int = 2,
-) -> Tensor:
-    """Mask R-CNN's RoI feature extraction from an FPN (what
-    ``torchvision.ops.MultiScaleRoIAlign`` does): each box is pooled by :func:`roi_align`
-    from the one level :func:`fpn_levels` picks, with that level's ``spatial_scale``.
-
-    Args:
-        features: FPN maps, finest first, each ``N x C x H_l x W_l`` (P2..P5 for Mask R-CNN).
-        boxes: ``N`` tensors ``L_i x 4``, xyxy image pixels.
-        image_size: ``(H, W)`` of the (padded) input batch the features come from.
-
-    Returns:
-        ``K x C x PH x PW``, boxes in the order of the concatenated list.
-    """
-    # each level's stride is the power of two nearest image size / map size
-    scales = [2.0 ** round(math.log2(f.shape[-2] / image_size[0])) for f in features]
-    k_min, k_max = -round(math.log2(scales[0])), -round(math.log2(scales[-1]))
-    rois = _as_rois(boxes, features[0].dtype)
-    levels = fpn_levels(rois[:, 1:], k_min, k_max)
-    ph, pw = _pair(output_size)
-    out = features[0].new_zeros((rois.shape[0], features[0].shape[1], ph, pw))
-    for i, (feat, scale) in enumerate(zip(features, scales)):
-        sel = torch.nonzero(levels == k_min + i).flatten()
-        if sel.numel():
-            out[sel] = roi_align(feat, rois[sel], (ph, pw), scale, sampling_ratio, aligned=False)
-    return out
 
 
 def sample_points(
@@ -340,79 +305,3 @@ def sample_points(
     yy = ys[:, None, :, None].expand(ph, pw, gh, gw)
     xx = xs[None, :, None, :].expand(ph, pw, gh, gw)
     return torch.stack([xx, yy], dim=-1)
-
-
-def mask_roundtrip_iou(
-    mask: Tensor, box, stride: int, pool: str = "align", output_size: int = 14
-) -> float:
-    """How much of an object's shape survives the trip through a mask head's RoI features.
-
-    The "feature map" is the object's own mask averaged over ``stride x stride``-pixel
-    blocks, one cell each (what a perfect backbone could give); the RoI's ``output_size``
-    x ``output_size`` features are taken one of four ways, pasted back into the object's
-    box the way Mask R-CNN pastes its masks (torchvision's ``paste_masks_in_image``),
-    thresholded at 0.5, and compared with the mask. No learning: only the geometry.
-
-    Args:
-        mask: ``H x W`` bool, ``H`` and ``W`` multiples of ``stride``.
-        box: ``(x1, y1, x2, y2)`` the object's box in pixels (pixel-edge convention).
-        pool: ``"pool"``: RoI Pool (box and bins rounded to cells, max);
-            ``"align_false"``: RoI Align with ``aligned=False``, what torchvision's
-            ``MultiScaleRoIAlign`` and so its Mask R-CNN use (no rounding, but every cell
-            read half a cell from where it belongs); ``"align_rounded"``: RoI Align with
-            ``aligned=True`` on the box rounded to cells as RoI Pool rounds it
-            (``round(x1 / stride)`` .. ``round(x2 / stride)`` inclusive), pasted into the
-            exact box: the box rounding alone; ``"align"``: ``aligned=True`` on the exact
-            box, neither error.
-
-    Returns:
-        IoU of the recovered mask with ``mask``.
-    """
-    from torchvision.models.detection.roi_heads import paste_masks_in_image
-
-    from ..metrics import mask_iou
-
-    feat = torch.nn.functional.avg_pool2d(mask[None, None].double(), stride)
-    rois = torch.tensor([[0.0, *map(float, box)]], dtype=torch.float64)
-    if pool in ("align", "align_false"):
-        crop = roi_align(feat, rois, output_size, 1 / stride, 2, aligned=pool == "align")
-    elif pool == "align_rounded":
-        x1, y1, x2, y2 = (_round(v / stride) for v in map(float, box))
-        cells = torch.tensor([[0.0, x1, y1, x2 + 1, y2 + 1]], dtype=torch.float64) * stride
-        cells[0, 0] = 0
-        crop = roi_align(feat, cells, output_size, 1 / stride, 2, aligned=True)
-    elif pool == "pool":
-        crop = roi_pool(feat, rois, output_size, 1 / stride)
-    else:
-        raise ValueError(
-            f"pool must be 'pool', 'align_false', 'align_rounded' or 'align', got {pool!r}"
-        )
-    pasted = paste_masks_in_image(crop.float(), rois[:, 1:].float(), tuple(mask.shape), padding=1)
-    return mask_iou(pasted[0, 0] > 0.5, mask)
-
-
-def roundtrip_experiment(
-    radii=(6, 12, 24, 48), n_objects: int = 20, stride: int = 8, size: int = 256, seed: int = 0
-) -> dict:
-    """Mean :func:`mask_roundtrip_iou` of each way of pooling (``pool``, ``align_false``,
-    ``align_rounded``, ``align``) for ellipses of each half-height in ``radii`` (width
-    1.3x), at random sub-pixel positions. Against the exact ``align``, ``align_false``
-    isolates the half-cell shift and ``align_rounded`` the box rounding.
-
-    Returns:
-        ``{radius: {pool: mean IoU}}``.
-    """
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
-    table = {}
-    for r in radii:
-        ious = {"pool": [], "align_false": [], "align_rounded": [], "align": []}
-        for _ in range(n_objects):
-            cx, cy = (torch.rand(2, generator=g) * (size - 4 * r) + 2 * r).tolist()
-            mask = ((xx - cx) / (1.3 * r)) ** 2 + ((yy - cy) / r) ** 2 <= 1
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            box = (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
-            for pool in ious:
-                ious[pool].append(mask_roundtrip_iou(mask, box, stride, pool))
-        table[r] = {pool: sum(v) / len(v) for pool, v in ious.items()}
-    return table

@@ -54,10 +54,8 @@ def pixel_counts(masks: torch.Tensor) -> torch.Tensor:
 
 
 def detection_target(sample: dict, image_id: int, labels=None) -> dict:
-    """The torchvision detection target of one sample from :class:`VOCInstanceDataset`
-    or :class:`LabPicsDataset`.
-
-    Instances with no pixels (area 0) are dropped, with their labels.
+    """The torchvision detection target of one reader sample (VOC or LabPics); instances
+    with no pixels are dropped, with their labels.
 
     Args:
         sample: a reader's dict with ``masks`` (``N x H x W`` bool) and ``labels`` (``N``).

@@ -35,6 +35,7 @@ from ..command_line import (
 )
 from ..course.runtime import DATA_EXAMPLE, cache_dir, is_smoke, show_messages
 from ..data.labpics import LabPicsDataset, download_labpics
+from ..data.splits import hold_out
 from ..distributed import cleanup, gather_to_main, setup
 from .data import LabPicsDetection, train_transforms
 from .model import SMOKE_MODEL_KWARGS, build_maskrcnn, ensure_coco_weights
@@ -93,9 +94,9 @@ def main(argv=None) -> dict:
     if pretrained:
         ensure_coco_weights()
     place = setup(args.device, args.dist_timeout)
-    train_all = LabPicsDataset(root, "Train")
-    val = Subset(train_all, range(0, len(train_all), 10))
-    train = Subset(train_all, [i for i in range(len(train_all)) if i % 10][: args.train_images])
+    train, val = hold_out(LabPicsDataset(root, "Train"))
+    if args.train_images is not None:
+        train = Subset(train, range(min(args.train_images, len(train))))
     torch.manual_seed(cfg.seed)  # the new heads start the same on every process
     model = build_maskrcnn(num_classes=2, pretrained=pretrained, **kwargs)
     # the run folder names what sets the training apart: the global batch (processes x

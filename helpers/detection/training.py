@@ -72,10 +72,10 @@ class MaskRCNNTrainConfig:
 
 
 def optimizer_and_schedule(model, cfg: MaskRCNNTrainConfig, total_steps: int):
-    """``(params, optimizer, scheduler)``: SGD with momentum and weight decay over the
-    parameters that train, and the warm-up then cosine multiplier of the learning rate
-    (:func:`helpers.schedules.warmup_cosine`), stepped once per iteration over
-    ``total_steps``."""
+    """``(optimizer, scheduler)``: SGD with momentum and weight decay over the parameters
+    that train (the optimizer holds the run's one list of them), and the warm-up then
+    cosine multiplier of the learning rate (:func:`helpers.schedules.warmup_cosine`),
+    stepped once per iteration over ``total_steps``."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -83,7 +83,7 @@ def optimizer_and_schedule(model, cfg: MaskRCNNTrainConfig, total_steps: int):
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total_steps, cfg.warmup_frac, cfg.min_lr_frac)
     )
-    return params, optimizer, scheduler
+    return optimizer, scheduler
 
 
 def _to(v, device):
@@ -104,6 +104,7 @@ def train_one_epoch(
     """One pass over ``loader``; the scheduler steps every iteration. Returns the mean of
     each loss term and of their sum (``loss``)."""
     model.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # what trains
     use_amp = cfg.amp and torch.device(device).type == "cuda"
     sums: dict[str, float] = {}
     n = 0
@@ -127,9 +128,7 @@ def train_one_epoch(
         with collective("the gradient all-reduce of DDP's backward pass"):
             scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
-        )
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -178,7 +177,7 @@ def train_maskrcnn(
     model.to(device)
     sampler = SeededShuffle(len(train_dataset), cfg.seed, place.rank, place.world)
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
-    _, optimizer, scheduler = optimizer_and_schedule(model, cfg, cfg.epochs * steps_per_epoch)
+    optimizer, scheduler = optimizer_and_schedule(model, cfg, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and torch.device(device).type == "cuda")
     run = TrainingRun(
         out_dir,

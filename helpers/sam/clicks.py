@@ -1,21 +1,15 @@
-"""Simulated clicks: the evaluation protocol's clicker and the training clicker.
+"""Simulated clicks: the evaluation protocol's clicker and the training clicker (notebook 03).
 
-Introduced in notebook 03.
+**Evaluation** (:func:`next_click`, the protocol of RITM and SimpleClick, for NoC and
+mIoU@k): the next click is the pixel farthest from the boundary of the missed
+(false-negative) or the spurious (false-positive) region, whichever is deeper; positive
+if the missed one is strictly deeper. Each region is padded by one pixel before the
+distance transform (the image border counts as a boundary), clicked pixels are excluded,
+void is in neither region. Deterministic.
 
-**Evaluation** (:func:`next_click`, the standard interactive-segmentation protocol of
-RITM and SimpleClick, used for NoC@85/90 and mIoU@k): the next click goes where the
-current mask is most wrong: at the pixel farthest from the boundary of the missed
-(false-negative) region or of the spurious (false-positive) region, whichever is deeper.
-It is positive if the false-negative distance is strictly larger, else negative. Each
-region is padded by one pixel before the distance transform (so the image border counts
-as a boundary), pixels already clicked are excluded from both, void pixels are in
-neither. With an empty prediction the first click lands at the object's most interior
-pixel. Deterministic: the same mask always gets the same click.
-
-**Training** (:func:`error_clicks`, the SAM paper's, appendix A): each new point is drawn
-uniformly from the error region between the previous prediction and the ground truth,
-positive where it falls in the missed part, negative in the spurious part. Random, so
-training sees many clicks per error, in the low-res frame where the loss lives.
+**Training** (:func:`error_clicks`, the SAM paper's, appendix A): a new point drawn
+uniformly from the error region, positive in the missed part, negative in the spurious
+part, in the low-res frame where the loss lives.
 
 Coordinates are pixel indices ``(x, y)`` = (column, row), SamPredictor's convention.
 """

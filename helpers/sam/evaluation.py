@@ -1,22 +1,19 @@
-"""Measuring a SAM decoder: the interactive protocol and box prompts.
+"""Measuring a SAM decoder: the interactive protocol and box prompts (notebook 03).
 
-Introduced in notebook 03. For every instance of every image:
+For every instance of every image:
 
-- **clicks**: up to ``max_clicks`` simulated clicks (:func:`helpers.sam.clicks.next_click`).
-  Each click is one round of :func:`helpers.sam.predict.predict_round`, the same
-  function training and the widget call: click 1 alone is ambiguous, so SAM gives three
-  masks and the one with the highest predicted IoU is kept; every later click passes
-  all clicks so far plus the previous round's low-res logits as the mask prompt and
-  reads the single-mask output. IoU is measured at the original size with void pixels
-  left out. Reported: **mIoU@k**, the mean IoU over instances after k clicks (k = 1, 3,
-  5), and **NoC@85 / NoC@90**, the mean number of clicks needed to reach IoU 0.85 / 0.90
-  (``max_clicks`` for an instance that never does);
-- **box**: the tight box as the only prompt, single-mask output: **box mIoU**;
-- **per class**: mean IoU at 1 click and with the box, per VOC class.
+- **clicks**: up to ``max_clicks`` simulated clicks (:func:`helpers.sam.clicks.next_click`),
+  each one round of :func:`helpers.sam.predict.predict_round` (training's and the
+  widget's path): click 1 alone gets three masks and the IoU head's best; every later
+  click sends all clicks so far and the previous low-res logits as the mask prompt. IoU
+  at the original size, void left out. **mIoU@k**: the mean IoU after k clicks;
+  **NoC@85 / NoC@90**: the mean number of clicks to reach IoU 0.85 / 0.90 (``max_clicks``
+  if never);
+- **box**: the tight box alone, single-mask output: **box mIoU**;
+- **per class**: mean IoU at 1 click and with the box.
 
-All instances of an image go through the decoder as one batch at every click; an
-instance whose mask has no error left gets a padding point (label -1, SAM's own
-"no point here") so that the batch keeps one shape.
+An image's instances are one decoder batch at every click; an instance with no error
+left gets a padding point (label -1) so that the batch keeps its shape.
 """
 
 from __future__ import annotations

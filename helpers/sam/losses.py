@@ -47,23 +47,6 @@ def bce_dice_per_mask(
     return bce + dice_weight * dice, bce, dice
 
 
-def bce_dice_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    valid: torch.Tensor | None = None,
-    dice_weight: float = 1.0,
-    eps: float = 1.0,
-) -> tuple[torch.Tensor, dict]:
-    """:func:`bce_dice_per_mask` averaged over masks.
-
-    Returns:
-        ``(loss, parts)``: the scalar mean of the masks' losses (``mean(bce) +
-        dice_weight * mean(dice)``) and a dict of the two means as floats.
-    """
-    loss, bce, dice = bce_dice_per_mask(logits, targets, valid, dice_weight, eps)
-    return loss.mean(), {"bce": float(bce.mean().detach()), "dice": float(dice.mean().detach())}
-
-
 def iou_of_logits(
     logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -1,18 +1,11 @@
-"""Segment Anything models: the official variants, a tiny one for smoke mode, and
-decoder-only checkpoints.
-
-Introduced in notebook 01; every later SAM notebook loads its model here.
+"""Segment Anything models: the official variants, smoke mode's small one, and
+decoder-only checkpoints (notebook 01; every later SAM notebook loads its model here).
 
 - :func:`load_sam` builds vit_b / vit_l / vit_h through segment-anything's own registry
-  and loads the official checkpoint (downloaded on first use into the cache folder, MD5
-  checked), strictly: a file of another variant or with missing or unexpected keys is an
-  error, never a half-loaded model.
-- :func:`build_tiny_sam`: smoke mode's model, a 2-block, 64-wide ViT image encoder,
-  randomly initialised, with SAM's real prompt encoder and mask decoder. Same 1024-pixel
-  input frame, same ``256 x 64 x 64`` embedding, so everything after the encoder runs
-  exactly as with vit_b.
-- :func:`save_decoder` / :func:`load_decoder`: only ``mask_decoder.*`` (16.2 MB at fp32),
-  written atomically; loading checks every key and shape before touching the model.
+  and loads the official checkpoint (downloaded on first use, MD5 checked) strictly: a
+  file of another variant or with missing or unexpected keys is an error.
+- :func:`save_decoder` / :func:`load_decoder`: only ``mask_decoder.*`` (16.2 MB at fp32
+  for vit_b), written atomically; loading checks every key and shape first.
 """
 
 from __future__ import annotations
@@ -159,13 +152,6 @@ def module_sizes(variant: str) -> dict[str, dict[str, int]]:
     return sizes
 
 
-def _read_state_dict(path: Path) -> dict:
-    state = read_checkpoint(path, "PyTorch checkpoint")
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict (names -> tensors)")
-    return state
-
-
 def load_sam(
     variant: str,
     checkpoint: str | Path | None = None,
@@ -190,7 +176,7 @@ def load_sam(
     if checkpoint is None:
         checkpoint = download_checkpoint(variant) if download else checkpoint_path(variant)
     path = Path(checkpoint)
-    state = _read_state_dict(path)
+    state = read_checkpoint(path, "PyTorch checkpoint")
     check_state_dict(path, state, sam.state_dict(), f"SAM {variant}")
     check_finite(path, state)
     sam.load_state_dict(state, strict=True)
@@ -199,7 +185,6 @@ def load_sam(
 
 #: ``(embed_dim, depth)`` of each variant's image encoder, to name a model's variant.
 ENCODER_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h", (64, 2): "tiny"}
-_FINGERPRINTS: dict[int, tuple[tuple, str]] = {}
 
 
 def variant_of(sam: Sam) -> str:
@@ -212,13 +197,13 @@ def variant_of(sam: Sam) -> str:
 
 def encoder_fingerprint(sam: Sam) -> str:
     """SHA-1 over the image encoder's weights (names, shapes, bytes): the identity of
-    "this encoder" whatever file it came from. ~1 s for vit_b on a CPU, then remembered
-    until a weight of the encoder changes (any in-place update or reload bumps a tensor's
-    version)."""
+    "this encoder" whatever file it came from. ~1 s for vit_b on a CPU, then remembered on
+    the encoder itself until one of its weights changes (any in-place update or reload
+    bumps a tensor's version)."""
     encoder = sam.image_encoder
     state = encoder.state_dict()
     key = tuple((t.data_ptr(), t._version) for t in state.values())
-    cached = _FINGERPRINTS.get(id(encoder))
+    cached = getattr(encoder, "_segcourse_fingerprint", None)  # lives and dies with it
     if cached is not None and cached[0] == key:
         return cached[1]
     digest = hashlib.sha1()
@@ -227,7 +212,7 @@ def encoder_fingerprint(sam: Sam) -> str:
         digest.update(name.encode())
         digest.update(str(tuple(t.shape)).encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    _FINGERPRINTS[id(encoder)] = (key, digest.hexdigest())
+    encoder._segcourse_fingerprint = (key, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -259,12 +244,27 @@ def save_decoder(sam: Sam, path: str | Path, extra: dict | None = None) -> Path:
     state = {
         k: v.detach().cpu() for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")
     }
-    meta = {
-        "variant": variant_of(sam),
-        "encoder_fingerprint": encoder_fingerprint(sam),
-        **(extra or {}),
-    }
+    meta = {**encoder_identity(sam), **(extra or {})}
     return atomic_save({"mask_decoder": state, "meta": meta}, path)
+
+
+def encoder_identity(sam: Sam) -> dict[str, str]:
+    """What a decoder file records of the encoder whose embeddings it reads: ``variant``
+    (:func:`variant_of`) and ``encoder_fingerprint`` (:func:`encoder_fingerprint`)."""
+    return {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
+
+
+def check_same_encoder(path: Path, meta: dict, sam: Sam, way_out: str = "") -> None:
+    """Raise :class:`CheckpointError` unless the decoder file at ``path``, whose metadata
+    is ``meta``, was made with ``sam``'s encoder (:func:`encoder_identity`); the message
+    names both values."""
+    for key, here in encoder_identity(sam).items():
+        there = meta.get(key)
+        if there != here:
+            raise CheckpointError(
+                f"{path}: made with {key} {there!r}, this model's is {here!r}: a decoder reads "
+                f"the embeddings of the encoder it was trained with {way_out}".rstrip()
+            )
 
 
 def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict:
@@ -293,15 +293,7 @@ def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict
     check_finite(path, payload["mask_decoder"])
     meta = payload.get("meta", {})
     if check_encoder:
-        mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
-        for key, here in mine.items():
-            there = meta.get(key)
-            if there != here:
-                raise CheckpointError(
-                    f"{path}: trained with {key} {there!r}, this model's is {here!r}: a decoder "
-                    "reads the embeddings of the encoder it was trained with. Load it into that "
-                    "model (or pass check_encoder=False to load it anyway)."
-                )
+        check_same_encoder(path, meta, sam, "(or pass check_encoder=False to load it anyway)")
     sam.load_state_dict(payload["mask_decoder"], strict=False)
     return meta
 

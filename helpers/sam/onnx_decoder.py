@@ -1,29 +1,18 @@
-"""SAM's prompt encoder + mask decoder as an ONNX file, run by onnxruntime (notebook 05).
+"""SAM's prompt encoder + mask decoder as an ONNX file, run by onnxruntime (notebook 05):
+an app runs the heavy image encoder once per image and answers each click with the
+small decoder, without PyTorch (onnxruntime on a CPU, in a browser, on a phone).
 
-An app keeps the heavy image encoder on a server (or runs it once per image) and answers
-every click with the small decoder; ONNX lets that decoder run without PyTorch, in
-onnxruntime on a CPU, in a browser (onnxruntime-web) or on a phone.
-
-Model: segment-anything's own ``SamOnnxModel`` (prompt embedding written without data-
-dependent control flow, SAM's post-processing inside the graph), with its padding crop
-rewritten (:func:`exportable_decoder`). Exporter: ``torch.onnx.export(...,
-dynamo=False)``, the TorchScript-based one that segment-anything's
-``scripts/export_onnx_model.py`` uses, which needs nothing beyond ``onnx``. The rewritten
-model is also accepted by ``torch.export``, the first step of the newer ``dynamo=True``
-exporter (the stock ``SamOnnxModel`` is not: its crop has a data-dependent size), but
-that exporter needs the ``onnxscript`` package, which the course does not install
-(notebook 05 shows both).
-
-The graph is exported with all four mask tokens (``return_single_mask=False``) and the
-choice is made here, as :func:`helpers.sam.predict.predict` makes it: masks 1-3 for an
-ambiguous prompt (``multimask=True``), mask 0 otherwise. Inputs in SAM's 1024 frame:
-``point_coords`` ``1 x P x 2`` (x, y), ``point_labels`` ``1 x P`` (1 foreground,
-0 background, 2 / 3 box corners, -1 padding), ``mask_input`` ``1 x 1 x 256 x 256`` logits
-with ``has_mask_input`` 1 or 0, ``orig_im_size`` (H, W).
-
-The file records the variant and the encoder fingerprint of the model it came from
-(ONNX metadata), and :class:`OnnxDecoder` checks them against the model whose embeddings
-it is given.
+Model: segment-anything's own ``SamOnnxModel`` with its padding crop rewritten
+(:func:`exportable_decoder`); exporter: ``torch.onnx.export(..., dynamo=False)``, the
+TorchScript-based one segment-anything's ``scripts/export_onnx_model.py`` uses (the
+newer ``dynamo=True`` one needs ``onnxscript``, which the course does not install). The
+graph keeps all four mask tokens and the choice is made here as
+:func:`helpers.sam.predict.predict` makes it: masks 1-3 for an ambiguous prompt, mask 0
+otherwise. Its inputs are in SAM's input frame: ``point_coords`` ``1 x P x 2`` (x, y),
+``point_labels`` ``1 x P`` (1, 0, 2 / 3 box corners, -1 padding), ``mask_input``
+``1 x 1 x h x w`` low-res logits with ``has_mask_input``, ``orig_im_size`` (H, W). The
+file records the variant and encoder fingerprint of its model (ONNX metadata), which
+:class:`OnnxDecoder` checks.
 """
 
 from __future__ import annotations
@@ -38,8 +27,8 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..checkpoints import CheckpointError, atomic_write
-from .model import encoder_fingerprint, variant_of
-from .predict import ImageEmbedding
+from .model import check_same_encoder, encoder_fingerprint, encoder_identity, variant_of
+from .predict import ImageEmbedding, check_prompts, finite_numbers
 
 INPUTS = (
     "image_embeddings",
@@ -114,7 +103,7 @@ def export_decoder(sam: Sam, path: str | Path) -> Path:
     path = Path(path)
     model = exportable_decoder(sam, return_single_mask=False).eval()
     dummy = export_example(sam)
-    meta = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
+    meta = encoder_identity(sam)
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
@@ -176,32 +165,6 @@ def _read_metadata(path: Path) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-#: How far outside the image a prompt may lie, in pixels (SAM accepts points a little
-#: outside; farther away they are a mistake, e.g. coordinates of another image).
-OUTSIDE_TOLERANCE = 0.5
-
-
-def _numbers(values, what: str) -> np.ndarray:
-    """``values`` as finite float32, or a ValueError that names ``what``."""
-    try:
-        array = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be numbers, got {values!r}") from None
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} must be finite, got {array.tolist()}")
-    return array
-
-
-def _inside(xy: np.ndarray, h: int, w: int, what: str) -> None:
-    """ValueError unless every ``(x, y)`` lies on the ``h x w`` image (pixel indices)."""
-    lo, hi = -OUTSIDE_TOLERANCE, np.array([w - 1, h - 1]) + OUTSIDE_TOLERANCE
-    if (xy < lo).any() or (xy > hi).any():
-        raise ValueError(
-            f"{what} {xy.tolist()} lie outside the {w} x {h} image (x in 0..{w - 1}, "
-            f"y in 0..{h - 1})"
-        )
-
-
 class OnnxDecoder:
     """An :func:`export_decoder` file in an onnxruntime session on the CPU.
 
@@ -238,14 +201,7 @@ class OnnxDecoder:
             self._refuse_mask_count(scores[-1])
         self.embedding_shape = tuple(self.session.get_inputs()[0].shape)
         if sam is not None:
-            mine = {"variant": variant_of(sam), "encoder_fingerprint": encoder_fingerprint(sam)}
-            for key, here in mine.items():
-                there = self.meta.get(key)
-                if there != here:
-                    raise CheckpointError(
-                        f"{self.path}: exported from a model with {key} {there!r}, the model "
-                        f"given has {here!r}: a decoder reads the embeddings of its own encoder"
-                    )
+            check_same_encoder(self.path, self.meta, sam)
         self.img_size = 1024  # SAM's input frame (ResizeLongestSide(1024))
 
     def _refuse_mask_count(self, n) -> None:
@@ -278,48 +234,30 @@ class OnnxDecoder:
                 f"image embedding of shape {embedding.shape}; {self.path.name} expects "
                 f"{self.embedding_shape}"
             )
-        h, w = (int(v) for v in emb.original_size)
-        if h < 1 or w < 1:
-            raise ValueError(f"original_size must be (H, W) of at least one pixel, got {(h, w)}")
+        if points is not None and (np.ndim(points) != 2 or np.shape(points)[1] != 2):
+            raise ValueError(f"points must be P x 2 (x, y), got shape {np.shape(points)}")
+        if box is not None and np.shape(box) != (4,):
+            raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {np.shape(box)}")
+        points, labels, box = check_prompts(emb.original_size, points, labels, box, "box")
+        if points is None and box is None:
+            raise ValueError("a prompt needs points or a box")
         transform = ResizeLongestSide(self.img_size)
         coords, codes = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
         if points is not None:
-            points = _numbers(points, "points")
-            if points.ndim != 2 or points.shape[1] != 2:
-                raise ValueError(f"points must be P x 2 (x, y), got shape {points.shape}")
-            _inside(points, h, w, "points")
-            if labels is None or np.shape(labels) != (len(points),):
-                raise ValueError(
-                    f"labels must be one per point ({len(points)}), got shape "
-                    f"{None if labels is None else np.shape(labels)}"
-                )
-            codes = _numbers(labels, "labels")
-            if not np.isin(codes, (0.0, 1.0, -1.0)).all():
-                raise ValueError(
-                    f"point labels must be 1 (foreground), 0 (background) or -1 (padding), got "
-                    f"{sorted(set(codes.tolist()))} (a box is given as box=, not as labels 2/3)"
-                )
             coords = transform.apply_coords(points, emb.original_size)
+            codes = labels.astype(np.float32)
         if box is not None:
-            box = _numbers(box, "box")
-            if box.shape != (4,):
-                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
-            _inside(box.reshape(2, 2), h, w, "box")
-            if box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"box must have x0 <= x1 and y0 <= y1, got {box.tolist()}")
             corners = transform.apply_boxes(box[None], emb.original_size).reshape(2, 2)
             coords = np.concatenate([coords, corners])
             codes = np.concatenate([codes, np.array([2, 3], np.float32)])
-        else:
-            if points is None:
-                raise ValueError("a prompt needs points or a box")
+        else:  # no box: SamPredictor's padding point
             coords = np.concatenate([coords, np.zeros((1, 2), np.float32)])
             codes = np.concatenate([codes, np.array([-1], np.float32)])
         if mask_input is None:
             mask = np.zeros((1, 1, 256, 256), np.float32)
             has_mask = np.zeros(1, np.float32)
         else:
-            mask = _numbers(
+            mask = finite_numbers(
                 mask_input.detach().float().cpu() if torch.is_tensor(mask_input) else mask_input,
                 "mask_input",
             )
@@ -402,38 +340,3 @@ def decoder_file_for(sam: Sam, folder: str | Path) -> Path:
     if not path.is_file():
         export_decoder(sam, path)
     return path
-
-
-def click_latency(runners: dict, cases: list, clicks: int = 50) -> dict[str, float]:
-    """Median milliseconds per click of each ``runners[name](emb, point)``, interleaved
-    click by click (so that drift of a shared machine hits all alike), after one warm-up
-    call each. ``cases``: ``(ImageEmbedding, 1 x 2 point)`` pairs, used in turn."""
-    import statistics
-    import time
-
-    for run in runners.values():
-        run(*cases[0])
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for c in range(clicks):
-        emb, point = cases[c % len(cases)]
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            run(emb, point)
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
-
-
-def first_click_agreement(a: OnnxDecoder, b: OnnxDecoder, cases: list) -> dict:
-    """How far ``b`` (e.g. the int8 file) answers a first click like ``a`` (fp32): the
-    mask that ``a``'s IoU head ranks best of three, from each file. Returns ``miou``,
-    ``min_iou`` and ``max_low_res_diff`` (largest change of a low-res logit)."""
-    ious, diff = [], 0.0
-    for emb, point in cases:
-        x = a.predict(emb, points=point, labels=np.ones(len(point)))
-        y = b.predict(emb, points=point, labels=np.ones(len(point)))
-        best = int(x["iou"][0].argmax())
-        ma, mb = x["masks"][0, best], y["masks"][0, best]
-        union = (ma | mb).sum()
-        ious.append((ma & mb).sum() / union if union else 1.0)
-        diff = max(diff, float(np.abs(x["low_res"] - y["low_res"]).max()))
-    return {"miou": float(np.mean(ious)), "min_iou": float(np.min(ious)), "max_low_res_diff": diff}

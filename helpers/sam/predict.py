@@ -1,22 +1,17 @@
 """One SAM prediction path for training, evaluation and the widgets.
 
 Introduced in notebook 01. The image is encoded once (:func:`embed_image`); prompts in
-*original-image* pixels then go through the prompt encoder and mask decoder as a batch
-(:func:`predict`), and masks come back at the original size. It is the arithmetic of
-``segment_anything.SamPredictor`` (tests compare the outputs with it) without its one-image
-state, so a cached embedding and a batch of instances can be used directly.
+original-image pixels go through the prompt encoder and mask decoder as a batch
+(:func:`predict`), masks come back at the original size: ``SamPredictor``'s arithmetic
+(the tests compare them) without its one-image state, so a cached embedding and a batch
+of instances can be used directly. :func:`predict_round` is the interactive protocol's
+round: a single point alone is ambiguous and gets three masks, the IoU head's best kept;
+any other prompt gets the single-mask output.
 
-Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` in the original
-image (x = column; the centre of pixel ``(col, row)`` is ``(col, row)``: SAM's prompt
-encoder adds the half pixel itself); boxes are ``(x0, y0, x1, y1)`` in the same frame,
-first and last column and row (inclusive); point labels are 1 (foreground), 0
-(background) or -1 (padding: "no point here", SAM's own not-a-point token).
-
-:func:`predict_round` is the interactive protocol's one round, shared by training
-(:mod:`helpers.sam.training`), evaluation (:mod:`helpers.sam.evaluation`) and the widget
-(:mod:`helpers.views.widget`): a single point alone is ambiguous and gets SAM's three masks,
-the best by the IoU head kept; any other prompt (several points, a box, points + box, a
-mask from the previous round) gets the single-mask output.
+Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` (x = column; the
+centre of pixel ``(col, row)`` is ``(col, row)``, SAM's prompt encoder adds the half
+pixel itself), boxes ``(x0, y0, x1, y1)`` the first and last column and row (inclusive),
+point labels 1 (foreground), 0 (background) or -1 (padding: SAM's not-a-point token).
 """
 
 from __future__ import annotations
@@ -65,6 +60,87 @@ def embed_image(sam: Sam, image: np.ndarray) -> ImageEmbedding:
     return ImageEmbedding(sam.image_encoder(x), tuple(image.shape[:2]), input_size)
 
 
+#: How far outside the image a prompt may lie, in pixels (SAM accepts points a little
+#: outside; farther away they are a mistake, e.g. coordinates of another image).
+OUTSIDE_TOLERANCE = 0.5
+
+
+def finite_numbers(values, what: str) -> np.ndarray:
+    """``values`` as finite float32, or a ValueError that names ``what``."""
+    if torch.is_tensor(values):
+        values = values.detach().cpu()
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {values!r}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} must be finite, got {array.tolist()}")
+    return array
+
+
+def _inside(xy: np.ndarray, h: int, w: int, what: str) -> None:
+    """ValueError unless every ``(x, y)`` lies on the ``h x w`` image (pixel indices)."""
+    lo, hi = -OUTSIDE_TOLERANCE, np.array([w - 1, h - 1]) + OUTSIDE_TOLERANCE
+    if (xy < lo).any() or (xy > hi).any():
+        raise ValueError(
+            f"{what} {xy.tolist()} lie outside the {w} x {h} image (x in 0..{w - 1}, "
+            f"y in 0..{h - 1})"
+        )
+
+
+def check_prompts(
+    original_size: tuple[int, int], points=None, labels=None, boxes=None, box_name: str = "boxes"
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Prompts checked before they reach a decoder, PyTorch's (:func:`predict`) or
+    onnxruntime's (:class:`helpers.sam.onnx_decoder.OnnxDecoder`).
+
+    Args:
+        original_size: ``(H, W)`` of the image the prompts are on.
+        points: ``... x 2`` ``(x, y)`` pixel indices; labels: one per point (points'
+            shape without its last axis), 1 foreground, 0 background, -1 padding (a
+            padding point's place is not read, so it is not checked).
+        boxes: ``... x 4`` ``(x0, y0, x1, y1)`` pixel indices, ``x0 <= x1``, ``y0 <= y1``.
+
+    Returns:
+        ``(points float32, labels int64, boxes float32)`` as numpy, None where not given.
+
+    Raises:
+        ValueError: a value that is not a finite number, a label other than 1, 0, -1, a
+            label count that is not the point count, a point or box corner more than
+            :data:`OUTSIDE_TOLERANCE` off the image, or a box with its corners swapped;
+            the message names the prompt.
+    """
+    h, w = (int(v) for v in original_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"original_size must be (H, W) of at least one pixel, got {(h, w)}")
+    if points is not None:
+        points = finite_numbers(points, "points")
+        if labels is None:
+            raise ValueError("points need labels (1 foreground, 0 background, -1 padding)")
+        codes = finite_numbers(labels, "labels")
+        if points.ndim < 1 or points.shape[-1] != 2 or codes.shape != points.shape[:-1]:
+            raise ValueError(
+                f"labels must be one per point: points of shape {points.shape}, labels of "
+                f"shape {codes.shape}"
+            )
+        if not np.isin(codes, (0.0, 1.0, -1.0)).all():
+            raise ValueError(
+                f"point labels must be 1 (foreground), 0 (background) or -1 (padding), got "
+                f"{sorted(set(codes.ravel().tolist()))} (a box is given as a box, not as "
+                "labels 2/3)"
+            )
+        _inside(points[codes != -1], h, w, "points")
+        labels = codes.astype(np.int64)
+    if boxes is not None:
+        boxes = finite_numbers(boxes, box_name)
+        if boxes.ndim < 1 or boxes.shape[-1] != 4:
+            raise ValueError(f"{box_name} must be (x0, y0, x1, y1), got shape {boxes.shape}")
+        _inside(boxes.reshape(-1, 2), h, w, box_name)
+        if (boxes[..., 2] < boxes[..., 0]).any() or (boxes[..., 3] < boxes[..., 1]).any():
+            raise ValueError(f"{box_name} must have x0 <= x1 and y0 <= y1, got {boxes.tolist()}")
+    return points, labels, boxes
+
+
 def predict(
     sam: Sam,
     emb: ImageEmbedding,
@@ -83,8 +159,8 @@ def predict(
             ``points``).
         boxes: ``B x 4`` ``(x0, y0, x1, y1)`` original-image pixel indices (first and last
             column and row), or None.
-        mask_input: ``B x 1 x 256 x 256`` low-res logits from an earlier call (the
-            mask-as-prompt refinement), or None.
+        mask_input: ``B x 1 x h x w`` low-res logits from an earlier call (the
+            mask-as-prompt refinement; ``h x w`` the decoder's low-res size), or None.
         multimask: 3 masks per prompt (ambiguity) instead of 1.
         full_size: also return ``logits``/``masks`` at the original size (training
             needs only ``low_res`` and skips the upsampling).
@@ -92,35 +168,28 @@ def predict(
     Returns:
         dict with ``logits`` ``B x M x H x W`` float (original size), ``masks`` the same
         thresholded at ``sam.mask_threshold`` (bool), ``iou`` ``B x M`` predicted IoU,
-        ``low_res`` ``B x M x 256 x 256`` logits (feed one back as ``mask_input``);
+        ``low_res`` ``B x M x h x w`` logits (feed one back as ``mask_input``);
         ``M`` is 3 or 1. Gradients flow (call under ``torch.no_grad()`` to evaluate).
+
+    Raises:
+        ValueError: prompts of the wrong shape, or that :func:`check_prompts` refuses.
     """
     transform = ResizeLongestSide(sam.image_encoder.img_size)
     device = sam.device
-    point_arg = None
+    points, labels, boxes = check_prompts(emb.original_size, points, labels, boxes)
+    point_arg = box_arg = None
     if points is not None:
-        if labels is None:
-            raise ValueError("points need labels (1 foreground, 0 background)")
-        pts = torch.as_tensor(
-            np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points,
-            dtype=torch.float32,
-            device=device,
-        )
-        if pts.ndim != 3 or pts.shape[-1] != 2:
-            raise ValueError(f"points must be B x P x 2 (x, y), got {tuple(pts.shape)}")
+        if points.ndim != 3:
+            raise ValueError(f"points must be B x P x 2 (x, y), got {tuple(points.shape)}")
+        pts = torch.as_tensor(points, device=device)
         pts = transform.apply_coords_torch(pts, emb.original_size)
-        lab = torch.as_tensor(labels, dtype=torch.int64, device=device)
-        point_arg = (pts, lab)
-    box_arg = None
+        point_arg = (pts, torch.as_tensor(labels, device=device))
     if boxes is not None:
-        bx = torch.as_tensor(
-            np.asarray(boxes, dtype=np.float32) if not torch.is_tensor(boxes) else boxes,
-            dtype=torch.float32,
-            device=device,
+        if boxes.ndim != 2:
+            raise ValueError(f"boxes must be B x 4 (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+        box_arg = transform.apply_boxes_torch(
+            torch.as_tensor(boxes, device=device), emb.original_size
         )
-        if bx.ndim != 2 or bx.shape[-1] != 4:
-            raise ValueError(f"boxes must be B x 4 (x0, y0, x1, y1), got {tuple(bx.shape)}")
-        box_arg = transform.apply_boxes_torch(bx, emb.original_size)
     sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_input)
     embedding = emb.embedding.to(device=device, dtype=sparse.dtype)
     low_res, iou = sam.mask_decoder(

@@ -1,26 +1,18 @@
 """Prompts sampled from instance masks: the first prompt of each training image.
 
-Introduced in notebook 03. Coordinates follow ``SamPredictor``: points are pixel
-**indices** ``(x, y)`` = (column, row), whose centre SAM's prompt encoder finds by adding
-half a pixel itself; boxes are ``(x0, y0, x1, y1)`` with the first and the last column and
-row of the object (inclusive), as ``segment_anything.utils.amg.batched_mask_to_box`` gives
-them. Nothing here adds the half pixel (that would shift every prompt twice).
+Introduced in notebook 03. Coordinates follow ``SamPredictor``: points are pixel indices
+``(x, y)`` (SAM's prompt encoder adds the half pixel itself, so nothing here does); boxes
+``(x0, y0, x1, y1)`` the first and last column and row of the object, as
+``segment_anything.utils.amg.batched_mask_to_box`` gives them. A foreground point says
+"the object under here", a background point "not this", a box "the object filling this".
 
-What each prompt teaches the decoder: a **foreground point** says "the object under
-here", a **background point** "not this", a **box** "the object filling this".
-
-Two schemes for which kinds an image gets (:class:`PromptConfig`):
-
-- the course's default, after the SAM paper's first prompt (Kirillov et al. 2023,
-  appendix A): one foreground point or the box, with equal probability, the box with
-  noise of standard deviation 10% of its side, at most 20 px in SAM's 1024 frame. Unlike
-  the paper, the kind is drawn once per image (an image's instances are one decoder
-  batch, which needs one prompt structure) and points come from the instance's interior
-  (the paper: anywhere in the mask). Points + box are trained in the later rounds of
-  :mod:`helpers.sam.training` (clicks added to a box);
-- the seed recipe's (:meth:`PromptConfig.seed`): 1 foreground + 1 background point and
-  the tight box; points alone with probability 0.09375, the box alone 0.125, both
-  0.78125.
+Two schemes (:class:`PromptConfig`): the course's default, after the SAM paper's first
+prompt (appendix A): a foreground point or the box with equal probability, the box with
+noise of a tenth of its side, at most 20 px of SAM's 1024 frame (the kind drawn once per
+image, since an image's instances are one decoder batch; points from the instance's
+interior); and the seed recipe's (:meth:`PromptConfig.seed`): 1 foreground + 1
+background point and the tight box, points alone with probability 0.09375, the box alone
+0.125, both 0.78125.
 """
 
 from __future__ import annotations

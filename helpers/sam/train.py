@@ -36,32 +36,28 @@ from ..command_line import (
     positive_int,
 )
 from ..course.runtime import DATA_EXAMPLE, cache_dir, is_smoke, show_messages
+from ..data.splits import hold_out
 from ..data.voc import VOCInstanceDataset, download_voc2007
 from ..distributed import Place, barrier, cleanup, setup, shard
 from .embeddings import EmbeddingCache
 from .items import prepare_items
 from .model import download_checkpoint, load_sam
-from .training import SamTrainConfig, train_decoder
+from .training import SamTrainConfig, run_folder, train_decoder
 
 SKIP = ("prompts",)  # the first-prompt settings keep the recipe's default
 
 
 def voc_splits(
-    smoke: bool,
+    data: str | Path | None = None,
     train_images: int | None = None,
     val_images: int | None = None,
-    data: str | None = None,
-):
-    """Notebook 03's data: smoke, data_example's train and val; full, VOC2007 trainval
-    (from ``data``, a VOCdevkit folder, or downloaded) with every tenth image held out for
-    validation."""
-    if smoke and data is None:
-        root = DATA_EXAMPLE / "VOCdevkit"
-        train, val = VOCInstanceDataset(root, "train"), VOCInstanceDataset(root, "val")
-    else:
-        trainval = VOCInstanceDataset(data or download_voc2007(), "trainval")
-        train = Subset(trainval, [i for i in range(len(trainval)) if i % 10])
-        val = Subset(trainval, range(0, len(trainval), 10))
+) -> tuple[Subset, Subset]:
+    """Notebook 03's data: VOC2007's trainval (from ``data``, a VOCdevkit folder; default:
+    ``data_example``'s in smoke mode, else downloaded) with every tenth image held out for
+    validation (:func:`helpers.data.splits.hold_out`); the first ``train_images`` and
+    ``val_images`` of each when given."""
+    root = data or (DATA_EXAMPLE / "VOCdevkit" if is_smoke() else download_voc2007())
+    train, val = hold_out(VOCInstanceDataset(root, "trainval"))
     if train_images is not None:
         train = Subset(train, range(min(train_images, len(train))))
     if val_images is not None:
@@ -115,12 +111,11 @@ def main(argv=None) -> dict:
     # fetch each file while the others wait, and no collective times out meanwhile.
     if variant != "tiny" and args.checkpoint is None:
         download_checkpoint(variant)
-    train, val = voc_splits(smoke, args.train_images, args.val_images, args.data)
+    train, val = voc_splits(args.data, args.train_images, args.val_images)
     place = setup(args.device, args.dist_timeout)
     sam = load_sam(variant, args.checkpoint, device=place.device)
     # the run folder names what sets the training apart: recipe and global batch
-    default = f"sam_decoder_{variant}_cli/{cfg.recipe}_batch{cfg.batch_images}"
-    out = Path(args.out or cache_dir() / "runs" / default)
+    out = Path(args.out or run_folder(variant, f"{cfg.recipe}_batch{cfg.batch_images}", "_cli"))
     cache = EmbeddingCache(args.embeddings or cache_dir() / "embeddings", sam)
     encoded = fill_cache([train, val], cache, place)
     train_items, _ = prepare_items(train, cache, show_progress=False)

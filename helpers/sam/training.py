@@ -1,46 +1,36 @@
 """Fine-tuning SAM's mask decoder: two recipes, one loop.
 
-Introduced in notebook 03 (which writes one step of each recipe out in cells and checks
-it equal to :func:`sam_step` and :func:`seed_step`). The image encoder and the prompt
-encoder are frozen (embeddings come from :mod:`helpers.sam.embeddings`); only the mask
-decoder (4,058,340 parameters for vit_b) trains, all instances of an image in one
-decoder batch. Every decoder call is one round of :func:`helpers.sam.predict.predict_round`,
-the same path as evaluation and the widget.
+Introduced in notebook 03, which writes each piece out and checks it equal to this
+module, read top to bottom: the settings (:class:`SamTrainConfig`), one image's loss
+(:func:`sam_image_loss`, :func:`seed_image_loss`), one optimizer step
+(:func:`optimizer_step`), the epoch loop (:func:`train_decoder`) and the validation that
+chooses ``best.pt`` (:func:`validation`). The image and prompt encoders are frozen; only
+the mask decoder trains, all instances of an image in one decoder batch, every decoder
+call one round of :func:`helpers.sam.predict.predict_round` (evaluation's and the
+widget's path).
 
-Recipes (``SamTrainConfig.recipe``):
+- ``"sam"`` (the default), the SAM paper's interactive recipe (appendix A): the first
+  prompt, then ``click_rounds`` rounds that each add a click drawn from the previous
+  mask's error region and ``refine_rounds`` that add none, the previous low-res logits
+  (detached) as the mask prompt from round 2 on. A single point alone gets three masks
+  and only the lowest of their losses counts; the IoU head regresses the IoU of every
+  mask it scores (as SAM 2's released fine-tuning configuration does,
+  ``supervise_all_iou: true``). Each round is back-propagated as it is computed.
+- ``"seed"``: pass 1 (three masks, no gradient) feeds the mask its IoU head ranks best
+  back as the mask prompt of pass 2 (one mask), the only loss; the IoU head gets none.
 
-- ``"sam"`` (the default), after the SAM paper's interactive training (appendix A).
-  Round 1 is the first prompt (:mod:`helpers.sam.prompts`); each of ``click_rounds``
-  rounds adds one click per instance drawn uniformly from the previous mask's error
-  region (:func:`helpers.sam.clicks.error_clicks`), and ``refine_rounds`` rounds add
-  none (the last at the end, others at random among the clicks); from round 2 on the
-  previous round's low-res logits, detached, are the mask prompt. A single point alone
-  gets three masks and only the lowest of their three losses counts, per instance;
-  every other prompt, a box alone included, the single mask. The IoU head regresses,
-  with MSE weighted ``iou_loss_weight``, the IoU of every mask it scores (training all
-  three is this course's choice). An image's loss is the mean over its rounds; each
-  round is back-propagated as soon as it is computed, so memory is that of one round.
-- ``"seed"``: two passes; pass 1 (three masks, under ``no_grad``) picks the mask of the
-  highest predicted IoU as the mask prompt of pass 2 (one mask), whose BCE + Dice is the
-  loss; the IoU head gets none.
-
-Both: BCE + soft Dice on the 256 x 256 low-res logits, void and padding excluded
-(:mod:`helpers.sam.losses`); AdamW with linear warm-up then cosine decay; gradient
-clipping; fp16 autocast on CUDA; a stop on a non-finite loss; ``best.pt`` (the decoder)
-at the best validation mIoU@1 + box mIoU, ``last.pt`` to resume
-(:class:`helpers.training_run.TrainingRun`). The image order is drawn from ``(seed,
-epoch)`` and each image's prompts and clicks from ``(seed, epoch, step, slot)``, so a
-resumed run, and a run on several processes (:mod:`helpers.distributed`), end with the
-weights of one uninterrupted process.
+Both: BCE + soft Dice on the low-res logits, void and padding left out; AdamW, linear
+warm-up then cosine decay, gradient clipping, fp16 autocast on CUDA, a stop on a
+non-finite loss. The order is drawn from ``(seed, epoch)`` and an image's draws from
+``(seed, epoch, step, slot)``, so a resumed run and a run on several processes end with
+the weights of one uninterrupted process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from ..course.runtime import progress
+from ..course.runtime import cache_dir, progress
 from ..distributed import Place, any_rank, shard, sum_gradients, sum_over_ranks
 from ..schedules import warmup_cosine
 from ..training_run import TrainingRun
@@ -76,8 +66,9 @@ class SamTrainConfig:
         dice_weight: loss = BCE + ``dice_weight`` x Dice.
         iou_loss_weight: the IoU head's MSE weight (the SAM paper: 1); ``"seed"`` ignores it.
         click_rounds, refine_rounds: ``"sam"`` only; the paper uses 8 and 2.
-        prompts: the first prompt; default: :class:`PromptConfig` for ``"sam"``,
-            :meth:`PromptConfig.seed` for ``"seed"``.
+        prompts: the first prompt's scheme, or None (the default) for the recipe's own:
+            :class:`PromptConfig` for ``"sam"``, :meth:`PromptConfig.seed` for ``"seed"``
+            (see :meth:`first_prompts`).
         batch_images: images per optimizer step (the loss is their mean); under
             ``torchrun`` the step's images are dealt to the processes, so a run on ``N``
             processes takes the same steps as one process (divisible by ``N``).
@@ -115,10 +106,16 @@ class SamTrainConfig:
             )
         if self.click_rounds < 0 or self.refine_rounds < 0:
             raise ValueError("SamTrainConfig: click_rounds and refine_rounds must be >= 0")
-        if self.prompts is None:
-            self.prompts = PromptConfig() if self.recipe == "sam" else PromptConfig.seed()
-        elif isinstance(self.prompts, dict):  # from a checkpoint's asdict()
+        if isinstance(self.prompts, dict):  # from a checkpoint's asdict()
             self.prompts = PromptConfig(**self.prompts)
+
+    def first_prompts(self) -> PromptConfig:
+        """How the first prompt of an image is drawn: ``prompts`` when given, else the
+        recipe's own (derived each time, so a config changed with
+        ``dataclasses.replace(cfg, recipe=...)`` follows its new recipe)."""
+        if self.prompts is not None:
+            return self.prompts
+        return PromptConfig() if self.recipe == "sam" else PromptConfig.seed()
 
 
 def lr_factor(step: int, total: int, cfg: SamTrainConfig) -> float:
@@ -137,22 +134,88 @@ def round_schedule(cfg: SamTrainConfig, rng: np.random.Generator) -> list[bool]:
     return rounds + [False] * min(1, cfg.refine_rounds)
 
 
-Backward = Callable[[torch.Tensor], None]
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    (loss if scaler is None else scaler.scale(loss)).backward()
 
 
-def seed_step(
+def sam_image_loss(
     sam: Sam,
     item: SamItem,
     cfg: SamTrainConfig,
     rng: np.random.Generator,
-    backward: Backward | None = None,
-    autocast=contextlib.nullcontext,
+    step_images: int | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
 ) -> tuple[float, dict]:
-    """The seed recipe's step on one image (see the module). ``backward(loss)`` is called once
-    when given. Returns the loss (float) and its parts."""
-    p = sample_prompts(item.cands, cfg.prompts, rng)
+    """One image's loss under the SAM paper's interactive recipe (see the module).
+
+    Args:
+        rng: every random draw of this image (its first prompt, rounds and clicks).
+        step_images: back-propagate this image's part of a step's mean loss over that many
+            images: each round's loss, divided by the rounds and by ``step_images``, as
+            soon as it is computed (through ``scaler`` when given). None: no backward.
+        amp: fp16 autocast (CUDA).
+
+    Returns:
+        The image's loss (the mean over its rounds, float) and its parts (``mask``,
+        ``iou_mse``, ``rounds``, ``multimask_rounds``).
+    """
+    device = sam.device
+    targets, valid = item.targets.to(device), item.valid.to(device)
+    p = sample_prompts(item.cands, cfg.first_prompts(), rng)
+    points, labels, boxes = p["points"], p["labels"], p["boxes"]
+    schedule = [True] + round_schedule(cfg, rng)  # round 1: the first prompt itself
+    total, mask_total, iou_total, multimask_rounds = 0.0, 0.0, 0.0, 0
+    prev = None
+    for r, add_click in enumerate(schedule):
+        if r > 0 and add_click:
+            rows, cols, positive, has = error_clicks(prev, targets, valid, rng)
+            new = lowres_cell_to_pixel(rows, cols, item.emb)[:, None]
+            lab = np.where(has, positive.astype(np.int64), -1)[:, None]  # -1: SAM's "no point"
+            points = new if points is None else np.concatenate([points, new], axis=1)
+            labels = lab if labels is None else np.concatenate([labels, lab], axis=1)
+        mask_input = None if prev is None else prev[:, None]
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = predict_round(sam, item.emb, points, labels, boxes, mask_input, full_size=False)
+        logits = out["low_res"].float()  # N x M x h x w low-res, M = 3 or 1
+        per_mask, _, _ = bce_dice_per_mask(logits, targets[:, None], valid, cfg.dice_weight)
+        mask_loss = per_mask.min(dim=1).values.mean()  # M = 1: the single mask's loss
+        iou_mse = F.mse_loss(
+            out["iou"].float(), iou_of_logits(logits.detach(), targets[:, None], valid)
+        )
+        loss = mask_loss + cfg.iou_loss_weight * iou_mse
+        if step_images is not None:
+            _backward(loss / len(schedule) / step_images, scaler)
+        prev = out["chosen_low_res"][:, 0].detach().float()
+        total += float(loss.detach())
+        mask_total += float(mask_loss.detach())
+        iou_total += float(iou_mse.detach())
+        multimask_rounds += int(out["multimask"])
+    n = len(schedule)
+    parts = {
+        "mask": mask_total / n,
+        "iou_mse": iou_total / n,
+        "rounds": n,
+        "multimask_rounds": multimask_rounds,
+    }
+    return total / n, parts
+
+
+def seed_image_loss(
+    sam: Sam,
+    item: SamItem,
+    cfg: SamTrainConfig,
+    rng: np.random.Generator,
+    step_images: int | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+) -> tuple[float, dict]:
+    """One image's loss under the seed's two-pass recipe (see the module); arguments as
+    :func:`sam_image_loss` (the one loss is back-propagated once). Returns the loss
+    (float) and its parts (``bce``, ``dice``)."""
+    p = sample_prompts(item.cands, cfg.first_prompts(), rng)
     targets, valid = item.targets.to(sam.device), item.valid.to(sam.device)
-    with autocast():
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
         with torch.no_grad():
             first = predict(
                 sam, item.emb, p["points"], p["labels"], p["boxes"], multimask=True, full_size=False
@@ -173,77 +236,62 @@ def seed_step(
         out["low_res"][:, 0].float(), targets, valid, cfg.dice_weight
     )
     loss = per_mask.mean()
-    if backward is not None:
-        backward(loss)
+    if step_images is not None:
+        _backward(loss / step_images, scaler)
     return float(loss.detach()), {
         "bce": float(bce.detach().mean()),
         "dice": float(dice.detach().mean()),
     }
 
 
-def sam_step(
-    sam: Sam,
-    item: SamItem,
-    cfg: SamTrainConfig,
-    rng: np.random.Generator,
-    backward: Backward | None = None,
-    autocast=contextlib.nullcontext,
-) -> tuple[float, dict]:
-    """The SAM paper's interactive step on one image (see the module). ``backward`` is
-    called once per round with that round's share of the loss. Returns the image's loss
-    (mean over rounds, float) and its parts (``mask``, ``iou_mse``, ``rounds``,
-    ``multimask_rounds``)."""
-    device = sam.device
-    targets, valid = item.targets.to(device), item.valid.to(device)
-    p = sample_prompts(item.cands, cfg.prompts, rng)
-    points, labels, boxes = p["points"], p["labels"], p["boxes"]
-    schedule = [True] + round_schedule(cfg, rng)  # round 1: the first prompt itself
-    total, mask_total, iou_total, multimask_rounds = 0.0, 0.0, 0.0, 0
-    prev = None
-    for r, add_click in enumerate(schedule):
-        if r > 0 and add_click:
-            rows, cols, positive, has = error_clicks(prev, targets, valid, rng)
-            new = lowres_cell_to_pixel(rows, cols, item.emb)[:, None]
-            lab = np.where(has, positive.astype(np.int64), -1)[:, None]  # -1: SAM's "no point"
-            points = new if points is None else np.concatenate([points, new], axis=1)
-            labels = lab if labels is None else np.concatenate([labels, lab], axis=1)
-        mask_input = None if prev is None else prev[:, None]
-        with autocast():
-            out = predict_round(sam, item.emb, points, labels, boxes, mask_input, full_size=False)
-        logits = out["low_res"].float()  # N x M x 256 x 256, M = 3 or 1
-        per_mask, _, _ = bce_dice_per_mask(logits, targets[:, None], valid, cfg.dice_weight)
-        mask_loss = per_mask.min(dim=1).values.mean()  # M = 1: the single mask's loss
-        iou_mse = F.mse_loss(
-            out["iou"].float(), iou_of_logits(logits.detach(), targets[:, None], valid)
-        )
-        loss = mask_loss + cfg.iou_loss_weight * iou_mse
-        if backward is not None:
-            backward(loss / len(schedule))
-        prev = out["chosen_low_res"][:, 0].detach().float()
-        total += float(loss.detach())
-        mask_total += float(mask_loss.detach())
-        iou_total += float(iou_mse.detach())
-        multimask_rounds += int(out["multimask"])
-    n = len(schedule)
-    parts = {
-        "mask": mask_total / n,
-        "iou_mse": iou_total / n,
-        "rounds": n,
-        "multimask_rounds": multimask_rounds,
-    }
-    return total / n, parts
+IMAGE_LOSSES = {"sam": sam_image_loss, "seed": seed_image_loss}
 
 
-STEPS = {"sam": sam_step, "seed": seed_step}
-
-
-def _freeze_all_but_decoder(sam: Sam) -> list[torch.nn.Parameter]:
+def decoder_parameters(sam: Sam) -> list[torch.nn.Parameter]:
+    """Freeze everything but the mask decoder; return the decoder's parameters."""
     for p in sam.parameters():
         p.requires_grad_(False)
     params = list(sam.mask_decoder.parameters())
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def optimizer_step(
+    sam: Sam,
+    images: list[tuple[SamItem, np.random.Generator]],
+    cfg: SamTrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    place: Place,
+    amp: bool = False,
+) -> list[float]:
+    """One optimizer step on the mean loss of a step's images, ``images`` (each with its
+    random draws; every process holds all of them). Returns this process's image losses.
+
+    Raises:
+        FloatingPointError: a non-finite loss on any process (every process raises).
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    image_loss = IMAGE_LOSSES[cfg.recipe]
+    losses, bad = [], None
+    for slot in shard(len(images), place):  # this process's share of the step's images
+        item, rng = images[slot]
+        losses.append(image_loss(sam, item, cfg, rng, len(images), scaler, amp)[0])
+        if not math.isfinite(losses[-1]) and bad is None:
+            bad = f"non-finite loss ({losses[-1]}) on image {item.image_id}"
+    # Multi-process agreement: each line runs on every process, in the same order.
+    if any_rank(bad is not None, sam.device):  # all stop together; none waits forever
+        raise FloatingPointError(bad or "non-finite loss on another process")
+    sum_gradients(params)  # the step's gradient: the sum of the processes' shares
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return losses
 
 
 def train_decoder(
@@ -261,43 +309,33 @@ def train_decoder(
     ``epoch``, ``train_loss``, the entries of :func:`validation`, ``lr``, ``seconds``).
 
     Args:
-        out_dir: where ``best.pt`` (decoder only, the epoch with the best validation
-            score, see :func:`validation`) and ``last.pt`` (resumable state) are written.
+        out_dir: where ``best.pt`` (the decoder of the best validation epoch) and
+            ``last.pt`` (resumable state) are written.
         resume: continue from ``out_dir/last.pt`` when it exists (settings must match).
-        until_epoch: stop after this epoch (1-based) even if ``cfg.epochs`` is larger,
-            as an interruption would; a later call with ``resume`` finishes the run.
-        place: this process's place under ``torchrun`` (:func:`helpers.distributed.setup`);
-            default: one process. Every process holds all items; each computes its share
-            of a step's images, the gradients are summed over processes (one all-reduce
-            per step, see below), validation is split and its sums reduced, and only
-            rank 0 writes files and prints.
-
-    Gradients are summed explicitly, once per step, after all of its rounds
-    (:func:`helpers.distributed.sum_gradients`), each image's loss divided by the step's
-    image count: exact however unevenly the step's images are shared out. DDP with
-    ``no_sync()`` on all rounds but the last gives the same gradients when the shares are
-    even (notebook 06 shows both); with uneven shares it averages per process, and needs
-    ``join()`` for a process without an image.
+        until_epoch: stop after this epoch (1-based), as an interruption would; a later
+            call with ``resume`` finishes the run.
+        place: this process under ``torchrun`` (:func:`helpers.distributed.setup`); every
+            process holds all items, computes its share of each step's images
+            (:func:`optimizer_step`) and of the validation; rank 0 writes and prints.
 
     Raises:
-        FloatingPointError: a non-finite loss on any process (all stop); ``last.pt``
-            holds the last good epoch.
-    """
+        FloatingPointError: a non-finite loss on any process (all stop); ``last.pt`` holds
+            the last good epoch."""
     place = place or Place()
     if cfg.batch_images % place.world:
         raise ValueError(
             f"batch_images {cfg.batch_images} is not divisible by the {place.world} processes"
         )
     device = sam.device
-    params = _freeze_all_but_decoder(sam)
+    params = decoder_parameters(sam)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_items) / cfg.batch_images)
     total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, cfg)
     )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     run = TrainingRun(
         out_dir,
         cfg,
@@ -311,59 +349,37 @@ def train_decoder(
         place=place,
         show_progress=show_progress,
     )
-    show = run.show
-    step = STEPS[cfg.recipe]
-
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.float16, enabled=use_amp)
-
     for epoch in run.epochs(f"{cfg.recipe} recipe, epochs"):
         t0 = time.perf_counter()
         sam.mask_decoder.train()
-        running, n = 0.0, 0
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))
+        losses: list[float] = []
         bar = progress(
             range(steps_per_epoch),
-            show=show,
+            show=run.show,
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="step" if cfg.batch_images > 1 else "img",
             leave=False,
         )
         for k in bar:
             batch = order[k * cfg.batch_images : (k + 1) * cfg.batch_images]
-            optimizer.zero_grad(set_to_none=True)
-
-            share = len(batch)
-
-            def backward(loss):
-                scaler.scale(loss / share).backward()  # the mean over the step
-
-            bad = None
-            for slot in shard(len(batch), place):  # this process's share
-                item = train_items[batch[slot]]
-                rng = np.random.default_rng([cfg.seed, epoch, k, slot])
-                loss, parts = step(sam, item, cfg, rng, backward, autocast)
-                running += loss
-                n += 1
-                if not math.isfinite(loss) and bad is None:
-                    bad = f"non-finite loss ({loss}) at epoch {epoch}, image {item.image_id}"
-            if any_rank(bad is not None, device):
+            images = [
+                (train_items[i], np.random.default_rng([cfg.seed, epoch, k, slot]))
+                for slot, i in enumerate(batch)
+            ]
+            try:
+                losses += optimizer_step(sam, images, cfg, optimizer, scheduler, scaler, place, amp)
+            except FloatingPointError as err:
                 raise FloatingPointError(
-                    (bad or f"non-finite loss on another process at epoch {epoch}")
-                    + f"; stopped. {run.last_path} holds the last finished epoch."
-                )
-            sum_gradients(params)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            bar.set_postfix(loss=f"{running / max(n, 1):.4f}")
-        running, n = sum_over_ranks([running, n], device)
+                    f"{err} at epoch {epoch}; stopped. {run.last_path} holds the last "
+                    "finished epoch."
+                ) from None
+            bar.set_postfix(loss=f"{sum(losses) / max(len(losses), 1):.4f}")
+        loss_sum, n = sum_over_ranks([sum(losses), len(losses)], device)  # every process's
         val = validation(sam, val_items, cfg, place)
         record = {
             "epoch": epoch,
-            "train_loss": running / max(n, 1),
+            "train_loss": loss_sum / max(n, 1),
             **val,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
@@ -403,7 +419,7 @@ def validation(
     loss, one_click, box = 0.0, [], []
     for i in shard(len(items), place):  # this process's share
         rng = np.random.default_rng([cfg.seed, 1_000_003, i])  # the same draws every epoch
-        loss += STEPS[cfg.recipe](sam, items[i], cfg, rng)[0]
+        loss += IMAGE_LOSSES[cfg.recipe](sam, items[i], cfg, rng)[0]
         one_click.append(click_ious(sam, items[i], max_clicks=1)[:, 0])
         box.append(box_ious(sam, items[i]))
     one_click = np.concatenate(one_click) if one_click else np.zeros(0)
@@ -420,67 +436,15 @@ def validation(
     }
 
 
+def run_folder(variant: str, recipe: str = "sam", tag: str = "") -> Path:
+    """Where a run of ``recipe`` on SAM ``variant`` keeps ``best.pt`` and ``last.pt``:
+    ``<cache>/runs/sam_decoder_<variant><tag>/<recipe>``. Notebook 03 trains there (no
+    ``tag``), notebook 05 reads its ``best.pt`` from there, and the command line keeps
+    its runs apart (``tag="_cli"``, the recipe with its global batch)."""
+    return cache_dir() / "runs" / f"sam_decoder_{variant}{tag}" / recipe
+
+
 def load_best(sam: Sam, out_dir: str | Path) -> dict:
     """Merge ``out_dir/best.pt`` into ``sam``; return its meta (recipe, epoch, validation
     numbers)."""
     return load_decoder(sam, Path(out_dir) / "best.pt")
-
-
-def decoder_groups(decoder: torch.nn.Module) -> dict[str, list[tuple[str, slice | int | None]]]:
-    """The mask decoder's parameters by the output they serve: ``{group: [(parameter
-    name, row or None for all of it)]}``.
-
-    Mask token ``k`` and its hypernetwork MLP make output ``k``; the IoU head's last
-    layer has one row per output (row ``k`` scores mask ``k``). Output 0 is the
-    single-mask answer, outputs 1-3 the multimask answers (``MaskDecoder.forward`` slices
-    ``1:`` for ``multimask_output=True``, ``0:1`` otherwise).
-    """
-    names = [n for n, _ in decoder.named_parameters()]
-    last = f"iou_prediction_head.layers.{len(decoder.iou_prediction_head.layers) - 1}"
-    groups: dict[str, list] = {
-        "transformer": [(n, None) for n in names if n.startswith("transformer.")],
-        "upscaling": [(n, None) for n in names if n.startswith("output_upscaling.")],
-        "IoU token": [("iou_token.weight", None)],
-        "IoU head, shared layers": [
-            (n, None)
-            for n in names
-            if n.startswith("iou_prediction_head.") and not n.startswith(last)
-        ],
-    }
-    for k in range(decoder.num_mask_tokens):
-        which = "single mask" if k == 0 else f"multimask {k}"
-        groups[f"mask token {k} ({which})"] = [("mask_tokens.weight", k)]
-        groups[f"mask MLP {k} ({which})"] = [
-            (n, None) for n in names if n.startswith(f"output_hypernetworks_mlps.{k}.")
-        ]
-        groups[f"IoU head row {k} ({which})"] = [(f"{last}.weight", k), (f"{last}.bias", k)]
-    return groups
-
-
-def decoder_changes(before: dict, after: dict, decoder: torch.nn.Module) -> dict[str, float]:
-    """Relative change ``||after - before|| / ||before||`` of each group of
-    :func:`decoder_groups`, from two ``mask_decoder`` state dicts (keys without the
-    ``mask_decoder.`` prefix)."""
-    changes = {}
-    for group, entries in decoder_groups(decoder).items():
-        diff = ref = 0.0
-        for name, row in entries:
-            a, b = before[name].double(), after[name].double()
-            if row is not None:
-                a, b = a[row], b[row]
-            diff += float(((b - a) ** 2).sum())
-            ref += float((a**2).sum())
-        changes[group] = math.sqrt(diff) / max(math.sqrt(ref), 1e-12)
-    return changes
-
-
-def weight_decay_only_change(cfg: SamTrainConfig, steps: int) -> float:
-    """The relative change of a parameter whose gradient was zero at each of ``steps``
-    AdamW steps (the first ``steps`` of a run of ``steps`` in all): Adam's update is then
-    0 and only the decoupled weight decay moves it, ``p <- p (1 - lr_t wd)``, so the change
-    is ``1 - prod_t (1 - lr_t wd)``. (A parameter that gets no gradient at all, ``None``,
-    is skipped by AdamW and does not move.)"""
-    keep = 1.0
-    for t in range(steps):
-        keep *= 1 - cfg.lr * lr_factor(t, steps, cfg) * cfg.weight_decay
-    return 1 - keep

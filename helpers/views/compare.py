@@ -9,7 +9,6 @@ is :mod:`helpers.views.plotting`'s.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..course.runtime import cache_dir, cpu_has_bf16, usable_cpus
+from ..course.runtime import cache_dir, usable_cpus
 from ..metrics import mask_iou
 from ..sam.predict import embed_image, predict_round
 from .plotting import draw_detections_rgb, draw_mask_rgb, draw_prompts_rgb
@@ -91,33 +90,23 @@ class SamCompare:
     """Several SAM models answering the same prompts on the same image.
 
     Args:
-        models: ``{name: Sam}``, e.g. ``{"before": original, "after": fine_tuned}``; any
-            number. Models that share one image encoder object share its embedding.
-        samples: a reader (``VOCInstanceDataset``-like: ``image``, and optionally
-            ``masks``/``void`` for IoU against ground truth).
+        models: ``{name: Sam}``, e.g. ``{"before": original, "after": fine_tuned}``; models
+            that share one image encoder object share its embedding.
+        samples: a reader (``image``, and optionally ``masks``/``void`` for IoU against the
+            ground truth).
+        backend: ``"torch"``, the models themselves; ``"onnx"``, each decoder exported once
+            (:func:`helpers.sam.onnx_decoder.decoder_file_for`, into ``onnx_folder``, default
+            ``<cache>/onnx``) and run by onnxruntime, the decoders of a click side by side
+            (the same masks wherever a logit is not within 1e-3 of the threshold); ``"auto"``
+            (the default), onnxruntime for models on a CPU, exported in a background thread
+            while PyTorch answers. ``backends[name]`` says which each model uses now.
 
-    Each prompt (a click or a box) is one round of
-    :func:`helpers.sam.predict.predict_round`, as in training and evaluation: a first
-    click alone gets three masks and the best by predicted IoU; every later prompt sends
-    all prompts so far plus the model's previous low-res logits as the mask prompt and
-    reads the single mask. Undo goes back one round, logits included.
-
-    After each change, ``results[name]`` holds ``mask`` (``H x W`` bool), ``score``
-    (SAM's predicted IoU), ``gt_iou`` (IoU with the ground-truth instance under the first
-    positive click, or None), ``area`` (pixels), ``ms`` (prompt to mask) and ``low_res``
-    (``1 x 1 x 256 x 256``, the next round's mask prompt).
-
-    Backends (``backend``): ``"torch"``, the models themselves; ``"onnx"``, each decoder
-    exported once (:func:`helpers.sam.onnx_decoder.decoder_file_for`, in ``onnx_folder``,
-    default ``<cache>/onnx``) and run by onnxruntime, faster per click on a CPU
-    (``benchmarks/onnx_decoder.py`` measures by how much), with the same masks wherever a
-    logit is not within 1e-3 of the threshold, the decoders of a click side by side, the
-    cores shared among them; ``"auto"`` (the default), onnxruntime for models on a CPU when
-    it is installed, else PyTorch (on a GPU PyTorch is the fast one). With ``"auto"`` the
-    export runs in a background thread, PyTorch answering until it is ready (the first
-    export of a decoder takes seconds; later ones find the file); ``"onnx"`` exports
-    before returning. ``backends[name]`` says which each model uses at the moment.
-    """
+    Each prompt is one round of :func:`helpers.sam.predict.predict_round`, as in training
+    and evaluation: a first click alone gets three masks and the best by predicted IoU;
+    every later prompt sends all prompts so far and the model's previous low-res logits.
+    Undo goes back one round, logits included. After each change ``results[name]`` holds
+    ``mask`` (``H x W`` bool), ``score`` (SAM's predicted IoU), ``gt_iou`` (IoU with the
+    instance under the first positive click, or None), ``area``, ``ms`` and ``low_res``."""
 
     def __init__(
         self,
@@ -179,46 +168,15 @@ class SamCompare:
                     raise
 
     def select_image(self, index: int) -> None:
-        """Show image ``index``: its embeddings (computed ahead when that is cheap, see
-        :meth:`_encode_ahead`), no prompts."""
+        """Show image ``index``: its embeddings (one per distinct image encoder), no prompts."""
         self.index = index
         self.sample = self.samples[index]
-        ahead = getattr(self, "_ahead", None)
-        if ahead is not None:
-            ahead[1].join()  # an encoding of this image under way: wait for it
-        self._embeddings = ahead[2] if ahead is not None and ahead[0] == index else {}
+        self._embeddings = {}
         for model in self.models.values():
             key = id(model.image_encoder)
             if key not in self._embeddings:
                 self._embeddings[key] = embed_image(model, self.sample["image"])
-        self._encode_ahead(index + 1)
         self.reset()
-
-    def _encode_ahead(self, index: int) -> None:
-        """Encode image ``index`` in a background thread while the learner clicks on this
-        one, where that is cheap: every encoder on a GPU, or small (under 20 million
-        parameters, smoke mode's). A vit_b on a CPU takes seconds of both cores: not then."""
-        self._ahead = None
-        if index >= len(self.samples):
-            return
-        encoders = {id(m.image_encoder): m for m in self.models.values()}
-        cheap = all(
-            m.device.type == "cuda"
-            or sum(p.numel() for p in m.image_encoder.parameters()) < 20_000_000
-            for m in encoders.values()
-        )
-        if not cheap:
-            return
-        found: dict = {}
-
-        def work():
-            image = self.samples[index]["image"]
-            for key, model in encoders.items():
-                found[key] = embed_image(model, image)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        self._ahead = (index, thread, found)
 
     def on_pointer(self, event: dict) -> None:
         """The browser's mouse-down/up pair (see :func:`interpret_pointer`)."""
@@ -330,14 +288,11 @@ class SamCompare:
         return out["chosen_masks"], out["chosen_iou"], torch.from_numpy(out["chosen_low_res"])
 
     def _autocast(self, model):
-        """With ``fast``: fp16 autocast on CUDA, bf16 on CPUs that do bf16 natively (about
-        1.4x faster decoder here). Masks may differ from fp32 in a few border pixels;
-        evaluation (notebook 03) always runs in fp32."""
-        if self.fast and model.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        if self.fast and model.device.type == "cpu" and cpu_has_bf16():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """With ``fast``: fp16 autocast on CUDA (masks may differ from fp32 in a few border
+        pixels; evaluation, notebook 03, always runs in fp32)."""
+        return torch.autocast(
+            "cuda", dtype=torch.float16, enabled=self.fast and model.device.type == "cuda"
+        )
 
     def render(self, name: str) -> np.ndarray:
         """Panel ``name``: image, its mask, the prompts (RGB array)."""

@@ -100,28 +100,24 @@ def show_sample(
 ) -> None:
     """One reader sample on ``ax``: image, instance overlay, void/ignore in white, and
     (with ``labels``) each instance's label at its centre of mass, moved down where it
-    would cover another label.
+    would cover another label (:func:`draw_labels_rgb`).
 
     Args:
-        sample: a dict from :class:`helpers.VOCInstanceDataset` or
-            :class:`helpers.LabPicsDataset`.
+        sample: a dict from :class:`helpers.data.voc.VOCInstanceDataset` or
+            :class:`helpers.data.labpics.LabPicsDataset`.
         names: optional sequence mapping label ``l`` to ``names[l - 1]``.
         labels: False for a one-class data set, where the label says nothing.
     """
     outline = sample.get("void", sample.get("ignore"))
-    ax.imshow(overlay_masks(sample["image"], sample["masks"], outline=outline))
-    texts = []
+    shown = overlay_masks(sample["image"], sample["masks"], outline=outline)
+    texts, anchors = [], []
     for mask, label in zip(sample["masks"], sample["labels"] if labels else []):
         ys, xs = np.nonzero(mask)
         if len(xs):
-            text = names[label - 1] if names is not None else str(label)
-            bbox = {"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0}
-            texts.append(
-                ax.text(
-                    xs.mean(), ys.mean(), text, color="white", fontsize=8, ha="center", bbox=bbox
-                )
-            )
-    unstack_texts(ax, texts)
+            texts.append(names[label - 1] if names is not None else str(label))
+            anchors.append((xs.mean(), ys.mean()))
+    shown = draw_labels_rgb(shown, texts, anchors, [(0, 0, 0)] * len(texts), (255, 255, 255))
+    ax.imshow(shown)
     ax.set_title(title or sample["image_id"], fontsize=9)
     ax.axis("off")
 
@@ -253,7 +249,7 @@ def plot_decoder_changes(
 
     Args:
         changes: ``{run name: {group: relative change}}`` (from
-            :func:`helpers.sam.training.decoder_changes`); groups in the first run's order.
+            :func:`helpers.sam.decoder_changes.decoder_changes`); groups in the first run's order.
         reference: a change to mark with a vertical line (e.g. weight decay alone).
     """
     runs = list(changes)
@@ -292,62 +288,6 @@ def show_masks(
         score = "" if scores is None else f" score {float(scores[m]):.3f}"
         ax.set_title(f"{title} {m}{score}", fontsize=9)
         ax.axis("off")
-
-
-def show_detections(ax, image, prediction: dict, threshold: float = 0.5, title: str = "") -> None:
-    """A detector's output on ``image``: masks, boxes and score labels of the detections
-    scoring at least ``threshold``, highest score first.
-
-    Labels sit inside each box's top-left corner and are moved down until they overlap
-    no label placed before them, so that crowded detections stay readable.
-
-    Args:
-        image: ``H x W x 3`` uint8.
-        prediction: torchvision's output dict for one image (``boxes`` ``K x 4`` xyxy
-            pixels, ``scores`` ``K``, ``masks`` ``K x 1 x H x W`` probabilities), on the CPU.
-    """
-    from matplotlib.patches import Rectangle
-
-    scores = np.asarray(prediction["scores"], float)
-    keep = np.flatnonzero(scores >= threshold)
-    keep = keep[np.argsort(-scores[keep])]
-    masks = np.asarray(prediction["masks"])[keep, 0] > 0.5
-    ax.imshow(overlay_masks(image, masks, alpha=0.45))
-    texts = []
-    for rank, k in enumerate(keep):
-        x0, y0, x1, y1 = np.asarray(prediction["boxes"][k], float)
-        colour = instance_colour(rank)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
-        text = ax.text(
-            x0 + 1,
-            y0 + 1,
-            f"{scores[k]:.2f}",
-            fontsize=8,
-            color="black",
-            va="top",
-            ha="left",
-            bbox={"facecolor": colour, "alpha": 0.9, "pad": 1.0, "lw": 0},
-        )
-        texts.append(text)
-    unstack_texts(ax, texts)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-
-
-def unstack_texts(ax, texts) -> None:
-    """Move texts already drawn on ``ax`` down, in order, until none overlaps an earlier
-    one (on screen, at the figure's current size): the most important first."""
-    renderer = ax.figure.canvas.get_renderer()
-    to_data = ax.transData.inverted()
-    placed = []
-    for text in texts:
-        for _ in range(50):  # move down by one label height until it overlaps nothing
-            extent = text.get_window_extent(renderer)
-            if not any(extent.overlaps(other) for other in placed):
-                break
-            x, y = ax.transData.transform(text.get_position())
-            text.set_position(to_data.transform((x, y - extent.height - 2)))
-        placed.append(text.get_window_extent(renderer))
 
 
 #: The widget's mask colour: a saturated cyan, rare in photos, with a dark rim to its
@@ -444,11 +384,29 @@ def stack_labels(anchors, sizes, gap: float = 1) -> list[tuple[float, float, flo
     return placed
 
 
+def draw_labels_rgb(image: np.ndarray, texts, anchors, fills, ink=(0, 0, 0)) -> np.ndarray:
+    """Text labels drawn into an ``H x W x 3`` uint8 RGB array, in a font sized for display
+    (:func:`label_font`): label ``k`` in ``ink`` on a ``fills[k]`` box whose top-left
+    corner starts at ``anchors[k]`` ``(x, y)`` and moves down until it overlaps no earlier
+    label (:func:`stack_labels`; the most important first). Returns a new array."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = label_font(image.shape)
+    extents = [draw.textbbox((0, 0), t, font=font) for t in texts]
+    rects = stack_labels(
+        anchors, [(right - left + 4, bottom - top + 4) for left, top, right, bottom in extents]
+    )
+    for text, (left, top, _, _), rect, fill in zip(texts, extents, rects, fills):
+        draw.rectangle(list(rect), fill=tuple(int(c) for c in fill))
+        draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=ink, font=font)
+    return np.asarray(canvas)
+
+
 def draw_detections_rgb(image: np.ndarray, prediction: dict, threshold: float = 0.5) -> np.ndarray:
-    """A detector's output drawn into an ``H x W x 3`` uint8 RGB array for the widgets:
-    masks, boxes and score labels of the detections scoring at least ``threshold``,
-    highest first. Labels sit inside each box's top-left corner, in a font sized for
-    display (:func:`label_font`), moved down until they overlap no earlier label.
+    """A detector's output drawn into an ``H x W x 3`` uint8 RGB array (widgets and
+    notebook figures): masks, boxes and score labels of the detections scoring at least
+    ``threshold``, highest first, each label inside its box's top-left corner
+    (:func:`draw_labels_rgb`).
 
     Args:
         prediction: torchvision's output dict for one image on the CPU (``boxes``
@@ -460,7 +418,6 @@ def draw_detections_rgb(image: np.ndarray, prediction: dict, threshold: float = 
     masks = np.asarray(prediction["masks"])[keep, 0] > 0.5
     canvas = Image.fromarray(overlay_masks(image, masks, alpha=0.45))
     draw = ImageDraw.Draw(canvas)
-    font = label_font(image.shape)
     line = max(2, round(min(image.shape[:2]) / 200))
     colours = [
         tuple(int(c) for c in INSTANCE_COLOURS[r % len(INSTANCE_COLOURS)]) for r in range(len(keep))
@@ -468,16 +425,8 @@ def draw_detections_rgb(image: np.ndarray, prediction: dict, threshold: float = 
     boxes = [[float(v) for v in prediction["boxes"][k]] for k in keep]
     for box, colour in zip(boxes, colours):  # every box first, so that no box crosses a label
         draw.rectangle(box, outline=colour, width=line)
-    texts = [f"{scores[k]:.2f}" for k in keep]
-    extents = [draw.textbbox((0, 0), t, font=font) for t in texts]
-    rects = stack_labels(
-        [(x0 + line, y0 + line) for x0, y0, _, _ in boxes],
-        [(right - left + 4, bottom - top + 4) for left, top, right, bottom in extents],
-    )
-    for text, (left, top, _, _), rect, colour in zip(texts, extents, rects, colours):
-        draw.rectangle(list(rect), fill=colour)
-        draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=(0, 0, 0), font=font)
-    return np.asarray(canvas)
+    anchors = [(x0 + line, y0 + line) for x0, y0, _, _ in boxes]
+    return draw_labels_rgb(np.asarray(canvas), [f"{scores[k]:.2f}" for k in keep], anchors, colours)
 
 
 def show_automatic_masks(axes, image, gt, generated: dict, scores: dict | None = None) -> None:
