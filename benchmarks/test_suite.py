@@ -6,7 +6,7 @@ records the wall time, the counts and the ten slowest items. The README quotes t
 result (``python -m scripts.readme_results``). Run it on a quiet machine, after
 every other benchmark has written its results file.
 
-One file is left out: ``tests/test_readme_results.py`` checks that the README quotes the
+One file is left out: ``tests/test_scripts_readme_results.py`` checks that the README quotes the
 results files, including the one this run is about to write, so it cannot pass before
 this run ends (its three tests take well under a second).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from _results import save
 
 REPO = Path(__file__).resolve().parent.parent
-IGNORED = "tests/test_readme_results.py"  # checks the file this run writes
+IGNORED = "tests/test_scripts_readme_results.py"  # checks the file this run writes
 
 
 def main() -> None:
