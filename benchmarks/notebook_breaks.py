@@ -1,8 +1,10 @@
 """Do the notebooks' own checks catch a broken walkthrough? Bugs made on purpose.
 
-Notebooks 02, 03, 04 and 06 write the code they teach in cells (a naive RoI Align, one
-training step of each SAM recipe, the predictor swap and one Mask R-CNN iteration, the
-gradient all-reduce and DDP) and assert it equal to the package's tested version. Each
+Notebooks 01 to 07 write the code they teach in cells (the raw decoder call, a naive RoI
+Align, the seed's loop and each fix, the SAM recipe, the full loop and one evaluation, the
+predictor swap and one Mask R-CNN iteration, the ONNX export and int8, the gradient
+all-reduce and DDP, LoRA and its step) and assert it equal to the package's tested
+version. Each
 entry of :data:`BREAKS` is a bug a learner or a maintainer could make in such a cell: an
 exact snippet of the notebook's ``.py`` (found exactly once) and its replacement. For
 each, the notebook is cut after its check (``stop``: the first line of the cell that
@@ -47,27 +49,62 @@ class Break:
 
 
 NOTEBOOKS = {
+    "01": Notebook(
+        "notebooks/01_sam_architecture.py",
+        stop="# %% [markdown]\n# ## Multimask output: three answers to an ambiguous click",
+    ),
     "02": Notebook(
         "notebooks/02_roi_align_internals.py",
         stop="# %% [markdown]\n# ## The from-scratch `roi_align`, and why it is fast",
     ),
-    "03": Notebook(
+    "03": Notebook(  # the seed's loop, the fixes and the full loop by hand
         "notebooks/03_finetune_sam_decoder_voc.py",
-        stop="# %% [markdown]\n# Full mode runs the paper's 11 rounds.",
-        drop=("t0 = time.perf_counter()\ntrain_subset", "x = torch.tensor([5.0, 17.0, 40.0]"),
+        stop="# %% [markdown]\n# `train_decoder` is that loop plus what a long run needs",
+        drop=("image = test_ds[0][\"image\"]\nt0 = time.perf_counter()",),
+    ),
+    "03e": Notebook(  # one instance's evaluation by hand (after the training it measures)
+        "notebooks/03_finetune_sam_decoder_voc.py",
+        stop="# %% [markdown]\n# `evaluate` does this for every test image",
     ),
     "04": Notebook(
         "notebooks/04_finetune_maskrcnn_labpics.py",
         stop="# %%\nt0 = time.perf_counter()\nhistory = train_maskrcnn(",
     ),
+    "05": Notebook(
+        "notebooks/05_using_and_shipping_the_decoder.py",
+        stop="# %% [markdown]\n# `python benchmarks/onnx_decoder.py` measures",
+    ),
     "06": Notebook(
         "notebooks/06_beyond_one_gpu.py",
         stop="# %% [markdown]\n# Validation is split over the processes",
+    ),
+    "07": Notebook(
+        "notebooks/07_lora_image_encoder.py",
+        stop="# %% [markdown]\n# `SamTrainConfig(checkpointing=True)` switches it on",
     ),
 }
 
 B = Break
 BREAKS: list[Break] = [
+    # --- 01: the raw decoder call and postprocess_masks against predict
+    B(
+        "01",
+        "cropped = frame_logits[..., : input_size[0], : input_size[1]]",
+        "cropped = frame_logits[..., : input_size[1], : input_size[0]]",
+        "the padding crop with height and width swapped",
+    ),
+    B(
+        "01",
+        "logits = F.interpolate(cropped, (h, w), mode=\"bilinear\", align_corners=False)",
+        "logits = F.interpolate(cropped, (h, w), mode=\"bilinear\", align_corners=True)",
+        "upsampled with align_corners=True",
+    ),
+    B(
+        "01",
+        "        multimask_output=True,\n    )\nprint(\"low-res masks\"",
+        "        multimask_output=False,\n    )\nprint(\"low-res masks\"",
+        "the single-mask token read for the three-mask answer",
+    ),
     # --- 02: RoI Align from scratch against torchvision.ops.roi_align
     B(
         "02",
@@ -101,30 +138,18 @@ BREAKS: list[Break] = [
         "ly, lx = x - x0, y - y0",
         "bilinear weights swapped between axes",
     ),
-    # --- 03: one training step of each recipe against sam_image_loss / seed_image_loss
+    # --- 03: the fixes and the loop by hand against the package
     B(
         "03",
-        "per_mask.min(dim=1).values.mean()",
-        "per_mask.max(dim=1).values.mean()",
-        "the highest of the three losses instead of the lowest",
+        "targets, valid = low[:-2] > 0.5, (low[-2] < 0.5) & (low[-1] > 0.5)",
+        "targets, valid = low[:-2] > 0.5, low[-1] > 0.5",
+        "the low-res weight keeps void cells",
     ),
     B(
         "03",
-        'prev = out["chosen_low_res"][:, 0].detach()',
-        'prev = out["chosen_low_res"][:, 0]',
-        "the previous round's logits fed back without detach",
-    ),
-    B(
-        "03",
-        "    v = valid.float()\n",
-        "    v = torch.ones_like(logits[0, 0])\n",
-        "the void/padding weight left out of the loss",
-    ),
-    B(
-        "03",
-        "(loss / len(rounds)).backward()",
-        "loss.backward()",
-        "each round's loss not divided by the round count",
+        "F.pad(resized, (0, frame - w, 0, frame - h))",
+        "F.pad(resized, (0, frame - h, 0, frame - w))",
+        "padding widths of the low-res target swapped",
     ),
     B(
         "03",
@@ -134,27 +159,63 @@ BREAKS: list[Break] = [
     ),
     B(
         "03",
-        "pred = (logits > 0) & valid",
-        "pred = logits > 0",
+        "t, v = targets.float().expand_as(logits), valid.float()",
+        "t, v = targets.float().expand_as(logits), torch.ones_like(valid).float()",
+        "the void/padding weight left out of the loss",
+    ),
+    B(
+        "03",
+        ".min(dim=1).values.mean()",
+        ".max(dim=1).values.mean()",
+        "the highest of the three losses instead of the lowest",
+    ),
+    B(
+        "03",
+        'prev = out["chosen_low_res"][:, 0].detach()  # the next',
+        'prev = out["chosen_low_res"][:, 0]  # the next',
+        "the previous round's logits fed back without detach",
+    ),
+    B(
+        "03",
+        "(loss / len(rounds)).backward()",
+        "loss.backward()",
+        "each round's loss not divided by the round count",
+    ),
+    B(
+        "03",
+        "iou_of_logits(logits.detach(), targets[:, None], valid)",
+        "iou_of_logits(logits.detach(), targets[:, None], torch.ones_like(valid))",
         "the IoU head's target counts void cells",
     ),
     B(
         "03",
-        'first["iou"].argmax(dim=1)]',
-        'first["iou"].argmin(dim=1)]',
-        "seed recipe: pass 1 feeds back its lowest-scored mask",
+        "        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)\n",
+        "",
+        "the loop by hand without gradient clipping",
     ),
     B(
         "03",
-        "valid = (low[-2] < 0.5) & (low[-1] > 0.5)",
-        "valid = low[-1] > 0.5",
-        "the low-res weight keeps void cells",
+        "        scheduler.step()\n",
+        "",
+        "the loop by hand without the schedule",
     ),
     B(
         "03",
-        "F.pad(resized, (0, 1024 - w, 0, 1024 - h))",
-        "F.pad(resized, (0, 1024 - h, 0, 1024 - w))",
-        "padding widths of the low-res target swapped",
+        "    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(few))",
+        "    order = np.arange(len(few))",
+        "the loop by hand in one order every epoch",
+    ),
+    B(
+        "03e",
+        "click = next_click(preds[i], it.masks[i], it.void, clicked[i])",
+        "click = next_click(preds[i], it.masks[i], it.void, np.zeros_like(clicked[i]))",
+        "the clicker may click a pixel twice",
+    ),
+    B(
+        "03e",
+        "out = predict_round(sam_model, it.emb, points, labels, mask_input=low)",
+        "out = predict_round(sam_model, it.emb, points, labels)",
+        "the evaluation by hand without the previous mask",
     ),
     # --- 04: the predictor swap and one iteration against build_maskrcnn / train_one_epoch
     B(
@@ -188,6 +249,25 @@ BREAKS: list[Break] = [
         "    return 1.0",
         "no warm-up: the full lr from step 0",
     ),
+    # --- 05: the export, the feed and int8 written out against the package
+    B(
+        "05",
+        "masks.index_select(2, torch.arange(size[0])).index_select(3, torch.arange(size[1]))",
+        "masks.index_select(2, torch.arange(size[1])).index_select(3, torch.arange(size[0]))",
+        "the traceable crop with height and width swapped",
+    ),
+    B(
+        "05",
+        '"point_labels": np.array([[1, -1]], np.float32)',
+        '"point_labels": np.array([[1, 0]], np.float32)',
+        "the feed's padding point labelled background",
+    ),
+    B(
+        "05",
+        "weight_type=QuantType.QInt8)",
+        "weight_type=QuantType.QUInt8)",
+        "int8 by hand with unsigned weights",
+    ),
     # --- 06: shard, the all-reduce and DDP against the package and one process
     B(
         "06",
@@ -207,6 +287,37 @@ BREAKS: list[Break] = [
         "            with self.ddp.no_sync():  # accumulate; no communication\n",
         "            with contextlib.nullcontext():\n",
         "DDP synchronises every round",
+    ),
+    # --- 07: LoRA, its step and checkpointing written out against peft and the package
+    B(
+        "07",
+        "self.base, self.scale = base.requires_grad_(False), alpha / rank",
+        "self.base, self.scale = base.requires_grad_(False), alpha",
+        "the update scaled by alpha, not alpha / r",
+    ),
+    B(
+        "07",
+        "return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T",
+        "return self.base(x) + self.scale * (x @ self.B) @ self.A",
+        "B A applied in the wrong order (A and B transposed)",
+    ),
+    B(
+        "07",
+        "features.backward(leaf.grad)  # every round's gradient",
+        "features.backward(leaf.grad / 2)  # every round's gradient",
+        "the leaf's gradient halved on its way through the encoder",
+    ),
+    B(
+        "07",
+        "leaf = features.detach().requires_grad_(True)  # what the rounds read",
+        "leaf = features.detach().requires_grad_(True) * 1.0  # what the rounds read",
+        "the rounds read a copy of the leaf (its gradient never arrives)",
+    ),
+    B(
+        "07",
+        "    h = vit.patch_embed(x) + vit.pos_embed\n",
+        "    h = vit.patch_embed(x)\n",
+        "the checkpointed encoder without the position embedding",
     ),
 ]
 

@@ -1,29 +1,14 @@
-"""Checkpoints: written whole or not at all, read back only when they fit.
+"""Checkpoints: written whole or not at all, read back only when they fit (notebooks 01, 03,
+04). Every file the course writes for later reuse goes through :func:`atomic_save` (a
+temporary file in the same folder, then a rename).
 
-Introduced in notebook 01 (decoder checkpoints); notebooks 03 and 04 resume training from
-the same contract. Every file the course writes for later reuse goes through
-:func:`atomic_save` (a temporary file in the same folder, then a rename).
-
-Training state (``last.pt`` of both fine-tuning loops) is one dict with torchvision's
-references' keys, plus the settings as nanoGPT keeps them:
-
-========================  ==============================================================
-``model``                 state dict of what trains (SAM's mask decoder; the whole
-                          Mask R-CNN)
-``optimizer``             the optimizer's state dict
-``lr_scheduler``          the learning-rate scheduler's state dict
-``scaler``                the AMP gradient scaler's state dict
-``epoch``                 the last finished epoch (1-based)
-``config``                the training settings (``dataclasses.asdict``)
-``config_type``           the settings' class name (another model's run is refused)
-``history``               one dict per finished epoch
-``best_score``            the validation score of ``best.pt`` so far
-``rng``                   torch's CPU random state after the epoch
-``processes``             how many processes trained it (``torchrun``; 1 alone)
-========================  ==============================================================
-
-:func:`save_training_state` writes it; :func:`resume_training` reads it, checks it and
-puts it back into the objects of a run.
+A training state (``last.pt`` of both loops) is one dict with torchvision's references'
+keys and the settings as nanoGPT keeps them: ``model`` (the state dict of what trains),
+``optimizer``, ``lr_scheduler``, ``scaler`` (AMP), ``epoch`` (the last finished, 1-based),
+``config`` (``dataclasses.asdict``) and ``config_type`` (its class name), ``history`` (a
+dict per epoch), ``best_score`` (``best.pt``'s validation score), ``rng`` (torch's CPU
+random state) and ``processes`` (under ``torchrun``). :func:`save_training_state` writes
+it; :func:`resume_training` checks it and puts it back into a run's objects.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Command-line options made from the training configs (the ``python -m`` entry points).
-
-Every field of a config dataclass becomes ``--field-name`` with the field's type and
-default, so ``--help`` lists every setting and a new field needs no new code."""
+"""Command-line options made from the training configs (the ``python -m`` entry points):
+every field of a config dataclass becomes ``--field-name`` with its type and default, so
+``--help`` lists every setting and a new field needs no new code.
+"""
 
 from __future__ import annotations
 

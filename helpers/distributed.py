@@ -1,18 +1,13 @@
 """Data parallelism with PyTorch's own engine, as launched by ``torchrun`` (notebook 06).
 
-``torchrun --nproc_per_node N`` starts N processes and gives each its place in the
-environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``);
-:func:`setup` reads it and joins the process group (NCCL between GPUs, gloo on CPUs).
-Under plain ``python`` there is no group: one process, rank 0 of 1, and every function
-here does nothing or returns its input, so the same loop runs both ways. Every process
-holds the whole model and computes gradients on its share of a step's images; the
-gradients are summed across processes before each optimizer step.
-
-A collective waits for every process; one that stalls would keep the others waiting for
-gloo's or NCCL's default of 30 or 10 minutes. Here the group gets an explicit timeout
-(``SEGCOURSE_DIST_TIMEOUT`` seconds, default 600, or ``setup``'s argument) and a
-collective that fails raises :class:`CollectiveError` naming it and the rank. Downloads
-happen before the group exists, so no collective waits on one.
+``torchrun --nproc_per_node N`` gives each of N processes its place (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); :func:`setup` reads it
+and joins the process group (NCCL between GPUs, gloo on CPUs). Under plain ``python``:
+rank 0 of 1, and every function here does nothing or returns its input. Each process
+holds the whole model; gradients of its share of a step are summed before each step.
+The group gets an explicit timeout (``SEGCOURSE_DIST_TIMEOUT`` seconds, default 600, or
+``setup``'s argument) instead of gloo's or NCCL's 30 or 10 minutes, and a collective that
+fails raises :class:`CollectiveError` naming it and the rank.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Segmentation metrics.
-
-Introduced in notebook 02 (mask IoU); notebooks 03 and 04 add the interactive and COCO
-metrics.
-"""
+"""Segmentation metrics: mask IoU (notebook 02; notebooks 03 and 04 build on it)."""
 
 from __future__ import annotations
 

@@ -28,24 +28,19 @@ log = logging.getLogger(__name__)
 
 
 class TrainingRun:
-    """One run folder's state: ``history`` (one dict per finished epoch), ``best_score``
-    (``best.pt``'s validation score; higher is better), and the epochs left.
+    """One run folder's state: ``history`` (a dict per finished epoch), ``best_score``
+    (``best.pt``'s validation score; higher is better) and the epochs left.
 
     Args:
-        out_dir: the run folder, for ``last.pt`` (resumable) and ``best.pt``.
-        config: the loop's settings (a dataclass with ``epochs``); a resume refuses a
-            ``last.pt`` written with other settings.
-        model, optimizer, lr_scheduler, scaler: what ``last.pt`` holds and a resume restores.
-        what: the run in words, for the line that says where training starts.
-        resume, until_epoch: as the loops' arguments of the same names.
-        place: this process under ``torchrun`` (default: the only one).
-        show_progress: an epoch progress bar (rank 0 only).
-        same_processes: refuse to resume a run trained by another number of processes (a
-            loop whose global batch, and so its schedule, depends on it).
+        config: the loop's settings (a dataclass with ``epochs``); resume refuses a
+            ``last.pt`` written with others. model, optimizer, lr_scheduler, scaler: what
+            ``last.pt`` holds and a resume restores. what: the run in words.
+        resume, until_epoch, place, show_progress: as the loops' arguments.
+        same_processes: refuse a run trained by another number of processes (for a loop
+            whose global batch, and so its schedule, depends on it).
 
     Raises:
-        CheckpointError: ``last.pt`` does not fit, or was trained by another number of
-            processes with ``same_processes``."""
+        CheckpointError: ``last.pt`` does not fit, or came from another process count."""
 
     def __init__(
         self,

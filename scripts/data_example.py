@@ -299,15 +299,19 @@ _ASPECT = {
 }  # w/h
 
 
-def _voc_scene(rng: np.random.Generator, w: int, h: int):
-    """Image and visible instance masks, classes of one VOC-like scene."""
+def _voc_scene(rng: np.random.Generator, w: int, h: int, split: tuple[str, ...] = ()):
+    """Image and visible instance masks, classes of one VOC-like scene. An object of a
+    class in ``split`` is given as its parts (a person's head, body and legs, a potted
+    plant's leaves and pot, a monitor's frame and screen), each an instance of its own:
+    the small SAM's pretraining sees those classes at another granularity than VOC's
+    whole objects (``scripts/pretrain_small_sam.py``). The drawing is the same either way."""
     n = int(rng.integers(2, 6))
     classes = [VOC_EXAMPLE_CLASSES[int(rng.integers(len(VOC_EXAMPLE_CLASSES)))] for _ in range(n)]
     palette = [_rand_colour(rng) for _ in range(6)]
     img = _background(rng, w, h, int(rng.integers(25, 40)), palette)
     light = rng.normal(size=2)
     light /= np.linalg.norm(light)
-    full_masks, boxes = [], []
+    full_masks, boxes, object_parts = [], [], []
     for k, cls in enumerate(classes):
         for _attempt in range(50):
             bh = rng.uniform(0.3, 0.6) * h
@@ -331,11 +335,22 @@ def _voc_scene(rng: np.random.Generator, w: int, h: int):
         img = _composite(img, parts, rng, light)
         full_masks.append(mask)
         boxes.append(box)
+        object_parts.append([m for m, _ in parts])
     visible = [
         m & ~np.any(full_masks[k + 1 :], axis=0) if k + 1 < n else m
         for k, m in enumerate(full_masks)
     ]
-    return np.clip(img, 0, 255).astype(np.uint8), visible, classes
+    masks, names = [], []
+    for cls, seen, parts in zip(classes, visible, object_parts):
+        if cls not in split:
+            masks.append(seen)
+            names.append(cls)
+            continue
+        for j, part in enumerate(parts):  # what shows of each part: later parts paint over
+            over = np.any(parts[j + 1 :], axis=0) if j + 1 < len(parts) else False
+            masks.append(part & ~over & seen)
+            names.append(cls)
+    return np.clip(img, 0, 255).astype(np.uint8), masks, names
 
 
 def _void_band(masks: list[np.ndarray]) -> np.ndarray:

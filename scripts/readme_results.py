@@ -306,6 +306,58 @@ def test_suite(r: Results) -> str:
     )
 
 
+def pretrain_small_sam(r: Results) -> str:
+    x = r("pretrain_small_sam")
+    c, rel = x["config"], x["released"]
+    return (
+        f"Smoke mode's small SAM was pretrained for {x['steps']:,} steps ({c['passes']} passes "
+        f"over {c['scenes']:,} synthetic scenes, {c['batch']} per step) in "
+        f"{x['train_seconds'] / 60:.0f} min on this CPU, plus {x['pool_seconds'] / 60:.0f} min "
+        f"drawing the scenes; the shipped file is {x['megabytes']} MB (fp16). On data_example's "
+        f"held-out VOC test scenes, as shipped: box mIoU **{rel['box_miou']:.3f}**, mIoU@1 "
+        f"**{rel['miou@1']:.3f}**, mIoU@3 **{rel['miou@3']:.3f}**."
+    )
+
+
+def lora_encoder(r: Results) -> str:
+    x = r("lora_encoder")
+    names = {
+        "decoder_only": "decoder-only (cached embeddings)",
+        "lora": "LoRA + decoder",
+        "lora_checkpointing": "LoRA + decoder, checkpointed blocks",
+    }
+    rows = [
+        "| arm | trained parameters | s per training photo | peak memory on top of the model "
+        "| saved for backward (one encoder pass) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, arm in x["arms"].items():
+        saved = f"{arm['saved_mib']:,} MiB" if key != "decoder_only" else "none"
+        rows.append(
+            f"| {names[key]} | {arm['trainable_parameters']:,} | {arm['s_per_image']:.1f} "
+            f"| {arm['peak_rise_mib']:,} MiB | {saved} |"
+        )
+    t = x["t4_estimate"]
+    est = "; ".join(
+        f"{names[k]}: ~{v['encoder_s_per_image']:.2f} s of encoder per photo "
+        f"(~{v['epoch_encoder_min']:.0f} min per {t['train_photos']} photos), peak ~"
+        f"{v['peak_gib_batch_1']:.1f} GiB at one photo per step, so ~"
+        f"{v['photos_per_step_in_15_gib']} photos per step fit in 15 GiB"
+        for k, v in t.items()
+        if k in names
+    )
+    return (
+        f"{x['model']} with random weights, {x['images']} photos of LabPics' size "
+        f"(1920 x 1080), the SAM recipe (1 + 8 + 2 decoder rounds per photo), each arm in a "
+        f"fresh process on this CPU ({x['arms']['decoder_only']['memory_counted']}):\n\n"
+        + "\n".join(rows)
+        + f"\n\nFiles: the adapter (LoRA layers + decoder) {x['adapter_mib']} MiB, the merged "
+        f"checkpoint {x['merged_mib']} MiB. One encoder forward pass at {x['frame']} x "
+        f"{x['frame']}: {x['encoder_forward_gflop']:,} GFLOP (counted). T4 **estimate** "
+        f"({t['assumed']}): {est}."
+    )
+
+
 RENDERERS: dict[str, Callable[[Results], str]] = {
     "voc_extract": voc_extract,
     "roi_align": roi_align,
@@ -320,6 +372,8 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "mutation_audit": mutation_audit,
     "notebook_breaks": notebook_breaks,
     "test_suite": test_suite,
+    "pretrain_small_sam": pretrain_small_sam,
+    "lora_encoder": lora_encoder,
 }
 
 

@@ -76,3 +76,47 @@ def noc_by_hand(row, threshold, max_clicks):
         if row[k] >= threshold:
             return k + 1
     return max_clicks
+
+
+EDGE_KINDS = ("pixel", "whole", "top", "bottom", "left", "right", "ring", "touching", "box")
+
+
+@st.composite
+def edge_scenes(draw, h_max=24, w_max=24):
+    """``(masks N x H x W bool, void H x W bool)``: instances of the kinds that break code
+    (one pixel, the whole image, a band along each border, a ring around a hole, two
+    instances that touch, a random box), 1 to 3 per scene, on non-square images from one
+    pixel up, with or without void (never all of an instance)."""
+    h, w = draw(st.integers(1, h_max)), draw(st.integers(1, w_max))
+    masks = []
+    for kind in draw(st.lists(st.sampled_from(EDGE_KINDS), min_size=1, max_size=3)):
+        m = np.zeros((h, w), bool)
+        t = draw(st.integers(1, max(1, min(h, w) // 2)))
+        if kind == "pixel":
+            m[draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))] = True
+        elif kind == "whole":
+            m[:] = True
+        elif kind == "top":
+            m[:t] = True
+        elif kind == "bottom":
+            m[h - t :] = True
+        elif kind == "left":
+            m[:, :t] = True
+        elif kind == "right":
+            m[:, w - t :] = True
+        elif kind == "ring":
+            m[:] = True
+            m[t : h - t, t : w - t] = False  # a hole when the image is big enough
+        elif kind == "touching":  # two instances sharing an edge
+            cut = draw(st.integers(1, w)) if w > 1 else 1
+            other = np.zeros_like(m)
+            m[:, :cut], other[:, cut:] = True, True
+            if other.any():
+                masks.append(other)
+        else:
+            y0, x0 = draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))
+            m[y0 : draw(st.integers(y0 + 1, h)), x0 : draw(st.integers(x0 + 1, w))] = True
+        masks.append(m)
+    void = draw(arrays(bool, (h, w))) & draw(st.booleans())
+    void &= ~np.logical_or.reduce(masks)  # void around the objects, as VOC's border
+    return np.stack(masks), void

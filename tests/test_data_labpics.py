@@ -70,11 +70,16 @@ def test_vessel_mask_of_wrong_size_is_an_error_naming_it(data_copy):
         LabPicsDataset(root, "Test")[0]
 
 
-def test_sample_without_image_is_an_error(data_copy):
+@pytest.mark.parametrize(
+    "split, position", [("Train", 0), ("Train", -1), ("Test", 0), ("Test", -1)]
+)
+def test_a_sample_without_its_photo_is_an_error_at_construction(data_copy, split, position):
+    """Checked when the reader is made, for every sample folder (first and last here)."""
     root = data_copy / "LabPicsMedical"
-    (root / "Train" / "train_004" / "Image.jpg").unlink()
-    with pytest.raises(DataError, match=r"train_004/Image\.jpg: sample folder has no Image\.jpg"):
-        LabPicsDataset(root, "Train")
+    sample = sorted(p for p in (root / split).iterdir() if p.is_dir())[position]
+    (sample / "Image.jpg").unlink()
+    with pytest.raises(DataError, match=rf"{sample.name}/Image\.jpg: sample folder has no Image"):
+        LabPicsDataset(root, split)
 
 
 def test_truncated_photo_is_an_error_naming_it(data_copy):

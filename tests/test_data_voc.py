@@ -84,6 +84,22 @@ def test_missing_image_of_a_listed_id_is_an_error_naming_the_file(data_copy):
         VOCInstanceDataset(data_copy / "VOCdevkit", "train")
 
 
+@pytest.mark.parametrize("folder", ["JPEGImages", "SegmentationObject", "SegmentationClass"])
+@pytest.mark.parametrize("split, position", [("train", 0), ("train", -1), ("val", 1), ("test", -1)])
+def test_every_file_a_listed_id_names_is_checked_at_construction(
+    data_copy, folder, split, position
+):
+    """The promise: a broken extraction fails when the reader is made, whichever of an
+    id's three files is missing, for any id of the list (first, middle, last)."""
+    ds = VOCInstanceDataset(data_copy / "VOCdevkit", split)
+    image_id = ds.ids[position]
+    suffix = ".jpg" if folder == "JPEGImages" else ".png"
+    missing = data_copy / "VOCdevkit" / "VOC2007" / folder / f"{image_id}{suffix}"
+    missing.unlink()
+    with pytest.raises(DataError, match=rf"{folder}/{image_id}\{suffix}: listed as '{image_id}'"):
+        VOCInstanceDataset(data_copy / "VOCdevkit", split)
+
+
 def test_missing_split_file_is_an_error_naming_it(data_copy):
     (data_copy / "VOCdevkit/VOC2007/ImageSets/Segmentation/val.txt").unlink()
     with pytest.raises(DataError, match=r"val\.txt: split file"):

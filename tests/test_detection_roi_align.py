@@ -207,3 +207,35 @@ def test_roi_pool_rounds_ties_as_torchvision_does(dtype):
     assert torch.equal(
         roi_pool(x, rois, (3, 3), 0.25), torchvision.ops.roi_pool(x, rois, (3, 3), 0.25)
     )
+
+
+def test_any_number_of_rois_equals_torchvision_across_the_chunk_boundaries():
+    """Sizes past the small cases: the RoIs are processed in chunks (sorted by size), so
+    counts around and past the chunk size, several images and large maps must all equal
+    torchvision; every output row is compared, so a RoI left uncomputed shows."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        k=st.sampled_from([63, 64, 65, 127, 128, 129, 200, 257]) | st.integers(1, 300),
+        seed=st.integers(0, 2**16),
+        out=st.sampled_from([(7, 7), (14, 14), (3, 5)]),
+        sampling_ratio=st.sampled_from([-1, 2]),
+        aligned=st.booleans(),
+    )
+    def check(k, seed, out, sampling_ratio, aligned):
+        g = torch.Generator().manual_seed(seed)
+        n, h, w = 3, 40, 56
+        x = torch.randn(n, 2, h, w, generator=g)
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w, h]) * 8
+        wh = torch.rand(k, 2, generator=g) ** 2 * torch.tensor([w, h]) * 6
+        batch = torch.randint(0, n, (k, 1), generator=g).float()
+        rois = torch.cat([batch, xy, xy + wh], dim=1)
+        a = roi_align(x, rois, out, 1 / 8, sampling_ratio, aligned)
+        b = torchvision.ops.roi_align(x, rois, out, 1 / 8, sampling_ratio, aligned)
+        assert a.shape == b.shape == (k, 2, *out)
+        worst = (a - b).abs().flatten(1).max(1).values
+        assert worst.max() <= 1e-4, f"RoI {int(worst.argmax())} of {k} differs"
+
+    check()

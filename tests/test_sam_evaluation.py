@@ -8,7 +8,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracles import iou_by_hand, next_click_by_hand, noc_by_hand
+from oracles import edge_scenes, iou_by_hand, next_click_by_hand, noc_by_hand
+from scenes import edge_item
 from torch.utils.data import Subset
 
 import helpers.sam.evaluation as ev
@@ -71,7 +72,7 @@ def fake_round(instances, radius):
         masks = torch.from_numpy(np.stack(out))
         return {
             "chosen_masks": masks,
-            "chosen_low_res": torch.zeros(n, 1, 256, 256),
+            "chosen_low_res": torch.zeros(n, 1, 64, 64),
             "chosen_iou": torch.ones(n),
         }
 
@@ -260,7 +261,7 @@ def test_evaluation_reads_each_click_and_leaves_void_out(setup, monkeypatch):
         out = torch.from_numpy(pred)[None]
         return {
             "chosen_masks": out,
-            "chosen_low_res": torch.zeros(1, 1, 256, 256),
+            "chosen_low_res": torch.zeros(1, 1, 64, 64),
             "chosen_iou": torch.ones(1),
         }
 
@@ -320,7 +321,7 @@ def test_a_clicked_pixel_is_never_clicked_again_and_clicking_stops_when_every_in
         pred[1] = gt[1]  # instance 1: right at once
         return {
             "chosen_masks": torch.from_numpy(pred),
-            "chosen_low_res": torch.zeros(2, 1, 256, 256),
+            "chosen_low_res": torch.zeros(2, 1, 64, 64),
             "chosen_iou": torch.ones(2),
         }
 
@@ -356,3 +357,22 @@ def test_a_finished_evaluation_is_read_back_and_any_change_computes_it_again(
         other.mask_decoder.iou_token.weight.add_(1e-3)
     with pytest.raises(AssertionError, match="predicted although"):
         evaluate(other, [item], max_clicks=3, show_progress=False, cache=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    return build_tiny_sam()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_scenes(h_max=40, w_max=40), st.integers(0, 2**16))
+def test_the_protocol_measures_every_edge_instance(tiny_sam, scene, seed):
+    """Clicks and box prompts on one-pixel, whole-image, border, ring and touching
+    instances: an IoU in [0, 1] for every instance and click, and the box's."""
+    sam = tiny_sam
+    item = edge_item(sam, scene, seed)
+    curves = click_ious(sam, item, max_clicks=3)
+    assert curves.shape == (len(item.masks), 3) and np.isfinite(curves).all()
+    assert (curves >= 0).all() and (curves <= 1).all()
+    boxes = ev.box_ious(sam, item)
+    assert boxes.shape == (len(item.masks),) and ((boxes >= 0) & (boxes <= 1)).all()

@@ -44,9 +44,14 @@ def test_module_sizes_are_the_published_vit_b_counts():
     assert 0.043 < sizes["mask_decoder"]["state_bytes"] / total < 0.044
 
 
-def test_all_variants_share_prompt_encoder_and_decoder():
-    sizes = {v: module_sizes(v) for v in ("vit_b", "vit_l", "vit_h", "tiny")}
+def test_the_official_variants_share_prompt_encoder_and_decoder():
+    """vit_b, vit_l and vit_h differ only in the image encoder; the small model keeps
+    segment-anything's classes at half the channels."""
+    sizes = {v: module_sizes(v) for v in ("vit_b", "vit_l", "vit_h")}
     assert len({s["mask_decoder"]["parameters"] for s in sizes.values()}) == 1
+    assert len({s["prompt_encoder"]["parameters"] for s in sizes.values()}) == 1
+    tiny = module_sizes("tiny")
+    assert tiny["mask_decoder"]["parameters"] < sizes["vit_b"]["mask_decoder"]["parameters"] / 4
     assert (
         sizes["vit_b"]["image_encoder"]["parameters"]
         < sizes["vit_l"]["image_encoder"]["parameters"]
@@ -54,12 +59,20 @@ def test_all_variants_share_prompt_encoder_and_decoder():
     )
 
 
-def test_tiny_sam_keeps_the_1024_frame_and_the_256x64x64_embedding():
+def test_the_tiny_sams_frames_are_its_settings():
+    """Smoke mode's SAM: a 256-pixel input frame, a 16 x 16 grid of 128 channels, masks of
+    64 x 64 at low resolution; the prompt encoder's positional encoding on the same grid."""
+    from helpers.sam.model import TINY
+
     sam = build_sam("tiny")
+    side, grid = TINY["frame"], TINY["frame"] // TINY["patch"]
     with torch.no_grad():
-        emb = sam.image_encoder(torch.zeros(1, 3, 1024, 1024))
-    assert emb.shape == (1, 256, 64, 64)
-    assert sam.prompt_encoder.get_dense_pe().shape == (1, 256, 64, 64)
+        emb = sam.image_encoder(torch.zeros(1, 3, side, side))
+        sparse, dense = sam.prompt_encoder(points=None, boxes=torch.zeros(1, 4), masks=None)
+        low_res, _ = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
+    assert emb.shape == (1, TINY["dim"], grid, grid) == sam.prompt_encoder.get_dense_pe().shape
+    assert low_res.shape == (1, 3, 4 * grid, 4 * grid)
+    assert sam.image_encoder.img_size == side
 
 
 def test_load_sam_reads_a_vit_b_checkpoint_with_the_official_layout(vit_b_file):
@@ -161,15 +174,21 @@ def test_interrupted_save_leaves_the_previous_decoder_file_intact(tmp_path, monk
 
 
 def test_a_decoder_trained_with_another_encoder_is_refused_saying_both(vit_b_file, tmp_path):
-    """Every variant's decoder has the same shapes, so only the recorded variant and the
-    encoder's fingerprint can tell a vit_b decoder from a tiny one."""
+    """vit_b, vit_l and vit_h decoders have the same shapes, so only the recorded variant
+    and the encoder's fingerprint can tell them apart (a file said to be vit_l's stands in
+    for one, without building vit_l)."""
+    vit_b = load_sam("vit_b", vit_b_file[0])
+    path = save_decoder(vit_b, tmp_path / "decoder.pth")
+    payload = torch.load(path, weights_only=True)
+    payload["meta"]["variant"] = "vit_l"
+    torch.save(payload, tmp_path / "vit_l_decoder.pth")
+    with pytest.raises(
+        CheckpointError,
+        match=r"vit_l_decoder\.pth: made with variant 'vit_l', this model's is 'vit_b'",
+    ):
+        load_decoder(vit_b, tmp_path / "vit_l_decoder.pth")
     tiny = build_sam("tiny")
     path = save_decoder(tiny, tmp_path / "decoder.pth")
-    vit_b = load_sam("vit_b", vit_b_file[0])
-    with pytest.raises(
-        CheckpointError, match=r"decoder\.pth: made with variant 'tiny', this model's is 'vit_b'"
-    ):
-        load_decoder(vit_b, path)
     other = build_sam("tiny")
     with torch.no_grad():
         other.image_encoder.neck[0].weight.mul_(2)  # the same variant, other encoder weights

@@ -83,7 +83,7 @@ def test_onnxruntime_answers_as_pytorch(setup, case, multimask, with_mask_input)
     assert (
         got["logits"].shape == ref["logits"].shape == (1, 3 if multimask else 1, *emb.original_size)
     )
-    # the decoder's own output, 256 x 256 logits, and the IoU head's scores
+    # the decoder's own output, its low-res logits, and the IoU head's scores
     np.testing.assert_allclose(got["low_res"], ref["low_res"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["iou"], ref["iou"], atol=1e-5, rtol=0)
     # SAM's upsampling to the photo: onnxruntime's Resize computes source coordinates as
@@ -143,7 +143,10 @@ def test_files_that_are_not_decoder_exports_are_refused(setup, tmp_path):
         (dict(points=np.zeros((1, 3)), labels=np.ones(1)), "points must be P x 2"),
         (dict(points=np.zeros((2, 2)), labels=np.ones(1)), "labels must be one per point"),
         (dict(box=np.zeros((2, 2))), "box must be 4 numbers"),
-        (dict(points=np.zeros((1, 2)), labels=np.ones(1), mask_input=np.zeros((64, 64))), "256"),
+        (
+            dict(points=np.zeros((1, 2)), labels=np.ones(1), mask_input=np.zeros((32, 32))),
+            "64 x 64",
+        ),
         (dict(), "points or a box"),
     ],
 )
@@ -170,13 +173,13 @@ def test_prompts_of_the_wrong_shape_say_what_was_expected(setup, kw, match):
             dict(
                 points=np.array([[10.0, 10.0]]), labels=np.ones(1), mask_input=np.zeros((128, 512))
             ),
-            "mask_input must be 256 x 256",
+            "mask_input must be 64 x 64",
         ),
         (
             dict(
                 points=np.array([[10.0, 10.0]]),
                 labels=np.ones(1),
-                mask_input=np.full((256, 256), np.nan),
+                mask_input=np.full((64, 64), np.nan),
             ),
             "mask_input must be finite",
         ),

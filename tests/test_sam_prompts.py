@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from oracles import FAST
+from oracles import FAST, edge_scenes
 
 from helpers.course.runtime import DATA_EXAMPLE
 from helpers.data.voc import VOCInstanceDataset
@@ -193,3 +193,38 @@ def test_tiny_instances_still_get_a_foreground_point():
     c = instance_candidates(mask)
     p = sample_prompts([c], PromptConfig(p_points=1, p_box=0), np.random.default_rng(0))
     assert p["points"][0, 0].tolist() == [7.0, 4.0]
+
+
+SCHEMES = {
+    "sam": PromptConfig(),
+    "seed": PromptConfig.seed(),
+    "points": PromptConfig(n_pos=2, n_neg=2, p_points=1, p_box=0),
+    "box": PromptConfig(p_points=0, p_box=1),
+}
+
+
+@FAST
+@given(edge_scenes(), st.integers(0, 2**31), st.sampled_from(sorted(SCHEMES)))
+def test_every_scheme_prompts_every_edge_instance_where_it_belongs(scene, seed, scheme):
+    """One pixel, the whole image, bands on each border, rings, touching instances:
+    every first prompt is a valid prompt of its own instance (a negative point only
+    where background exists), with every scheme the course trains with."""
+    masks, void = scene
+    h, w = void.shape
+    cands = [instance_candidates(m, void) for m in masks]
+    p = sample_prompts(cands, SCHEMES[scheme], np.random.default_rng(seed))
+    assert p["points"] is not None or p["boxes"] is not None
+    if p["points"] is not None:
+        assert p["points"].shape[:2] == p["labels"].shape and len(p["labels"]) == len(masks)
+        for mask, points, labels in zip(masks, p["points"], p["labels"]):
+            assert (labels == 1).sum() == SCHEMES[scheme].n_pos
+            for (x, y), lab in zip(points, labels):
+                assert 0 <= x < w and 0 <= y < h and x == int(x) and y == int(y)
+                assert not void[int(y), int(x)]
+                assert mask[int(y), int(x)] == (lab == 1)
+    if p["boxes"] is not None:
+        for mask, (x0, y0, x1, y1) in zip(masks, p["boxes"]):
+            assert 0 <= x0 <= x1 <= w - 1 and 0 <= y0 <= y1 <= h - 1
+            if SCHEMES[scheme].box_noise == 0:
+                ys, xs = np.nonzero(mask)
+                assert [x0, y0, x1, y1] == [xs.min(), ys.min(), xs.max(), ys.max()]

@@ -54,3 +54,29 @@ def test_a_step_that_does_not_divide_among_the_processes_is_refused_before_any_w
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
     err = _refused(sam_cli.main, ["--batch-images", "3"], capsys)
     assert "--batch-images 3 is not divisible by the 2 processes" in err
+
+
+def test_every_option_set_at_once_is_the_run_that_trains(tmp_path):
+    """Every SamTrainConfig option away from its default reaches the run itself: the
+    config that last.pt records (and that a resume checks) is the one asked for."""
+    import dataclasses
+
+    from test_command_line import _argv, _other_value
+
+    from helpers.checkpoints import read_checkpoint
+    from helpers.sam.training import SamTrainConfig
+
+    wanted = {}
+    argv = ["--out", str(tmp_path / "run"), "--train-images", "2", "--val-images", "1"]
+    argv += ["--until-epoch", "1", "--embeddings", str(tmp_path / "emb")]
+    for f in dataclasses.fields(SamTrainConfig):
+        if f.name in sam_cli.SKIP:
+            continue
+        value = _other_value(f.name, getattr(SamTrainConfig(), f.name))
+        wanted[f.name] = value
+        argv += _argv(f.name, value)
+    wanted.update(click_rounds=1, refine_rounds=1)  # a quick run: the last option wins
+    argv += ["--click-rounds", "1", "--refine-rounds", "1"]
+    sam_cli.main(argv)
+    saved = read_checkpoint(tmp_path / "run" / "last.pt")["config"]
+    assert {k: saved[k] for k in wanted} == wanted

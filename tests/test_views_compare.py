@@ -244,3 +244,74 @@ def test_the_onnx_backend_gives_the_masks_of_pytorch_where_a_logit_is_decided(mo
             got = onnx.results[name]["mask"]
             assert np.array_equal(got[decided], (logits > 0)[decided]), name
             assert torch_ctl.results[name]["mask"].any()
+
+
+def test_labpics_ignore_region_counts_nowhere_in_the_ground_truth_iou(models):
+    """LabPics samples carry ``ignore`` where VOC's carry ``void``."""
+    from helpers.data.labpics import LabPicsDataset
+    from helpers.metrics import mask_iou
+
+    ds = LabPicsDataset(DATA_EXAMPLE / "LabPicsMedical", "Train")
+    index = next(i for i in range(len(ds)) if ds[i]["ignore"].any())
+    sample = ds[index]
+    ys, xs = np.nonzero(sample["masks"][0])
+    ctl = SamCompare(models, ds, fast=False, backend="torch")
+    ctl.select_image(index)
+    ctl.on_pointer(click(float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5))
+    r = ctl.results["after"]
+    assert r["gt_iou"] == pytest.approx(mask_iou(r["mask"], sample["masks"][0], sample["ignore"]))
+
+
+CHILD = """
+import atexit, copy, threading
+from pathlib import Path
+
+SEEN = {}
+
+
+def after_the_course_closes():  # registered first, so it runs after the course's handler
+    ctl = SEEN["controller"]
+    Path("exit.txt").write_text(
+        f"export alive {ctl._preparing.is_alive()}; pool {ctl._threads}; sessions {len(ctl.onnx)}"
+    )
+
+
+atexit.register(after_the_course_closes)
+
+from helpers.course.runtime import DATA_EXAMPLE
+from helpers.data.voc import VOCInstanceDataset
+from helpers.sam.model import build_tiny_sam
+from helpers.views.compare import SamCompare
+
+
+def test_fails_with_the_onnx_backend_live():
+    before = build_tiny_sam()
+    samples = VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "train")
+    ctl = SamCompare({"before": before, "after": copy.deepcopy(before)}, samples)
+    SEEN["controller"] = ctl  # backend "auto": the decoders are exported in a thread
+    ctl.on_pointer({"x0": 20.5, "y0": 20.5, "x1": 20.5, "y1": 20.5, "button": 0, "shift": False})
+    assert False, "a failure the report must show"
+"""
+
+
+def test_a_failing_test_with_the_onnx_backend_live_ends_with_its_report(tmp_path):
+    """A process that fails while the widget's export thread, decoder threads or
+    onnxruntime sessions are live exits with its report and exit code 1 (not SIGABRT,
+    "terminate called without an active exception"): they are closed at exit."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_child.py").write_text(CHILD)
+    env = {**os.environ, "SEGCOURSE_CACHE": str(tmp_path / "cache"), "SEGCOURSE_SMOKE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, (done.returncode, done.stdout[-1500:], done.stderr[-1500:])
+    assert "1 failed" in done.stdout and "a failure the report must show" in done.stdout
+    assert (tmp_path / "exit.txt").read_text() == "export alive False; pool None; sessions 0"

@@ -1,8 +1,6 @@
-"""Running the course's command-line jobs from a notebook, with their output on screen.
-
-Introduced in notebook 06, which starts training jobs as child processes (``python -m
-helpers.sam.train``, ``torchrun ...``): their lines (one per epoch, rank 0's) are passed
-on as they come, so that a cell running a job for minutes is never silent.
+"""Running the course's command-line jobs from a notebook (notebook 06), their lines (one per
+epoch, rank 0's) shown as they come, so that a cell running a job for minutes is never
+silent.
 """
 
 from __future__ import annotations
@@ -26,20 +24,15 @@ def run_job(
     env: dict | None = None,
     echo: Callable[[str], object] = print,
 ) -> tuple[list[str], float]:
-    """Run ``cmd`` and pass each line of its output (stdout and stderr together) to
-    ``echo`` as soon as it is written, between a line that says the job ``name`` started
-    and one that says it ended and how long it took.
-
-    The child runs with ``PYTHONUNBUFFERED=1`` so that Python children write each line at
-    once instead of at exit.
+    """Run ``cmd`` (with ``PYTHONUNBUFFERED=1``) and pass each line of its output, stdout
+    and stderr together, to ``echo`` as it is written, between lines saying that job
+    ``name`` started and ended, and how long it took.
 
     Returns:
         ``(lines, seconds)``: every output line, without its newline, and the wall time.
 
     Raises:
-        JobError: a non-zero exit code; the message names the job and holds its last 40
-            lines.
-    """
+        JobError: a non-zero exit code; the message names the job and holds its last 40 lines."""
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     echo(f"[{name}] started: {' '.join(map(str, cmd))}")
     t0 = time.perf_counter()

@@ -1,21 +1,14 @@
-"""What happens after JupyterLab saves one of the course's notebooks.
+"""What happens after JupyterLab saves one of the course's notebooks (README, command 1).
 
-Introduced in the README (its first command). A learner's outputs stay in their working
-notebook: saved with every save (autosave included), there after a reload. Git never
-sees them: the nbstripout filter (``.gitattributes``) hands git each notebook without
-outputs, execution counts, widget state or the kernel's ``language_info``. What remains
-is git's own shortcut: when a file's size differs from what git last recorded, ``git
-status`` calls it modified without running the filter. So after each save of a course
-notebook, :func:`refresh_git_index` asks git for the notebook as it would commit it
-(``git hash-object --path``, which runs the filter), and when that is exactly what git
-already holds, records the file's new size and time (``git add`` of the same content):
-``git status`` stays clean. A notebook whose cells were edited is a real change and is
-left for the learner to see.
-
-Jupyter runs the hook after every save: ``python -m scripts.local_setup`` (the
-README's first command) names it as ``ContentsManager.post_save_hook`` in
-``<environment>/etc/jupyter/jupyter_server_config.json``. This module must stay light (no
-torch): the Jupyter server imports it when it starts.
+A learner's outputs stay in their notebook; git never sees them: the nbstripout filter
+(``.gitattributes``) hands git each notebook without outputs, execution counts, widget
+state or ``language_info``. Git's own shortcut remains: a file whose size changed is
+"modified" without the filter being run. So after each save :func:`refresh_git_index`
+asks git for the notebook as it would commit it (``git hash-object --path``) and, when
+that is what git holds, records the file's new size and time: ``git status`` stays
+clean. ``python -m scripts.local_setup`` names the hook as
+``ContentsManager.post_save_hook``; the Jupyter server imports this module at start, so
+it stays light (no torch).
 """
 
 from __future__ import annotations

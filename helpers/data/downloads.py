@@ -1,22 +1,16 @@
-"""Downloads into the cache folder: progress bar, length and hash checks, never a half file.
+"""Downloads into the cache folder: progress bar, length and hash checks, never a half file
+(SAM checkpoints, the data sets, Mask R-CNN's COCO weights).
 
-Introduced in notebook 01 (SAM checkpoints); the data sets and Mask R-CNN's COCO weights
-come through it too.
-
-- A transfer goes to a temporary folder beside its destination; the bytes received are
-  compared with the server's Content-Length (``http.client``, and so torchvision's
-  ``download_url``, return a short body without an error when a connection is cut); a
-  cut transfer resumes with an HTTP Range request where the server allows it, else
-  restarts, a few times; the hash (MD5, or torch.hub's SHA-256 prefix) is checked; only
-  then is the file renamed into place.
-- A file in place is reused without a network call, its hash checked once (a ``.md5-ok``
-  stamp records which hash, so one pinned later is checked again).
-- Processes on one host or several sharing a folder (``torchrun``, SLURM, Colab on
-  Drive) asking for one file at once: a lock (:func:`exclusive`) lets one transfer it
-  while the others wait. The holder refreshes its lock; a lock is taken over only when
-  its holder is provably gone (a dead process of this host, or another host's lock not
-  refreshed for ``STALE_AFTER_S``). Temporary folders record their owner and are swept
-  once it is gone.
+- A transfer goes to a temporary folder beside its destination; its length is checked
+  against Content-Length (``http.client`` returns a short body without an error when a
+  connection is cut); a cut transfer resumes with a Range request where the server allows
+  it, else restarts; the hash (MD5, or torch.hub's SHA-256 prefix) is checked; only then
+  is the file renamed into place. A file in place is reused, its hash checked once (a
+  ``.md5-ok`` stamp records which).
+- Processes on one host or several sharing a folder (``torchrun``, SLURM, Colab on Drive):
+  a lock (:func:`exclusive`) lets one transfer while the others wait; it is taken over
+  only when its holder is provably gone (a dead process of this host, or another host's
+  lock not refreshed for ``STALE_AFTER_S``). Temporary folders of gone owners are swept.
 - No network: an error that says what was fetched, where it belongs, where to get it.
 """
 
@@ -299,21 +293,17 @@ def fetch(
     sha256_prefix: str | None = None,
     attempts: int = 3,
 ) -> Path:
-    """The file at ``dest`` (its folder created), downloaded from ``url`` first if it is
-    not there.
+    """The file at ``dest`` (its folder created), downloaded from ``url`` if absent.
 
     Args:
-        md5: the expected hex MD5; sha256_prefix: the start of the expected hex SHA-256
-            (torch.hub's file names carry one). With neither, the MD5 of what was
-            downloaded is logged, so that a user can pin it.
+        md5, sha256_prefix: the expected hex MD5, or the start of the hex SHA-256 (as
+            torch.hub's names carry); with neither, the MD5 is logged for pinning.
         what: a name for messages (default: the file name).
         attempts: transfers tried when the connection is cut (each resumes if it can).
 
     Raises:
-        DownloadError: the transfer failed (no network, HTTP error, a connection cut
-            ``attempts`` times) or the bytes have the wrong hash. Nothing is left at
-            ``dest`` in either case.
-    """
+        DownloadError: no network, an HTTP error, ``attempts`` cuts or the wrong hash;
+            nothing is left at ``dest``."""
     dest = Path(dest)
     what = what or dest.name
     with exclusive(dest, what):  # one transfer, however many processes ask at once
@@ -365,22 +355,16 @@ def fetch_and_extract(
     unpack: Callable[[list[Path], Path], Path],
     hint: str = "",
 ) -> Path:
-    """The folder ``target``, made once from downloaded archives and reused after: a
-    ``.complete`` marker in it says it is whole.
-
-    One process does the work while any others wait (:func:`exclusive`, on ``target``).
-    Every archive of ``files`` (``(url, archive path, MD5 or None)``) is fetched
-    (:func:`fetch`, so a cached archive is not downloaded again); then
-    ``unpack(archives, tmp)`` extracts and checks them in a temporary folder beside
-    ``target`` and returns the folder to put in place. Only then is ``target`` replaced
-    and marked, so a run killed half-way leaves nothing that passes for the data set
-    (its temporary folder is removed by the next run).
+    """The folder ``target``, made once from downloaded archives (``files``: ``(url,
+    archive path, MD5 or None)``) and reused after: a ``.complete`` marker says it is whole.
+    One process works while the others wait (:func:`exclusive`); every archive is fetched
+    (:func:`fetch`), ``unpack(archives, tmp)`` extracts and checks them in a temporary folder
+    beside ``target`` and returns the folder to put in place; only then is ``target``
+    replaced and marked.
 
     Raises:
-        DownloadError: archives that could not be downloaded (one error lists them all,
-            where each comes from and where to place it, then ``hint``), or a wrong hash.
-        Whatever ``unpack`` raises for archives that do not hold the expected layout.
-    """
+        DownloadError: archives that could not be downloaded (one error lists them all, where
+            each comes from and where to place it, then ``hint``), or a wrong hash."""
     marker = target / ".complete"
     if marker.is_file():
         return target

@@ -38,23 +38,12 @@ def find_labpics(root: str | Path) -> Path:
 
 
 class LabPicsDataset:
-    """Vessel instances of LabPics Medical, read lazily.
-
-    Construction lists sample folders (and skips those without ``Vessels/``, see the
-    module docstring); pixels are read on ``ds[i]``.
-
-    Args:
-        root: the folder that holds ``Train/`` and ``Test/`` (see :func:`find_labpics`).
-        split: ``"Train"`` or ``"Test"`` (``"train"``/``"test"`` are accepted).
-
-    ``ds[i]`` is a dict:
-        - ``image``: ``H x W x 3`` ``uint8`` RGB.
-        - ``masks``: ``N x H x W`` ``bool``, one per file in ``Vessels/`` in name order;
-          masks may overlap.
-        - ``labels``: ``N`` ``int64``, all 1 (vessel).
-        - ``ignore``: ``H x W`` ``bool``, ``Ignore.png`` (all False if the file is absent).
-        - ``image_id``: ``str``, the sample folder's name.
-    """
+    """Vessel instances of LabPics Medical's ``split`` (``"Train"`` or ``"Test"``), read
+    lazily: construction lists the sample folders (and skips those without ``Vessels/``);
+    pixels are read on ``ds[i]``, a dict: ``image`` ``H x W x 3`` uint8 RGB; ``masks``
+    ``N x H x W`` bool, one per file of ``Vessels/`` in name order (they may overlap);
+    ``labels`` ``N`` int64, all 1 (vessel); ``ignore`` ``H x W`` bool (``Ignore.png``, all
+    False without one); ``image_id``, the sample folder's name."""
 
     def __init__(self, root: str | Path, split: str = "Train"):
         split = split.capitalize()
@@ -158,19 +147,15 @@ def download_labpics(
     """LabPics Medical extracted in ``folder``, downloaded on first use (~281 MB, Zenodo
     record 4736111); returns the folder that holds ``Train/`` and ``Test/``.
 
-    The archive is kept in ``<cache>/labpics`` (Google Drive in Colab) and extracted into
-    ``<data>/labpics`` (:func:`helpers.course.runtime.data_dir`: the runtime's local disk
-    in Colab); given ``folder``, both go there unless ``archive_dir`` says otherwise. No
-    MD5 is known to the course (Zenodo's could not be read where this was written): the
-    MD5 of what was downloaded is logged, to pin; the transfer's length is checked
-    (:func:`helpers.data.downloads.fetch`), then the zip's own CRCs and the layout. An
-    archive that fails is deleted, so the next run downloads it again.
+    The archive is kept in ``<cache>/labpics``, extracted into ``<data>/labpics``
+    (:func:`helpers.course.runtime.data_dir`); given ``folder``, both go there unless
+    ``archive_dir`` says otherwise. No MD5 is known to the course: the download's is logged,
+    to pin; its length is checked, then the zip's CRCs and the layout, and an archive that
+    fails is deleted so that the next run downloads it again.
 
     Raises:
         helpers.data.downloads.DownloadError: no network.
-        DataError: a corrupt archive or an unexpected layout; the message names the
-            archive (never the temporary folder).
-    """
+        DataError: a corrupt archive or an unexpected layout, naming the archive."""
 
     from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
     from .downloads import fetch_and_extract

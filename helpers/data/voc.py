@@ -88,28 +88,16 @@ def find_voc2007(root: str | Path) -> Path:
 
 
 class VOCInstanceDataset:
-    """Instances of VOC2007's segmentation split, read lazily.
+    """Instances of VOC2007's segmentation split, read lazily. Construction reads the split
+    file and checks that every listed id has its three files (an error names the first
+    missing one); pixels are read on ``ds[i]``, a dict:
 
-    Construction reads only the split file and checks that every listed id has its
-    three files (an error names the first missing one); pixels are read on ``ds[i]``.
-
-    Args:
-        root: the folder that holds ``VOC2007/`` (see :func:`find_voc2007`).
-        image_set: ``"train"``, ``"val"``, ``"trainval"`` or ``"test"``.
-
-    ``ds[i]`` is a dict:
-        - ``image``: ``H x W x 3`` ``uint8`` RGB.
-        - ``masks``: ``N x H x W`` ``bool``, one per instance id in increasing id order;
-          void pixels are not in any mask.
-        - ``labels``: ``N`` ``int64``, VOC class index 1..20 (``VOC_CLASSES[label - 1]``).
-        - ``instance_ids``: ``N`` ``int64``, the ids in SegmentationObject.
-        - ``void``: ``H x W`` ``bool``, the 255 pixels (object borders, hard regions):
-          ignore them in losses and metrics.
-        - ``image_id``: ``str``, e.g. ``"000032"``.
-
-    An instance whose pixels carry several classes in SegmentationClass gets the most
-    frequent one (a debug message is logged); one with no class at all is an error.
-    """
+    - ``image``: ``H x W x 3`` uint8 RGB;
+    - ``masks``: ``N x H x W`` bool, one per instance id in increasing order (void in none);
+    - ``labels``: ``N`` int64, the class index 1..20 (``VOC_CLASSES[label - 1]``), the most
+      frequent class at the instance's pixels (none at all is an error);
+    - ``instance_ids``: ``N`` int64; ``void``: ``H x W`` bool, the 255 pixels (left out of
+      losses and metrics); ``image_id``: str, e.g. ``"000032"``."""
 
     def __init__(self, root: str | Path, image_set: str = "train"):
         if image_set not in IMAGE_SETS:
@@ -213,18 +201,14 @@ def download_voc2007(
     """VOC2007 (trainval and test) extracted in ``folder``, downloaded on first use (about
     900 MB of archives); returns the ``VOCdevkit`` folder for :class:`VOCInstanceDataset`.
 
-    The archives are kept in ``<cache>/voc2007/archives`` (Google Drive in Colab) and
-    extracted into ``<data>/voc2007`` (:func:`helpers.course.runtime.data_dir`: the
-    runtime's local disk in Colab); given ``folder``, both go there unless
+    The archives are kept in ``<cache>/voc2007/archives``, extracted into ``<data>/voc2007``
+    (:func:`helpers.course.runtime.data_dir`); given ``folder``, both go there unless
     ``archive_dir`` says otherwise. Both are MD5-checked, and every split must list the
-    expected number of images with all their files before anything is put in place
-    (:func:`helpers.data.downloads.fetch_and_extract`).
+    expected number of images with their files before anything is put in place.
 
     Raises:
         helpers.data.downloads.DownloadError: no network or a wrong checksum.
-        DataError: the archives do not hold the expected layout; the message names the
-            archives and the final folder (never the temporary one).
-    """
+        DataError: an unexpected layout, naming the archives and the final folder."""
     from ..course.runtime import SMOKE_ENV, cache_dir, data_dir
     from .downloads import fetch_and_extract
 

@@ -1,8 +1,6 @@
-"""COCO box and mask AP with pycocotools, for detectors evaluated on LabPics.
-
-Introduced in notebook 04. pycocotools does the scoring; this module only converts
-readers' samples and models' outputs to its format (RLE masks, ``[x, y, w, h]`` boxes,
-1-based category ids) and applies the ignore policy of :mod:`helpers.detection.data`.
+"""COCO box and mask AP with pycocotools, for detectors evaluated on LabPics (notebook 04):
+pycocotools scores; this module converts samples and outputs to its format (RLE masks,
+``[x, y, w, h]`` boxes) and applies the ignore policy of :mod:`helpers.detection.data`.
 """
 
 from __future__ import annotations
@@ -154,17 +152,13 @@ def evaluate_detector(
 
     Args:
         transform: a reader's ``H x W x 3`` uint8 image to the model's input (default:
-            RGB float in [0, 1], the model's contract).
-        postprocess: applied to each output (e.g. :func:`helpers.detection.model.map_to_vessel`).
-        place: under ``torchrun``, each process runs its share of the images; ground truth
-            and detections (RLE) are gathered on rank 0 for pycocotools and the result
-            sent to every process.
-        cache: a folder: the result computed before for the same weights, images,
-            ``transform`` and ``postprocess`` is read back (one process only).
-
-    Memory: masks are kept as RLE, each crossing to the CPU as one uint8 mask
-    (:func:`coco_detections`), so host memory does not grow with image size x detections.
-    """
+            RGB float in [0, 1]); postprocess: applied to each output (e.g.
+            :func:`helpers.detection.model.map_to_vessel`).
+        place: under ``torchrun``, each process runs its share; ground truth and RLE
+            detections are gathered on rank 0 for pycocotools, the result sent to all.
+        cache: a folder holding the result of the same weights, images, ``transform`` and
+            ``postprocess`` (one process only). Masks cross to the CPU one at a time and are
+            kept as RLE, so host memory does not grow with image size x detections."""
     place = place or Place()
     if cache is not None and place.world == 1:
         key = fingerprint(

@@ -49,21 +49,16 @@ def model_working_size(h: int, w: int, min_size: int, max_size: int) -> tuple[in
 class ZoomForModel(v2.Transform):
     """Scale jitter fused with the model's own resize (a v2 transform).
 
-    ``RandomAffine(degrees=0, scale=(a, b))`` zooms the photo about its centre by a random
-    ``s`` and keeps its canvas (cropping when ``s > 1``, padding with zeros when ``s < 1``);
-    the model then resizes the result by ``f`` (:func:`model_working_size`). Here both are
-    one step: resize to ``s * f`` times the photo's size, then centre-crop or pad to ``f``
-    times it. Same geometry, one resampling, and every later step runs at the working size.
-
-    The image is resampled bilinearly without antialiasing, as the model's own resize does
-    at inference (so training sees what evaluation sees); masks with nearest neighbour.
-    Boxes follow (clamped to the canvas); :class:`LabPicsDetection` recomputes them from
-    the masks afterwards.
+    ``RandomAffine(degrees=0, scale=(a, b))`` zooms about the centre by a random ``s`` and
+    keeps the canvas; the model then resizes by ``f`` (:func:`model_working_size`). Here
+    both are one step: resize to ``s * f`` times the photo, then centre-crop or zero-pad to
+    ``f`` times it. Same geometry, one resampling, every later step at the working size.
+    Images bilinear without antialiasing (as the model's resize at inference), masks
+    nearest; boxes follow, clamped (:class:`LabPicsDetection` recomputes them from masks).
 
     Args:
         min_size, max_size: the model's (``build_maskrcnn(min_size=..., max_size=...)``).
-        scale: the range of the random zoom ``s``, drawn uniformly from ``torch``'s RNG.
-    """
+        scale: the range of ``s``, drawn uniformly from ``torch``'s RNG."""
 
     def __init__(self, min_size: int, max_size: int, scale: tuple[float, float] = (0.8, 1.25)):
         super().__init__()
@@ -114,18 +109,14 @@ class LabPicsDetection(torch.utils.data.Dataset):
     """``(image, target)`` pairs for torchvision's Mask R-CNN.
 
     Args:
-        reader: a :class:`helpers.LabPicsDataset` (or any reader with the same dict).
-        transforms: a v2 transform taking ``(image, target)``; default
-            :func:`eval_transforms`.
+        reader: a :class:`helpers.data.labpics.LabPicsDataset` (or a reader of the same dicts).
+        transforms: a v2 transform of ``(image, target)``; default :func:`eval_transforms`.
 
-    Returns per item:
-        ``image``: ``tv_tensors.Image`` ``3 x H x W`` float32 RGB in [0, 1] (``H x W``
-        the photo's size, or the model's working size with :func:`train_transforms`);
-        ``target``: ``masks`` (``tv_tensors.Mask`` ``K x H x W`` uint8) as transformed,
-        instances left without a pixel dropped; ``boxes`` (``tv_tensors.BoundingBoxes``
-        XYXY pixels on edges) the masks' tight boxes; ``labels`` int64 (1 = vessel);
-        ``image_id`` (the index); ``area`` (mask pixels) and ``iscrowd`` (zeros).
-    """
+    Returns per item ``image``, ``tv_tensors.Image`` ``3 x H x W`` float32 RGB in [0, 1]
+    (the photo's size, or the working size with :func:`train_transforms`), and ``target``:
+    ``masks`` (``tv_tensors.Mask`` ``K x H x W`` uint8, empty instances dropped), ``boxes``
+    (``tv_tensors.BoundingBoxes`` XYXY pixel edges, the masks' tight boxes), ``labels`` int64
+    (1 = vessel), ``image_id`` (the index), ``area`` (mask pixels), ``iscrowd`` (zeros)."""
 
     def __init__(self, reader, transforms=None, ignore_overlap: float = IGNORE_OVERLAP):
         self.reader = reader

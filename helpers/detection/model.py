@@ -1,22 +1,16 @@
-"""torchvision's Mask R-CNN for LabPics vessels: both predictors replaced, the input contract.
+"""torchvision's Mask R-CNN for LabPics vessels: both predictors replaced, the input contract
+(notebook 04).
 
-Introduced in notebook 04.
-
-The model's contract:
-- input: a list of ``3 x H x W`` float tensors, **RGB in [0, 1]**, any size. The model
-  normalises with ImageNet's mean/std and resizes (shorter side to ``min_size``, longer
-  at most ``max_size``, aspect ratio kept) itself;
-- for training, one target dict per image: ``boxes`` ``K x 4`` float xyxy pixels,
-  ``labels`` ``K`` int64 (0 is background), ``masks`` ``K x H x W`` uint8;
-- fine-tuning to new classes replaces **both** the box predictor (class scores and box
-  deltas) and the mask predictor (one 28 x 28 mask per class); notebook 04 shows what
-  keeping COCO's 91-class mask predictor does;
-- weights are asked for by enum (``weights="DEFAULT"``), not the deprecated
-  ``pretrained=True``. They are fetched into the course's cache
-  (``<cache>/torch/hub/checkpoints/``, on Google Drive in Colab) by
-  :func:`ensure_coco_weights`, the course's download path: length and SHA-256 checked,
-  and without a network an error that names the file, its place and smoke mode;
-  torchvision is pointed there while it builds the model.
+- Input: a list of ``3 x H x W`` float tensors, **RGB in [0, 1]**, any size; the model
+  normalises and resizes (shorter side to ``min_size``, longer at most ``max_size``)
+  itself. For training, one target dict per image: ``boxes`` ``K x 4`` float xyxy
+  pixels, ``labels`` ``K`` int64 (0 is background), ``masks`` ``K x H x W`` uint8.
+- Fine-tuning to new classes replaces **both** the box predictor and the mask predictor
+  (one 28 x 28 mask per class); notebook 04 shows what keeping COCO's does.
+- Weights by enum (``weights="DEFAULT"``, not the deprecated ``pretrained=True``),
+  fetched into the course's cache (``<cache>/torch/hub/checkpoints/``) by
+  :func:`ensure_coco_weights` (length and SHA-256 checked; offline, an error that names
+  the file, its place and smoke mode).
 """
 
 from __future__ import annotations

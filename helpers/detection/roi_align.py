@@ -140,23 +140,17 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = False,
 ) -> Tensor:
-    """RoI Align (Mask R-CNN): average of bilinear samples on a regular grid per bin.
+    """RoI Align (Mask R-CNN): the mean of bilinear samples on a regular grid per bin.
 
-    Each RoI is cut into ``PH x PW`` bins; each bin is sampled at ``gh x gw`` evenly
-    spaced points (``gh = sampling_ratio``, or ``ceil(roi_height / PH)`` when
-    ``sampling_ratio <= 0``: the adaptive rule, per RoI); each point's value is bilinear
-    interpolation of its 4 neighbouring feature cells; the bin's output is the mean.
+    Each RoI is cut into ``PH x PW`` bins, each sampled at ``gh x gw`` points
+    (``gh = sampling_ratio``, or ``ceil(roi_height / PH)`` per RoI when it is ``<= 0``);
+    each sample interpolates its 4 neighbouring cells. Bilinear weights factor into row
+    times column weights, so one RoI is two small matrix products,
+    ``out[c] = A_y @ F[b, c] @ A_x^T`` (row ``p`` of ``A_y``: output row ``p``'s averaged
+    row weights, at most ``2 * gh`` non-zeros); only the rows and columns touched are read.
 
-    Bilinear weights factor into a row weight times a column weight, and so does the
-    bin mean, so one RoI's output is two small matrix products,
-    ``out[c] = A_y @ F[b, c] @ A_x^T``, where row ``p`` of ``A_y`` holds the averaged
-    row weights of output row ``p``'s samples (at most ``2 * gh`` non-zeros) and ``A_x``
-    the same for columns. Only the rows and columns the samples touch are read.
-
-    Args and result: see the module docstring. ``sampling_ratio``: samples per bin per
-    axis (``<= 0``: adaptive). ``aligned``: shift boxes by -0.5 pixel (and allow
-    boxes smaller than one cell), as Detectron2 and torchvision do with ``aligned=True``.
-    """
+    Args and result: see the module docstring. ``aligned``: boxes shifted by -0.5 pixel
+    (and boxes smaller than a cell allowed), as torchvision's ``aligned=True``."""
     if input.ndim != 4:
         raise ValueError(f"input must be N x C x H x W, got {tuple(input.shape)}")
     ph, pw = _pair(output_size)

@@ -16,24 +16,21 @@ from .roi_align import roi_align, roi_pool, round_half_away
 def mask_roundtrip_iou(
     mask: Tensor, box, stride: int, pool: str = "align", output_size: int = 14
 ) -> float:
-    """How much of an object's shape survives the trip through a mask head's RoI features:
-    the "feature map" is the mask averaged over ``stride x stride`` blocks (what a perfect
-    backbone could give); the RoI's ``output_size``-square features are taken one of four
-    ways, pasted back into the box as Mask R-CNN pastes its masks (torchvision's
-    ``paste_masks_in_image``), thresholded at 0.5 and compared with the mask: geometry only.
+    """How much of an object's shape survives a mask head's RoI features, geometry only.
+    The "feature map" is the mask averaged over ``stride x stride`` blocks (a perfect
+    backbone's); the RoI's ``output_size``-square features are taken one of four ways,
+    pasted into the box as torchvision's ``paste_masks_in_image`` does, thresholded at 0.5.
 
     Args:
         mask: ``H x W`` bool, ``H`` and ``W`` multiples of ``stride``.
         box: ``(x1, y1, x2, y2)`` the object's box in pixels (pixel-edge convention).
         pool: ``"pool"``, RoI Pool (box and bins rounded to cells, max); ``"align_false"``,
-            RoI Align with ``aligned=False`` as torchvision's Mask R-CNN (no rounding, each
-            cell read half a cell off); ``"align_rounded"``, ``aligned=True`` on the box
-            rounded to cells as RoI Pool rounds it, pasted into the exact box (the rounding
-            alone); ``"align"``, ``aligned=True`` on the exact box (neither error).
+            RoI Align ``aligned=False`` as torchvision's Mask R-CNN (each cell read half a
+            cell off); ``"align_rounded"``, ``aligned=True`` on the box rounded as RoI Pool
+            rounds it, pasted into the exact box; ``"align"``, ``aligned=True`` exactly.
 
     Returns:
-        IoU of the recovered mask with ``mask``.
-    """
+        IoU of the recovered mask with ``mask``."""
     feat = torch.nn.functional.avg_pool2d(mask[None, None].double(), stride)
     rois = torch.tensor([[0.0, *map(float, box)]], dtype=torch.float64)
     if pool in ("align", "align_false"):

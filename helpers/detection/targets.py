@@ -59,16 +59,13 @@ def detection_target(sample: dict, image_id: int, labels=None) -> dict:
 
     Args:
         sample: a reader's dict with ``masks`` (``N x H x W`` bool) and ``labels`` (``N``).
-        image_id: an integer id, unique in the data set (the sample's index is the usual
-            choice; pycocotools needs integers).
-        labels: optional ``N`` labels that replace ``sample["labels"]`` (e.g. all ones to
-            treat every VOC instance as one class).
+        image_id: an integer unique in the data set (pycocotools needs integers).
+        labels: optional ``N`` labels instead of ``sample["labels"]`` (e.g. all ones).
 
     Returns:
-        dict with ``boxes`` ``K x 4`` float32 xyxy pixels (see :func:`masks_to_boxes_xyxy`),
+        dict with ``boxes`` ``K x 4`` float32 xyxy pixels (:func:`masks_to_boxes_xyxy`),
         ``labels`` ``K`` int64, ``masks`` ``K x H x W`` uint8 {0, 1}, ``image_id`` int,
-        ``area`` ``K`` float32 (mask pixels), ``iscrowd`` ``K`` int64 zeros.
-    """
+        ``area`` ``K`` float32 (mask pixels), ``iscrowd`` ``K`` int64 zeros."""
     masks = torch.as_tensor(np.asarray(sample["masks"]), dtype=torch.bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be N x H x W, got shape {tuple(masks.shape)}")

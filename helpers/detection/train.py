@@ -1,17 +1,15 @@
-"""Fine-tune torchvision's Mask R-CNN on LabPics Medical vessels from the command line:
-notebook 04's job as a script, on one device or on many under ``torchrun`` (notebook 06).
+"""Fine-tune Mask R-CNN on LabPics Medical vessels from the command line: notebook 04's job,
+on one device or under ``torchrun`` (notebook 06), with notebook 04's helpers, data and
+:class:`~helpers.detection.training.MaskRCNNTrainConfig` (every field an option)::
 
     python -m helpers.detection.train --epochs 10                          # one process
     torchrun --nproc_per_node 8 -m helpers.detection.train --lr 0.04       # 8 GPUs
     SEGCOURSE_SMOKE=1 python -m helpers.detection.train                    # data_example
 
-The same helpers and :class:`~helpers.detection.training.MaskRCNNTrainConfig` as notebook
-04 (every field is an option: ``--help``), the same data (every tenth Train sample held
-out for validation). Under torchrun :func:`helpers.detection.training.train_maskrcnn`
-wraps the model in ``DistributedDataParallel``; ``--batch-size`` is per process, so the
-global batch is ``batch_size x processes``: scale ``--lr`` with it, as torchvision's
-references do (their 0.02 is for 8 GPUs x 2 images). Rank 0 fetches data and weights
-first, writes the checkpoints and prints; a rerun resumes from ``last.pt``.
+Under torchrun the model is wrapped in ``DistributedDataParallel``; ``--batch-size`` is
+per process, so scale ``--lr`` with the processes as torchvision's references do (their
+0.02 is for 8 GPUs x 2 images). Rank 0 fetches data and weights first, writes the
+checkpoints and prints; a rerun resumes from ``last.pt``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""The Mask R-CNN training loop, in the shape of torchvision's detection references.
+"""The Mask R-CNN training loop, in the shape of torchvision's detection references
+(notebook 04): ``train_one_epoch`` (warm-up then schedule per iteration, AMP on CUDA,
+gradient clipping, a stop on a non-finite loss) and ``train_maskrcnn`` around it (the
+training state after every epoch, resume, ``best.pt`` by validation mask AP).
 
-Introduced in notebook 04. ``train_one_epoch`` (warm-up then schedule per iteration,
-mixed precision on CUDA, gradient clipping, a stop on a non-finite loss, a progress bar
-with the running loss) and ``train_maskrcnn`` around it: the course's training state
-(:mod:`helpers.checkpoints`: model, optimizer, lr_scheduler, scaler, epoch, config,
-history) written atomically after every epoch, resume, and ``best.pt`` (weights, checked
-when loaded) chosen by validation mask AP.
-
-Randomness is seeded per epoch from ``(seed, epoch)``: the order and one augmentation
-seed per sample by :class:`helpers.detection.data.SeededShuffle`, the model's own sampling
-by the global RNG. A resumed run sees the same batches as an uninterrupted one, whatever
-the number of data-loading workers (persistent, one per CPU by default).
+Randomness is seeded per epoch from ``(seed, epoch)``: the order and one augmentation seed
+per sample by :class:`helpers.detection.data.SeededShuffle`, the model's own sampling by
+the global RNG, so a resumed run sees the batches of an uninterrupted one, whatever the
+number of data-loading workers.
 """
 
 from __future__ import annotations
@@ -151,28 +147,20 @@ def train_maskrcnn(
     show_progress: bool = True,
     place: Place | None = None,
 ) -> list[dict]:
-    """Fine-tune ``model`` in place; return the history (one dict per epoch with the
-    mean losses, ``val_segm_ap``, ``val_bbox_ap``, ``lr``, ``seconds``).
+    """Fine-tune ``model`` in place; return the history (one dict per epoch: the mean losses,
+    ``val_segm_ap``, ``val_bbox_ap``, ``lr``, ``seconds``).
 
     Args:
         train_dataset: a :class:`helpers.detection.data.LabPicsDetection` with training
-            transforms.
-        val_reader: a reader (``LabPicsDataset``) for the validation mask AP.
-        out_dir: ``last.pt`` (resumable) and ``best.pt`` (model weights of the best
-            validation mask AP; without ``val_reader``, of the last epoch) go here.
+            transforms; val_reader: a reader for the validation mask AP (or None).
+        out_dir: ``last.pt`` (resumable) and ``best.pt`` (the weights of the best validation
+            mask AP; without ``val_reader``, of the last epoch) go here.
         until_epoch: stop after this epoch as an interruption would.
-        place: under ``torchrun`` (:func:`helpers.distributed.setup`): the model is
-            wrapped in ``DistributedDataParallel`` (which averages gradients during the
-            backward pass), each process reads its share of every epoch's order
-            (:class:`SeededShuffle`), ``cfg.batch_size`` is per process (the step sees
-            ``batch_size x world`` images, as in torchvision's references, whose lr is
-            for that global batch), the validation is split and gathered on rank 0 for
-            pycocotools, and only rank 0 writes and prints. No SyncBatchNorm: with
-            COCO weights the backbone's batch norms are frozen (``FrozenBatchNorm2d``),
-            as in those references when fine-tuning (without them, as in smoke mode,
-            each process keeps its own running statistics and DDP sends rank 0's at
-            every forward).
-    """
+        place: under ``torchrun``: the model in ``DistributedDataParallel`` (gradients averaged
+            in the backward pass), each process reading its share of every epoch's order,
+            ``cfg.batch_size`` per process (the references' global batch), the validation
+            gathered on rank 0 for pycocotools; rank 0 writes and prints. No SyncBatchNorm:
+            with COCO weights the backbone's batch norms are frozen."""
     place = place or Place()
     model.to(device)
     sampler = SeededShuffle(len(train_dataset), cfg.seed, place.rank, place.world)

@@ -1,16 +1,11 @@
 """Automatic masks measured against ground truth (notebook 05).
 
 ``segment_anything.SamAutomaticMaskGenerator`` prompts SAM with a grid of points, keeps
-the masks whose predicted IoU (the IoU head's score) and stability pass two thresholds,
-and removes duplicates by non-maximum suppression. It does not know the data set's
-classes, so it is measured here by what a user of it needs: for each ground-truth
-instance, is there a generated mask that covers it?
-
-- ``best IoU`` of an instance: the highest IoU between it and any generated mask (void
-  pixels count on neither side);
-- ``mean best IoU`` over all instances, and ``recall@t``: the share of instances whose
-  best IoU is at least ``t`` (0.5 and 0.75);
-- masks per image and seconds per image (the generator's whole ``generate`` call).
+the masks whose predicted IoU and stability pass two thresholds and removes duplicates.
+It knows no classes, so it is measured by what its user needs: per ground-truth instance,
+the ``best IoU`` of any generated mask (void on neither side); their mean and
+``recall@t`` (the share with a best IoU of at least ``t``: 0.5, 0.75); masks and seconds
+per image (the whole ``generate`` call).
 """
 
 from __future__ import annotations
@@ -62,22 +57,15 @@ def measure_automatic_masks(
     cache: str | Path | None = None,
 ) -> dict:
     """Run ``generator.generate(image)`` (a ``SamAutomaticMaskGenerator``) on the reader's
-    images and measure the masks against the ground truth.
-
-    Args:
-        reader: a VOC or LabPics reader (``image``, ``masks``, and ``void`` or ``ignore``).
-        indices: which images (default all).
-        keep_examples: keep the generated masks of the first this many images.
-        cache: a folder: a result computed before for the same model, generator settings
-            and images is read back instead of computed again
-            (:func:`helpers.remembered.remembered`); ``seconds_per_image`` is then the
-            first run's.
+    images ``indices`` (default all) and measure the masks against the ground truth (``masks``
+    and ``void`` or ``ignore``); keep the masks of the first ``keep_examples`` images. With
+    ``cache`` (a folder), a result computed before for the same model, settings and images is
+    read back (``seconds_per_image`` then the first run's).
 
     Returns:
-        dict with ``mean_best_iou``, ``recall@0.5``, ``recall@0.75``, ``instances``,
-        ``images``, ``masks_per_image``, ``seconds_per_image``, ``best_ious`` (per
-        instance, in reading order) and ``examples`` (``(index, [mask, ...])`` pairs).
-    """
+        ``mean_best_iou``, ``recall@0.5``, ``recall@0.75``, ``instances``, ``images``,
+        ``masks_per_image``, ``seconds_per_image``, ``best_ious`` (per instance, in reading
+        order) and ``examples`` (``(index, [mask, ...])``)."""
     indices = list(range(len(reader)) if indices is None else indices)
     if cache is None:
         return _measure(generator, reader, indices, keep_examples, show_progress, desc)

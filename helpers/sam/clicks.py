@@ -1,17 +1,13 @@
-"""Simulated clicks: the evaluation protocol's clicker and the training clicker (notebook 03).
+"""Simulated clicks: the evaluation protocol's clicker and the training clicker (notebook 03),
+in pixel indices ``(x, y)`` = (column, row).
 
-**Evaluation** (:func:`next_click`, the protocol of RITM and SimpleClick, for NoC and
-mIoU@k): the next click is the pixel farthest from the boundary of the missed
-(false-negative) or the spurious (false-positive) region, whichever is deeper; positive
-if the missed one is strictly deeper. Each region is padded by one pixel before the
-distance transform (the image border counts as a boundary), clicked pixels are excluded,
-void is in neither region. Deterministic.
-
-**Training** (:func:`error_clicks`, the SAM paper's, appendix A): a new point drawn
-uniformly from the error region, positive in the missed part, negative in the spurious
-part, in the low-res frame where the loss lives.
-
-Coordinates are pixel indices ``(x, y)`` = (column, row), SamPredictor's convention.
+**Evaluation** (:func:`next_click`, RITM's and SimpleClick's protocol, for NoC and
+mIoU@k): the pixel farthest from the boundary of the missed or the spurious region,
+whichever is deeper (positive if the missed one is strictly deeper); each region padded
+by one pixel first (the image border is a boundary), clicked pixels excluded, void in
+neither. Deterministic. **Training** (:func:`error_clicks`, the SAM paper's, appendix A):
+a point drawn uniformly from the error region, positive in the missed part, negative in
+the spurious part, in the low-res frame where the loss lives.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""The image-embedding cache: encode each image once, reuse it for every epoch, restart
-and notebook.
-
-Introduced in notebook 03. SAM's image encoder is frozen during decoder fine-tuning, so
-its output for an image never changes; it is computed once and kept on disk in fp16
-(2 MiB per image: 256 x 64 x 64 x 2 bytes).
-
-Cache key: a file's name is the SHA-1 of (the encoder's fingerprint, the preprocessing
-version, the image's pixels), so a changed image or checkpoint is a miss, never a stale
-hit. A file that cannot be read, or whose stored key or shape is not what was asked
-for, is recomputed and rewritten (written to a temporary file, then renamed).
+"""The image-embedding cache: encode each image once, reuse it for every epoch, restart and
+notebook (notebook 03). A frozen encoder's output for an image never changes, so it is
+kept on disk in fp16 (2 MiB per image for the official models), under the SHA-1 of the
+encoder's fingerprint, the preprocessing version and the image's pixels: a changed image
+or checkpoint is a miss, never a stale hit. An entry that cannot be read or does not match
+its key is computed again and rewritten whole.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from .predict import ImageEmbedding, preprocess
 log = logging.getLogger(__name__)
 
 #: Bump when :func:`helpers.sam.predict.preprocess` changes: old entries become misses.
-PREPROCESSING_VERSION = "resize-longest-1024/imagenet-norm/pad-br/v1"
+PREPROCESSING_VERSION = "resize-longest-to-the-frame/imagenet-norm/pad-br/v2"
 
 
 def image_key(image: np.ndarray) -> str:
@@ -58,6 +53,8 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sam = sam
         self.fingerprint = encoder_fingerprint(sam)
+        #: an entry's embedding shape: ``1 x C x g x g`` (1 x 256 x 64 x 64 for vit_b)
+        self.shape = (1, sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
         self.hits = 0
         self.misses = 0
 
@@ -75,7 +72,7 @@ class EmbeddingCache:
             emb = entry["embedding"]
             ok = (
                 entry["key"] == path.stem
-                and tuple(emb.shape) == (1, 256, 64, 64)
+                and tuple(emb.shape) == self.shape
                 and tuple(entry["original_size"]) == tuple(image.shape[:2])
                 and bool(torch.isfinite(emb).all())
             )
@@ -108,18 +105,11 @@ class EmbeddingCache:
     def get_many(
         self, images, batch_size: int | None = None, show_progress: bool = True
     ) -> list[ImageEmbedding]:
-        """Embeddings of several images; the misses are encoded in batches (on CUDA under
-        fp16 autocast), with a progress bar.
-
-        Args:
-            images: a sequence of ``H x W x 3`` uint8 arrays: anything with ``len`` and
-                ``[i]``, such as a lazy view of a data set (an image is then read at most
-                twice and never all of them held at once).
-            batch_size: images per encoder call. Default: one on a CPU (a ViT's attention
-                maps take gigabytes per image at 1024 x 1024, so peak memory stays that of
-                one image however many are encoded); on a GPU up to 8, halved whenever
-                a batch does not fit in its memory.
-        """
+        """Embeddings of several images (anything with ``len`` and ``[i]``, such as a lazy view
+        of a data set: each image read at most twice, never all held at once); the misses are
+        encoded with a progress bar, in batches of ``batch_size``: by default one on a CPU (a ViT's
+        attention maps take gigabytes per vit_b image, so peak memory stays that of one), on a
+        GPU up to 8 under fp16 autocast, halved whenever a batch does not fit."""
         n = len(images)
         results: list[ImageEmbedding | None] = [None] * n
         todo = []

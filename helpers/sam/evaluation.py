@@ -1,19 +1,13 @@
 """Measuring a SAM decoder: the interactive protocol and box prompts (notebook 03).
 
-For every instance of every image:
-
-- **clicks**: up to ``max_clicks`` simulated clicks (:func:`helpers.sam.clicks.next_click`),
-  each one round of :func:`helpers.sam.predict.predict_round` (training's and the
-  widget's path): click 1 alone gets three masks and the IoU head's best; every later
-  click sends all clicks so far and the previous low-res logits as the mask prompt. IoU
-  at the original size, void left out. **mIoU@k**: the mean IoU after k clicks;
-  **NoC@85 / NoC@90**: the mean number of clicks to reach IoU 0.85 / 0.90 (``max_clicks``
-  if never);
-- **box**: the tight box alone, single-mask output: **box mIoU**;
-- **per class**: mean IoU at 1 click and with the box.
-
-An image's instances are one decoder batch at every click; an instance with no error
-left gets a padding point (label -1) so that the batch keeps its shape.
+For every instance: up to ``max_clicks`` simulated clicks
+(:func:`helpers.sam.clicks.next_click`), each one round of
+:func:`helpers.sam.predict.predict_round` (click 1 alone gets three masks and the IoU
+head's best; later clicks send every click so far and the previous low-res logits), IoU
+at the original size without void: **mIoU@k** after k clicks, **NoC@85 / NoC@90** the
+clicks to reach IoU 0.85 / 0.90 (``max_clicks`` if never); the tight box alone, single
+mask: **box mIoU**; per class, IoU at 1 click and with the box. An image's instances are
+one decoder batch; one with no error left gets a padding point (label -1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Introduced in notebook 03. BCE works on logits directly (PyTorch's log-sum-exp form, exact
 and with a gradient for a confidently wrong pixel, where BCE on sigmoid probabilities is
 clamped); soft Dice uses the sigmoid. Ignored pixels (VOC's void border, the padding of
-SAM's 1024 frame) count in neither term.
+SAM's square input frame) count in neither term.
 """
 
 from __future__ import annotations
@@ -19,22 +19,19 @@ def bce_dice_per_mask(
     dice_weight: float = 1.0,
     eps: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The loss of each mask, ``bce + dice_weight * dice``, and its two terms.
+    """The loss of each mask, ``bce + dice_weight * dice`` (the one place the terms are
+    weighted), and its two terms.
 
     Args:
-        logits: ``B x ... x H x W`` raw scores (e.g. ``N x 3 x 256 x 256``: 3 masks per
-            instance).
-        targets: the same shape or broadcastable to it, {0, 1} (bool or float).
+        logits: ``B x ... x H x W`` raw scores (e.g. ``N x 3 x h x w``, 3 masks per instance).
+        targets: {0, 1} (bool or float), broadcastable to ``logits``.
         valid: bool pixels that count, broadcastable to ``logits`` (e.g. ``H x W``).
-        eps: Dice smoothing (1 pixel), so an empty target with an empty prediction is 0.
+        eps: Dice smoothing (1 pixel): an empty target with an empty prediction scores 0.
 
     Returns:
-        ``(loss, bce, dice)``, each of ``logits``' shape without the last two dimensions.
-        BCE: mean over valid pixels of ``-(t log s(x) + (1 - t) log(1 - s(x)))``.
-        Dice: ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)``, ``p = s(x)``, valid
-        pixels only. ``loss = bce + dice_weight * dice``: the one place the terms are
-        weighted.
-    """
+        ``(loss, bce, dice)``, each of ``logits``' shape less the last two axes. Over valid
+        pixels, BCE is the mean of ``-(t log s(x) + (1 - t) log(1 - s(x)))`` and Dice
+        ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` with ``p = s(x)``."""
     targets = targets.to(logits.dtype).expand_as(logits)
     weight = torch.ones_like(logits) if valid is None else valid.to(logits.dtype).expand_as(logits)
     n_valid = weight.flatten(-2).sum(-1).clamp(min=1)

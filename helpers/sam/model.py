@@ -66,59 +66,82 @@ def download_checkpoint(
         raise DownloadError(
             f"{err}\nThe checkpoint is expected at {dest} (download {SAM_URL.format(name=name)} "
             f"there by hand). To run the course without it, set {SMOKE_ENV}=1 (smoke mode: "
-            "a tiny random encoder, numbers mean nothing)."
+            "the built-in data and the course's small SAM)."
         ) from err.__cause__
 
 
-def build_tiny_sam(seed: int = 0) -> Sam:
-    """Smoke mode's SAM: a tiny random ViT encoder (2 blocks, width 64) with the real
-    prompt encoder and mask decoder (randomly initialised). Input ``1 x 3 x 1024 x 1024``,
-    embedding ``1 x 256 x 64 x 64``, as every official variant.
+#: Smoke mode's SAM, "tiny": segment-anything's own classes at a 256-pixel frame, 128
+#: channels where vit_b has 256; pretrained on the course's own scenes (:data:`TINY_WEIGHTS`).
+TINY = dict(frame=256, patch=16, width=128, depth=6, heads=4, global_blocks=(2, 5), dim=128)
+#: The pretrained weights (fp16), made by ``python -m scripts.pretrain_small_sam``, and
+#: their SHA-256 (what that command printed and recorded).
+TINY_WEIGHTS = Path(__file__).with_name("tiny_sam.pt")
+TINY_SHA256 = "21b192713c1adde7bf0f76d8220b70eaa77bf4763884a03414e5406bfb22cb6e"
 
-    The weights depend only on ``seed`` (the global RNG is left as it was), so cached
-    embeddings of the tiny encoder stay valid across sessions."""
+
+def build_tiny_sam(seed: int = 0) -> Sam:
+    """Smoke mode's SAM (:data:`TINY`), randomly initialised from ``seed`` (the global RNG
+    is left as it was): input ``1 x 3 x 256 x 256``, embedding ``1 x 128 x 16 x 16``, masks
+    ``64 x 64`` at low resolution. :func:`load_sam` gives it its pretrained weights."""
+    c = TINY
+    grid = c["frame"] // c["patch"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _build_tiny_sam()
-
-
-def _build_tiny_sam() -> Sam:
-    prompt_dim, image_size, patch = 256, 1024, 16
-    encoder = ImageEncoderViT(
-        img_size=image_size,
-        patch_size=patch,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-        mlp_ratio=2,
-        out_chans=prompt_dim,
-        qkv_bias=True,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True,
-        window_size=14,
-        global_attn_indexes=(1,),
-    )
-    sam = Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(image_size // patch, image_size // patch),
-            input_image_size=(image_size, image_size),
+        encoder = ImageEncoderViT(
+            img_size=c["frame"],
+            patch_size=c["patch"],
+            embed_dim=c["width"],
+            depth=c["depth"],
+            num_heads=c["heads"],
+            out_chans=c["dim"],
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=grid // 2,
+            global_attn_indexes=c["global_blocks"],
+        )
+        prompt_encoder = PromptEncoder(
+            embed_dim=c["dim"],
+            image_embedding_size=(grid, grid),
+            input_image_size=(c["frame"], c["frame"]),
             mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8
-            ),
-            transformer_dim=prompt_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
+        )
+        transformer = TwoWayTransformer(
+            depth=2, embedding_dim=c["dim"], mlp_dim=4 * c["dim"], num_heads=c["heads"]
+        )
+        decoder = MaskDecoder(
+            transformer=transformer, transformer_dim=c["dim"], iou_head_hidden_dim=c["dim"]
+        )
+    sam = Sam(encoder, prompt_encoder, decoder, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
     return sam.eval()
+
+
+def load_tiny_weights(sam: Sam, path: str | Path = TINY_WEIGHTS, sha256: str | None = None) -> Sam:
+    """Put the pretrained weights (fp16 on disk, fp32 in the model) into ``sam``, a
+    :func:`build_tiny_sam` model, after checking their SHA-256 (default
+    :data:`TINY_SHA256`), every key and shape and every value.
+
+    Raises:
+        CheckpointError: the file is missing, damaged (another SHA-256) or does not fit.
+    """
+    from ..data.downloads import sha256sum
+
+    path, sha256 = Path(path), sha256 or TINY_SHA256
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: the small SAM's weights are missing; they ship with the course (git "
+            "checkout), or make them again with python -m scripts.pretrain_small_sam"
+        )
+    if sha256sum(path) != sha256:
+        raise CheckpointError(
+            f"{path}: SHA-256 {sha256sum(path)[:12]}..., expected {sha256[:12]}...: a damaged "
+            "or changed file; restore it with git checkout, or make it again"
+        )
+    state = {k: v.float() for k, v in read_checkpoint(path, "small SAM weights").items()}
+    check_state_dict(path, state, sam.state_dict(), "the small SAM")
+    check_finite(path, state)
+    sam.load_state_dict(state)
+    return sam
 
 
 def build_sam(variant: str) -> Sam:
@@ -161,10 +184,10 @@ def load_sam(
     """SAM of ``variant`` with its weights, in eval mode on ``device``.
 
     Args:
-        variant: ``vit_b``, ``vit_l``, ``vit_h`` (official weights) or ``tiny`` (random
-            weights; smoke mode).
+        variant: ``vit_b``, ``vit_l``, ``vit_h`` (official weights) or ``tiny`` (smoke
+            mode's, pretrained on the course's own scenes: :func:`load_tiny_weights`).
         checkpoint: a state-dict file; default: the official checkpoint in the cache
-            folder, downloaded if absent (when ``download``).
+            folder, downloaded if absent (when ``download``), or the tiny one's shipped file.
 
     Raises:
         CheckpointError: the file is unreadable or does not fit ``variant``.
@@ -172,7 +195,7 @@ def load_sam(
     """
     sam = build_sam(variant)
     if variant == "tiny" and checkpoint is None:
-        return sam.to(device)
+        return load_tiny_weights(sam).to(device).eval()
     if checkpoint is None:
         checkpoint = download_checkpoint(variant) if download else checkpoint_path(variant)
     path = Path(checkpoint)
@@ -184,7 +207,7 @@ def load_sam(
 
 
 #: ``(embed_dim, depth)`` of each variant's image encoder, to name a model's variant.
-ENCODER_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h", (64, 2): "tiny"}
+ENCODER_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h", (128, 6): "tiny"}
 
 
 def variant_of(sam: Sam) -> str:
@@ -268,19 +291,17 @@ def check_same_encoder(path: Path, meta: dict, sam: Sam, way_out: str = "") -> N
 
 
 def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict:
-    """Merge a :func:`save_decoder` file into ``sam`` (in place). Everything is checked
-    before the model is touched. Returns the file's ``meta`` dict.
+    """Merge a :func:`save_decoder` file into ``sam`` (in place), everything checked
+    before the model is touched; returns the file's ``meta`` dict.
 
     Args:
-        check_encoder: refuse a decoder trained with another image encoder (another
-            variant, or other weights): its outputs would read embeddings it never saw.
-            False loads it anyway, for an experiment that means to.
+        check_encoder: refuse a decoder trained with another image encoder (variant or
+            weights), whose embeddings it never saw; False loads it anyway.
 
     Raises:
-        CheckpointError: unreadable file, keys or shapes that do not fit, NaN or Inf
-            weights, or (with ``check_encoder``) a variant or encoder fingerprint that is
-            missing from the file or differs from ``sam``'s; the message says both.
-    """
+        CheckpointError: unreadable file, keys or shapes that do not fit, NaN or Inf weights,
+            or (with ``check_encoder``) a variant or encoder fingerprint missing or unlike
+            ``sam``'s; the message says both."""
     path = Path(path)
     payload = read_checkpoint(path, "decoder checkpoint")
     if "mask_decoder" not in payload:
@@ -299,11 +320,10 @@ def load_decoder(sam: Sam, path: str | Path, check_encoder: bool = True) -> dict
 
 
 def with_own_decoder(sam: Sam, decoder_checkpoint: str | Path | None = None) -> Sam:
-    """A model that shares ``sam``'s image encoder and prompt encoder (the same module
-    objects: no copy, and the widget computes one embedding for both) and has its own
-    copy of the mask decoder, loaded from ``decoder_checkpoint`` (a :func:`save_decoder`
-    file) when given. How notebook 03 keeps "before", and each recipe's "after", side by
-    side for the price of one encoder."""
+    """A model that shares ``sam``'s image and prompt encoders (the same objects: the
+    widget computes one embedding for both) with its own copy of the mask decoder, loaded
+    from ``decoder_checkpoint`` (a :func:`save_decoder` file) when given: notebook 03's
+    "before" and "after" side by side for the price of one encoder."""
     other = Sam(
         image_encoder=sam.image_encoder,
         prompt_encoder=sam.prompt_encoder,

@@ -1,18 +1,14 @@
-"""SAM's prompt encoder + mask decoder as an ONNX file, run by onnxruntime (notebook 05):
-an app runs the heavy image encoder once per image and answers each click with the
-small decoder, without PyTorch (onnxruntime on a CPU, in a browser, on a phone).
+"""SAM's prompt encoder + mask decoder as an ONNX file, run by onnxruntime (notebook 05): an
+app encodes each image once and answers each click with the small decoder, no PyTorch.
 
-Model: segment-anything's own ``SamOnnxModel`` with its padding crop rewritten
-(:func:`exportable_decoder`); exporter: ``torch.onnx.export(..., dynamo=False)``, the
-TorchScript-based one segment-anything's ``scripts/export_onnx_model.py`` uses (the
-newer ``dynamo=True`` one needs ``onnxscript``, which the course does not install). The
-graph keeps all four mask tokens and the choice is made here as
-:func:`helpers.sam.predict.predict` makes it: masks 1-3 for an ambiguous prompt, mask 0
-otherwise. Its inputs are in SAM's input frame: ``point_coords`` ``1 x P x 2`` (x, y),
-``point_labels`` ``1 x P`` (1, 0, 2 / 3 box corners, -1 padding), ``mask_input``
-``1 x 1 x h x w`` low-res logits with ``has_mask_input``, ``orig_im_size`` (H, W). The
-file records the variant and encoder fingerprint of its model (ONNX metadata), which
-:class:`OnnxDecoder` checks.
+Model: segment-anything's ``SamOnnxModel`` with its padding crop rewritten
+(:func:`exportable_decoder`); exporter: ``torch.onnx.export(..., dynamo=False)``, as
+segment-anything's ``scripts/export_onnx_model.py`` (``dynamo=True`` needs ``onnxscript``).
+The graph keeps all four mask tokens; the choice is :func:`helpers.sam.predict.predict`'s.
+Inputs, in SAM's input frame: ``point_coords`` ``1 x P x 2`` (x, y), ``point_labels``
+``1 x P`` (1, 0, 2 / 3 box corners, -1 padding), ``mask_input`` ``1 x 1 x h x w`` with
+``has_mask_input``, ``orig_im_size`` (H, W). The file's metadata records the variant and
+encoder fingerprint of its model, which :class:`OnnxDecoder` checks.
 """
 
 from __future__ import annotations
@@ -82,11 +78,11 @@ def exportable_decoder(sam: Sam, **kwargs):
 
 def export_example(sam: Sam) -> tuple[torch.Tensor, ...]:
     """Example inputs of :data:`INPUTS` for tracing (CPU): an embedding of ``sam``'s
-    size, 5 points, a mask prompt, a 480 x 640 image."""
+    size, 5 points in its input frame, a mask prompt, a 480 x 640 image."""
     size = sam.prompt_encoder.image_embedding_size
     return (
         torch.zeros(1, sam.prompt_encoder.embed_dim, *size),
-        torch.randint(0, 1024, (1, 5, 2), dtype=torch.float32),
+        torch.randint(0, sam.image_encoder.img_size, (1, 5, 2), dtype=torch.float32),
         torch.randint(0, 4, (1, 5), dtype=torch.float32),
         torch.zeros(1, 1, 4 * size[0], 4 * size[1]),
         torch.tensor([1.0]),
@@ -98,12 +94,13 @@ def export_decoder(sam: Sam, path: str | Path) -> Path:
     """Export ``sam``'s prompt encoder + mask decoder (with SAM's post-processing) to
     ``path`` (written to a temporary file, then renamed). Returns ``path``.
 
-    The embedding input is fixed at ``1 x 256 x 64 x 64``; the number of prompt points
-    is dynamic. The file's metadata holds ``variant`` and ``encoder_fingerprint``."""
+    The embedding input is fixed at ``sam``'s (``1 x 256 x 64 x 64`` for vit_b); the
+    number of prompt points is dynamic. The file's metadata holds ``variant``,
+    ``encoder_fingerprint`` and ``img_size`` (the input frame the prompts are mapped to)."""
     path = Path(path)
     model = exportable_decoder(sam, return_single_mask=False).eval()
     dummy = export_example(sam)
-    meta = encoder_identity(sam)
+    meta = {**encoder_identity(sam), "img_size": sam.image_encoder.img_size}
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
@@ -202,10 +199,12 @@ class OnnxDecoder:
         self.embedding_shape = tuple(self.session.get_inputs()[0].shape)
         if sam is not None:
             check_same_encoder(self.path, self.meta, sam)
-        self.img_size = 1024  # SAM's input frame (ResizeLongestSide(1024))
+        if not self.meta.get("img_size", "").isdigit():
+            raise CheckpointError(f"{self.path}: its metadata names no input frame (img_size)")
+        self.img_size = int(self.meta["img_size"])  # the input frame prompts are mapped to
+        self.low_res = 4 * self.embedding_shape[-1]  # the mask prompt's side
 
-    def _refuse_mask_count(self, n) -> None:
-        # segment-anything's export with return_single_mask=True answers with one mask
+    def _refuse_mask_count(self, n) -> None:  # segment-anything's return_single_mask=True
         raise CheckpointError(
             f"{self.path}: answers {n} mask(s) per prompt; OnnxDecoder needs all four mask "
             "tokens (export_decoder writes them: SamOnnxModel with return_single_mask=False)"
@@ -220,13 +219,13 @@ class OnnxDecoder:
         mask_input: np.ndarray | torch.Tensor | None = None,
     ) -> dict[str, np.ndarray]:
         """The feed of one prompt, as SamPredictor builds it: points and box corners
-        moved into the 1024 frame, a padding point (label -1) when there is no box.
+        moved into the input frame, a padding point (label -1) when there is no box.
 
         Args:
             points: ``P x 2`` (x, y) original-image pixel indices; labels: ``P`` 1 / 0.
             box: ``4`` (x0, y0, x1, y1) original-image pixel indices.
-            mask_input: ``1 x 256 x 256`` (or ``256 x 256``, or ``1 x 1 x 256 x 256``)
-                low-res logits of an earlier answer.
+            mask_input: ``h x w`` low-res logits of an earlier answer (or with leading axes
+                of one: ``1 x 1 x h x w``), ``h = w =`` :attr:`low_res`.
         """
         embedding = emb.embedding.detach().float().cpu().numpy()
         if embedding.shape != self.embedding_shape:
@@ -253,20 +252,18 @@ class OnnxDecoder:
         else:  # no box: SamPredictor's padding point
             coords = np.concatenate([coords, np.zeros((1, 2), np.float32)])
             codes = np.concatenate([codes, np.array([-1], np.float32)])
+        side = self.low_res
         if mask_input is None:
-            mask = np.zeros((1, 1, 256, 256), np.float32)
+            mask = np.zeros((1, 1, side, side), np.float32)
             has_mask = np.zeros(1, np.float32)
         else:
-            mask = finite_numbers(
-                mask_input.detach().float().cpu() if torch.is_tensor(mask_input) else mask_input,
-                "mask_input",
-            )
-            if mask.shape[-2:] != (256, 256) or mask.size != 256 * 256:
+            mask = finite_numbers(mask_input, "mask_input")
+            if mask.shape[-2:] != (side, side) or mask.size != side * side:
                 raise ValueError(
-                    "mask_input must be 256 x 256 low-res logits (or 1 x 256 x 256, 1 x 1 x 256 "
-                    f"x 256), got shape {mask.shape}"
+                    f"mask_input must be {side} x {side} low-res logits (or 1 x 1 x {side} x "
+                    f"{side}), got shape {mask.shape}"
                 )
-            mask = mask.reshape(1, 1, 256, 256)
+            mask = mask.reshape(1, 1, side, side)
             has_mask = np.ones(1, np.float32)
         return {
             "image_embeddings": embedding,
@@ -289,7 +286,7 @@ class OnnxDecoder:
     ) -> dict:
         """One prompt; the same dict as :func:`helpers.sam.predict.predict` for ``B = 1``
         (numpy): ``logits`` ``1 x M x H x W``, ``masks`` (bool), ``iou`` ``1 x M``,
-        ``low_res`` ``1 x M x 256 x 256``; ``M`` 3 (``multimask``) or 1."""
+        ``low_res`` ``1 x M x h x w``; ``M`` 3 (``multimask``) or 1."""
         masks, iou, low_res = self.session.run(
             None, self.inputs(emb, points, labels, box, mask_input)
         )
@@ -315,7 +312,7 @@ def onnx_round(
 
     Returns:
         ``chosen_masks`` ``H x W`` bool, ``chosen_logits`` ``H x W`` float,
-        ``chosen_iou`` float, ``chosen_low_res`` ``1 x 1 x 256 x 256`` float32 (the next
+        ``chosen_iou`` float, ``chosen_low_res`` ``1 x 1 x h x w`` float32 (the next
         round's mask prompt), numpy.
     """
     multimask = points is not None and len(points) == 1 and box is None and mask_input is None

@@ -1,17 +1,14 @@
-"""One SAM prediction path for training, evaluation and the widgets.
+"""One SAM prediction path for training, evaluation and the widgets (notebook 01).
 
-Introduced in notebook 01. The image is encoded once (:func:`embed_image`); prompts in
-original-image pixels go through the prompt encoder and mask decoder as a batch
-(:func:`predict`), masks come back at the original size: ``SamPredictor``'s arithmetic
-(the tests compare them) without its one-image state, so a cached embedding and a batch
-of instances can be used directly. :func:`predict_round` is the interactive protocol's
-round: a single point alone is ambiguous and gets three masks, the IoU head's best kept;
-any other prompt gets the single-mask output.
+The image is encoded once (:func:`embed_image`); prompts in original-image pixels go
+through the prompt encoder and mask decoder as a batch (:func:`predict`), masks come back
+at the original size: ``SamPredictor``'s arithmetic (the tests compare them) without its
+one-image state. :func:`predict_round` is the interactive protocol's round: a single
+point alone is ambiguous and gets three masks, the IoU head's best kept.
 
-Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` (x = column; the
-centre of pixel ``(col, row)`` is ``(col, row)``, SAM's prompt encoder adds the half
-pixel itself), boxes ``(x0, y0, x1, y1)`` the first and last column and row (inclusive),
-point labels 1 (foreground), 0 (background) or -1 (padding: SAM's not-a-point token).
+Coordinates are SamPredictor's: points are pixel indices ``(x, y)`` (x = column; SAM's
+prompt encoder adds the half pixel itself), boxes ``(x0, y0, x1, y1)`` the first and last
+column and row, point labels 1 (foreground), 0 (background) or -1 (padding).
 """
 
 from __future__ import annotations
@@ -30,10 +27,11 @@ class ImageEmbedding:
     in and masks out.
 
     Attributes:
-        embedding: ``1 x 256 x 64 x 64`` float (fp16 when read from the cache is fine:
-            :func:`predict` casts to the decoder's dtype).
+        embedding: ``1 x C x g x g`` float, the image encoder's output (``1 x 256 x 64 x 64``
+            for the official models; fp16 from the cache is fine: :func:`predict` casts).
         original_size: ``(H, W)`` of the image as read from disk.
-        input_size: ``(h, w)`` after resizing the longest side to 1024 (before padding).
+        input_size: ``(h, w)`` after resizing the longest side to the encoder's input side
+            (``sam.image_encoder.img_size``: 1024 for the official models), before padding.
     """
 
     embedding: torch.Tensor
@@ -42,9 +40,9 @@ class ImageEmbedding:
 
 
 def preprocess(sam: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``H x W x 3`` uint8 RGB -> the encoder's ``1 x 3 x 1024 x 1024`` input
-    (longest side resized to 1024, normalised with SAM's pixel mean/std, zero-padded at
-    the bottom/right), and the resized size ``(h, w)``."""
+    """``H x W x 3`` uint8 RGB -> the encoder's ``1 x 3 x F x F`` input (``F`` =
+    ``sam.image_encoder.img_size``: longest side resized to ``F``, normalised with SAM's
+    pixel mean/std, zero-padded at the bottom/right), and the resized size ``(h, w)``."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image.shape} {image.dtype}")
     transform = ResizeLongestSide(sam.image_encoder.img_size)
@@ -95,21 +93,17 @@ def check_prompts(
     onnxruntime's (:class:`helpers.sam.onnx_decoder.OnnxDecoder`).
 
     Args:
-        original_size: ``(H, W)`` of the image the prompts are on.
-        points: ``... x 2`` ``(x, y)`` pixel indices; labels: one per point (points'
-            shape without its last axis), 1 foreground, 0 background, -1 padding (a
-            padding point's place is not read, so it is not checked).
-        boxes: ``... x 4`` ``(x0, y0, x1, y1)`` pixel indices, ``x0 <= x1``, ``y0 <= y1``.
+        original_size: ``(H, W)`` of the image; points: ``... x 2`` ``(x, y)`` pixel
+            indices; labels: the points' shape less its last axis, 1, 0 or -1 (padding,
+            whose place is not read); boxes: ``... x 4`` ``(x0, y0, x1, y1)``.
 
     Returns:
-        ``(points float32, labels int64, boxes float32)`` as numpy, None where not given.
+        ``(points float32, labels int64, boxes float32)`` numpy, None where not given.
 
     Raises:
-        ValueError: a value that is not a finite number, a label other than 1, 0, -1, a
-            label count that is not the point count, a point or box corner more than
-            :data:`OUTSIDE_TOLERANCE` off the image, or a box with its corners swapped;
-            the message names the prompt.
-    """
+        ValueError, naming the prompt: a value that is not finite, a label other than 1, 0,
+            -1, a label count unlike the point count, a point or corner more than
+            :data:`OUTSIDE_TOLERANCE` off the image, a box with swapped corners."""
     h, w = (int(v) for v in original_size)
     if h < 1 or w < 1:
         raise ValueError(f"original_size must be (H, W) of at least one pixel, got {(h, w)}")
@@ -154,26 +148,21 @@ def predict(
     """Masks for a batch of ``B`` prompts on one embedded image.
 
     Args:
-        points: ``B x P x 2`` ``(x, y)`` original-image pixel indices, or None.
-        labels: ``B x P`` 1 = foreground, 0 = background, -1 = padding (required with
-            ``points``).
-        boxes: ``B x 4`` ``(x0, y0, x1, y1)`` original-image pixel indices (first and last
-            column and row), or None.
-        mask_input: ``B x 1 x h x w`` low-res logits from an earlier call (the
-            mask-as-prompt refinement; ``h x w`` the decoder's low-res size), or None.
+        points: ``B x P x 2`` ``(x, y)`` original-image pixel indices, or None; labels:
+            ``B x P``, 1 foreground, 0 background, -1 padding (required with ``points``).
+        boxes: ``B x 4`` ``(x0, y0, x1, y1)`` pixel indices (first and last column and row).
+        mask_input: ``B x 1 x h x w`` low-res logits of an earlier call, or None.
         multimask: 3 masks per prompt (ambiguity) instead of 1.
-        full_size: also return ``logits``/``masks`` at the original size (training
-            needs only ``low_res`` and skips the upsampling).
+        full_size: also return ``logits``/``masks`` at the original size (training skips it).
 
     Returns:
-        dict with ``logits`` ``B x M x H x W`` float (original size), ``masks`` the same
-        thresholded at ``sam.mask_threshold`` (bool), ``iou`` ``B x M`` predicted IoU,
-        ``low_res`` ``B x M x h x w`` logits (feed one back as ``mask_input``);
-        ``M`` is 3 or 1. Gradients flow (call under ``torch.no_grad()`` to evaluate).
+        dict with ``logits`` ``B x M x H x W`` float, ``masks`` those above
+        ``sam.mask_threshold`` (bool), ``iou`` ``B x M`` predicted IoU and ``low_res``
+        ``B x M x h x w`` logits (feed one back as ``mask_input``); ``M`` is 3 or 1.
+        Gradients flow (wrap in ``torch.no_grad()`` to evaluate).
 
     Raises:
-        ValueError: prompts of the wrong shape, or that :func:`check_prompts` refuses.
-    """
+        ValueError: prompts of the wrong shape, or that :func:`check_prompts` refuses."""
     transform = ResizeLongestSide(sam.image_encoder.img_size)
     device = sam.device
     points, labels, boxes = check_prompts(emb.original_size, points, labels, boxes)
@@ -222,19 +211,15 @@ def predict_round(
     full_size: bool = True,
 ) -> dict:
     """One round of the interactive protocol on a batch of ``B`` prompts (arguments as
-    :func:`predict`; ``mask_input`` is the previous round's ``chosen_low_res``).
-
-    An ambiguous prompt (:func:`is_ambiguous`) gets the three multimask outputs and the
-    one with the highest predicted IoU is chosen; any other gets the single-mask output.
+    :func:`predict`; ``mask_input``: the previous round's ``chosen_low_res``). An ambiguous
+    prompt (:func:`is_ambiguous`) gets the 3 multimask outputs, the one of highest
+    predicted IoU chosen; any other the single-mask output.
 
     Returns:
-        :func:`predict`'s ``low_res`` (``B x M x 256 x 256``) and ``iou`` (``B x M``),
-        ``M`` = 3 or 1, and ``multimask`` (bool), ``pick`` (``B`` int64, the chosen
-        output), ``chosen_low_res`` ``B x 1 x 256 x 256`` (the next round's mask prompt),
-        ``chosen_iou`` ``B``; with ``full_size`` also ``chosen_logits`` ``B x H x W`` and
-        ``chosen_masks`` ``B x H x W`` bool at the original size (only the chosen mask is
-        upsampled). Gradients flow, as in :func:`predict`.
-    """
+        :func:`predict`'s ``low_res`` (``B x M x h x w``) and ``iou`` (``B x M``), ``M`` = 3
+        or 1; ``multimask`` (bool), ``pick`` (``B`` int64), ``chosen_low_res``
+        ``B x 1 x h x w``, ``chosen_iou`` ``B``; with ``full_size`` also ``chosen_logits``
+        and ``chosen_masks`` (bool) ``B x H x W`` (only the chosen mask is upsampled)."""
     multimask = is_ambiguous(points, boxes, mask_input)
     out = predict(sam, emb, points, labels, boxes, mask_input, multimask=multimask, full_size=False)
     n = out["iou"].shape[0]

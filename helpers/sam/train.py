@@ -1,21 +1,15 @@
-"""Fine-tune SAM's mask decoder on VOC2007 from the command line: notebook 03's job as a
-script, on one device or on many under ``torchrun`` (notebook 06).
+"""Fine-tune SAM's mask decoder on VOC2007 from the command line: notebook 03's job, on one
+device or under ``torchrun`` (notebook 06), with notebook 03's helpers and
+:class:`~helpers.sam.training.SamTrainConfig` (every field an option: ``--help``)::
 
     python -m helpers.sam.train --epochs 20                     # one process
     torchrun --nproc_per_node 8 -m helpers.sam.train --batch-images 8
     SEGCOURSE_SMOKE=1 python -m helpers.sam.train               # data_example, tiny
 
-An entry point in the package (``python -m``), not a script file: it runs from any folder
-once the course is installed, torchrun starts it with ``-m`` the same way, and it uses
-the very helpers and :class:`~helpers.sam.training.SamTrainConfig` that notebook 03 uses
-(every field is an option: ``--help``).
-
-Under torchrun: rank 0 fetches the SAM checkpoint while the others wait; the embedding
-cache is filled in parallel (each process encodes its share of the images the cache
-lacks; entries are written to a temporary file and renamed, so no process reads half an
-entry); then every process reads all embeddings from the cache and trains
-(:func:`helpers.sam.training.train_decoder` with this process's place). Rank 0 writes
-``best.pt`` and ``last.pt`` and prints; a rerun resumes from ``last.pt``.
+Under torchrun, rank 0 fetches the SAM checkpoint while the others wait; the embedding
+cache is filled in parallel (each process encodes its share of what is missing; entries
+are written whole), then every process reads all embeddings and trains
+(:func:`helpers.sam.training.train_decoder`). Rank 0 writes and prints; a rerun resumes.
 """
 
 from __future__ import annotations

@@ -1,29 +1,26 @@
-"""Fine-tuning SAM's mask decoder: two recipes, one loop.
+"""Fine-tuning SAM's mask decoder: two recipes, one loop (notebook 03, which writes each
+piece out and checks it equal to this module).
 
-Introduced in notebook 03, which writes each piece out and checks it equal to this
-module, read top to bottom: the settings (:class:`SamTrainConfig`), one image's loss
+Read top to bottom: the settings (:class:`SamTrainConfig`), one image's loss
 (:func:`sam_image_loss`, :func:`seed_image_loss`), one optimizer step
 (:func:`optimizer_step`), the epoch loop (:func:`train_decoder`) and the validation that
-chooses ``best.pt`` (:func:`validation`). The image and prompt encoders are frozen; only
-the mask decoder trains, all instances of an image in one decoder batch, every decoder
-call one round of :func:`helpers.sam.predict.predict_round` (evaluation's and the
-widget's path).
+chooses ``best.pt`` (:func:`validation`). Only the mask decoder trains (notebook 07 adds
+LoRA on the encoder), an image's instances in one decoder batch, every decoder call one
+round of :func:`helpers.sam.predict.predict_round`.
 
 - ``"sam"`` (the default), the SAM paper's interactive recipe (appendix A): the first
   prompt, then ``click_rounds`` rounds that each add a click drawn from the previous
   mask's error region and ``refine_rounds`` that add none, the previous low-res logits
-  (detached) as the mask prompt from round 2 on. A single point alone gets three masks
-  and only the lowest of their losses counts; the IoU head regresses the IoU of every
-  mask it scores (as SAM 2's released fine-tuning configuration does,
+  (detached) as the mask prompt from round 2 on. A single point gets three masks and only
+  the lowest loss counts; the IoU head regresses the IoU of every mask it scores (SAM 2's
   ``supervise_all_iou: true``). Each round is back-propagated as it is computed.
 - ``"seed"``: pass 1 (three masks, no gradient) feeds the mask its IoU head ranks best
   back as the mask prompt of pass 2 (one mask), the only loss; the IoU head gets none.
 
-Both: BCE + soft Dice on the low-res logits, void and padding left out; AdamW, linear
-warm-up then cosine decay, gradient clipping, fp16 autocast on CUDA, a stop on a
-non-finite loss. The order is drawn from ``(seed, epoch)`` and an image's draws from
-``(seed, epoch, step, slot)``, so a resumed run and a run on several processes end with
-the weights of one uninterrupted process.
+Both: BCE + soft Dice on the low-res logits, void and padding left out; AdamW, warm-up
+then cosine, clipping, fp16 autocast on CUDA, a stop on a non-finite loss. The order
+comes from ``(seed, epoch)``, an image's draws from ``(seed, epoch, step, slot)``: a
+resumed run, or one on several processes, ends with one uninterrupted process's weights.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +86,9 @@ class SamTrainConfig:
     seed: int = 0
     amp: bool = True  # fp16 autocast, CUDA only
     batch_images: int = 1  # images per optimizer step, over all processes (notebook 06)
+    #: LoRA only (notebook 07): the encoder's blocks recomputed in the backward pass; the
+    #: same gradients for less memory, so a run may resume with the other value
+    checkpointing: bool = field(default=False, metadata={"compared": False})
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -266,16 +266,19 @@ def optimizer_step(
     scaler: torch.amp.GradScaler,
     place: Place,
     amp: bool = False,
+    image_loss=None,
 ) -> list[float]:
     """One optimizer step on the mean loss of a step's images, ``images`` (each with its
     random draws; every process holds all of them). Returns this process's image losses.
+    ``image_loss``: the recipe's (:data:`IMAGE_LOSSES`) unless given (notebook 07's encodes
+    each image first).
 
     Raises:
         FloatingPointError: a non-finite loss on any process (every process raises).
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     optimizer.zero_grad(set_to_none=True)
-    image_loss = IMAGE_LOSSES[cfg.recipe]
+    image_loss = image_loss or IMAGE_LOSSES[cfg.recipe]
     losses, bad = [], None
     for slot in shard(len(images), place):  # this process's share of the step's images
         item, rng = images[slot]
@@ -304,19 +307,20 @@ def train_decoder(
     until_epoch: int | None = None,
     show_progress: bool = True,
     place: Place | None = None,
+    images: dict | None = None,
 ) -> list[dict]:
     """Fine-tune ``sam.mask_decoder`` in place; return the history (one dict per epoch:
     ``epoch``, ``train_loss``, the entries of :func:`validation`, ``lr``, ``seconds``).
 
     Args:
-        out_dir: where ``best.pt`` (the decoder of the best validation epoch) and
-            ``last.pt`` (resumable state) are written.
-        resume: continue from ``out_dir/last.pt`` when it exists (settings must match).
-        until_epoch: stop after this epoch (1-based), as an interruption would; a later
-            call with ``resume`` finishes the run.
-        place: this process under ``torchrun`` (:func:`helpers.distributed.setup`); every
-            process holds all items, computes its share of each step's images
-            (:func:`optimizer_step`) and of the validation; rank 0 writes and prints.
+        out_dir: ``best.pt`` (the best validation epoch) and ``last.pt`` (resumable) go here.
+        resume: continue from ``out_dir/last.pt`` when it exists (settings must match);
+            until_epoch: stop after this epoch (1-based), as an interruption would.
+        place: this process under ``torchrun`` (:func:`helpers.distributed.setup`): each
+            computes its share of each step's images and of the validation; rank 0 writes.
+        images: ``{image_id: H x W x 3 uint8}``: train the encoder's LoRA layers too
+            (:mod:`helpers.sam.lora`, notebook 07), each image encoded anew in every step and
+            validation; ``best.pt`` is then a :func:`helpers.sam.lora.save_adapter` file.
 
     Raises:
         FloatingPointError: a non-finite loss on any process (all stop); ``last.pt`` holds
@@ -327,7 +331,14 @@ def train_decoder(
             f"batch_images {cfg.batch_images} is not divisible by the {place.world} processes"
         )
     device = sam.device
-    params = decoder_parameters(sam)
+    parts, image_loss, save_best = sam.mask_decoder, IMAGE_LOSSES[cfg.recipe], save_decoder
+    if images is not None:  # notebook 07: the encoder's LoRA layers train too
+        from .lora import encoding_loss, reembedded, save_adapter, trained_parts
+
+        parts, save_best = trained_parts(sam), save_adapter
+        image_loss = encoding_loss(image_loss, images, cfg.checkpointing)
+    decoder_parameters(sam)  # everything frozen but the decoder ...
+    params = [p.requires_grad_(True) for p in parts.parameters()]  # ... and what trains
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_items) / cfg.batch_images)
     total = cfg.epochs * steps_per_epoch
@@ -339,7 +350,7 @@ def train_decoder(
     run = TrainingRun(
         out_dir,
         cfg,
-        model=sam.mask_decoder,
+        model=parts,
         optimizer=optimizer,
         lr_scheduler=scheduler,
         scaler=scaler,
@@ -351,7 +362,7 @@ def train_decoder(
     )
     for epoch in run.epochs(f"{cfg.recipe} recipe, epochs"):
         t0 = time.perf_counter()
-        sam.mask_decoder.train()
+        parts.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))
         losses: list[float] = []
         bar = progress(
@@ -363,12 +374,14 @@ def train_decoder(
         )
         for k in bar:
             batch = order[k * cfg.batch_images : (k + 1) * cfg.batch_images]
-            images = [
+            step = [
                 (train_items[i], np.random.default_rng([cfg.seed, epoch, k, slot]))
                 for slot, i in enumerate(batch)
             ]
             try:
-                losses += optimizer_step(sam, images, cfg, optimizer, scheduler, scaler, place, amp)
+                losses += optimizer_step(
+                    sam, step, cfg, optimizer, scheduler, scaler, place, amp, image_loss
+                )
             except FloatingPointError as err:
                 raise FloatingPointError(
                     f"{err} at epoch {epoch}; stopped. {run.last_path} holds the last "
@@ -376,7 +389,10 @@ def train_decoder(
                 ) from None
             bar.set_postfix(loss=f"{sum(losses) / max(len(losses), 1):.4f}")
         loss_sum, n = sum_over_ranks([sum(losses), len(losses)], device)  # every process's
-        val = validation(sam, val_items, cfg, place)
+        parts.eval()
+        val = validation(
+            sam, val_items if images is None else reembedded(sam, val_items, images), cfg, place
+        )
         record = {
             "epoch": epoch,
             "train_loss": loss_sum / max(n, 1),
@@ -391,8 +407,7 @@ def train_decoder(
             f"{record['seconds']:.1f} s"
         )
         meta = {"recipe": cfg.recipe, **{k: record[k] for k in ("epoch", *val)}}
-        run.end_epoch(record, val["val_score"], lambda path: save_decoder(sam, path, meta), line)
-    sam.mask_decoder.eval()
+        run.end_epoch(record, val["val_score"], lambda path: save_best(sam, path, meta), line)
     return run.history
 
 

@@ -9,8 +9,10 @@ is :mod:`helpers.views.plotting`'s.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,27 +88,29 @@ def interpret_pointer(event: dict, box_mode: bool) -> tuple:
     return ("point", x1, y1, positive)
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every SamCompare not yet collected
+
+
+@atexit.register
+def _close_live() -> None:
+    for controller in list(_LIVE):
+        controller.close()
+
+
 class SamCompare:
     """Several SAM models answering the same prompts on the same image.
 
     Args:
-        models: ``{name: Sam}``, e.g. ``{"before": original, "after": fine_tuned}``; models
-            that share one image encoder object share its embedding.
-        samples: a reader (``image``, and optionally ``masks``/``void`` for IoU against the
-            ground truth).
-        backend: ``"torch"``, the models themselves; ``"onnx"``, each decoder exported once
-            (:func:`helpers.sam.onnx_decoder.decoder_file_for`, into ``onnx_folder``, default
-            ``<cache>/onnx``) and run by onnxruntime, the decoders of a click side by side
-            (the same masks wherever a logit is not within 1e-3 of the threshold); ``"auto"``
-            (the default), onnxruntime for models on a CPU, exported in a background thread
-            while PyTorch answers. ``backends[name]`` says which each model uses now.
+        models: ``{name: Sam}``; models that share an image encoder share its embedding.
+        samples: a reader (``image``; ``masks`` and ``void`` or ``ignore`` for the IoU).
+        backend: ``"torch"``; ``"onnx"``, each decoder exported once (into ``onnx_folder``,
+            default ``<cache>/onnx``) and run by onnxruntime, side by side; ``"auto"`` (the
+            default), onnxruntime for models on a CPU, exported in a thread while PyTorch
+            answers. ``backends[name]`` says which each model uses now.
 
-    Each prompt is one round of :func:`helpers.sam.predict.predict_round`, as in training
-    and evaluation: a first click alone gets three masks and the best by predicted IoU;
-    every later prompt sends all prompts so far and the model's previous low-res logits.
-    Undo goes back one round, logits included. After each change ``results[name]`` holds
-    ``mask`` (``H x W`` bool), ``score`` (SAM's predicted IoU), ``gt_iou`` (IoU with the
-    instance under the first positive click, or None), ``area``, ``ms`` and ``low_res``."""
+    Each prompt is one round of :func:`helpers.sam.predict.predict_round`; undo goes back a
+    round, logits included. ``results[name]``: ``mask`` (``H x W`` bool), ``score``, ``gt_iou``
+    (with the instance under the first positive click, or None), ``area``, ``ms``, ``low_res``."""
 
     def __init__(
         self,
@@ -129,14 +133,29 @@ class SamCompare:
         self._embeddings: dict = {}
         self.onnx: dict = {}  # name -> OnnxDecoder, for the models run by onnxruntime
         self._threads = None  # the decoders' threads (_pool), made at the first click
+        self._preparing = None  # the thread that exports the decoders (backend "auto")
         self.backends = {name: "PyTorch" for name in models}
+        _LIVE.add(self)  # closed at interpreter exit (_close_live)
         if backend == "onnx":
             self._use_onnx(backend, onnx_folder)
         elif backend == "auto":
-            threading.Thread(
+            self._preparing = threading.Thread(
                 target=self._use_onnx, args=(backend, onnx_folder), daemon=True
-            ).start()
+            )
+            self._preparing.start()
         self.select_image(0)
+
+    def close(self) -> None:
+        """Wait for the decoders' export, stop their threads, drop the onnxruntime sessions
+        (PyTorch answers from then on). Run at interpreter exit: a thread left inside
+        onnxruntime or the exporter then aborts the process (SIGABRT) before its report."""
+        if self._preparing is not None:
+            self._preparing.join()
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
+        self.onnx.clear()
+        self.backends = {name: "PyTorch" for name in self.models}
 
     def _use_onnx(self, backend: str, onnx_folder) -> None:
         try:
@@ -250,7 +269,9 @@ class SamCompare:
                 "mask": mask,
                 "score": score,
                 "area": int(mask.sum()),
-                "gt_iou": None if gt is None else mask_iou(mask, gt, self.sample.get("void")),
+                "gt_iou": None
+                if gt is None
+                else mask_iou(mask, gt, self.sample.get("void", self.sample.get("ignore"))),
                 "ms": (time.perf_counter() - t0) * 1000,
                 "low_res": low,
             }

@@ -1,6 +1,5 @@
-"""All the course's pictures: mask overlays, boxes, points, grids.
-
-The one home of plotting code; notebooks call these and never redefine them.
+"""All the course's pictures (mask overlays, boxes, points, grids), in one module: notebooks
+call these and never redefine them.
 """
 
 from __future__ import annotations
@@ -43,17 +42,14 @@ def overlay_masks(
 
     Args:
         image: ``H x W x 3`` uint8 RGB.
-        masks: ``N x H x W`` bool; instance ``k`` gets ``INSTANCE_COLOURS[k % 15]``.
-            Later masks are painted over earlier ones where they overlap.
-        alpha: opacity of the mask colour, 0..1: a masked pixel becomes
-            ``(1 - alpha) * pixel + alpha * colour``, rounded to the nearest integer.
-        outline: optional ``H x W`` bool painted in ``outline_colour`` (e.g. VOC's void
-            border or LabPics' ignore region).
-        colours: optional ``K x 3`` RGB 0..255 used instead of ``INSTANCE_COLOURS``.
+        masks: ``N x H x W`` bool; instance ``k`` gets ``INSTANCE_COLOURS[k % 15]`` (or
+            ``colours[k]``, ``K x 3`` RGB 0..255); later masks paint over earlier ones.
+        alpha: a masked pixel becomes ``(1 - alpha) * pixel + alpha * colour``, rounded.
+        outline: optional ``H x W`` bool painted in ``outline_colour`` (VOC's void border,
+            LabPics' ignore region).
 
     Returns:
-        ``H x W x 3`` uint8 RGB.
-    """
+        ``H x W x 3`` uint8 RGB."""
     import cv2
 
     out = np.array(image, dtype=np.uint8, copy=True)
@@ -218,11 +214,6 @@ def draw_prompts(ax, points=None, labels=None, box=None, colour=None) -> None:
         )
 
 
-def instance_colour(k: int) -> tuple:
-    """Matplotlib colour (0..1 RGB) of instance ``k``, the same as :func:`overlay_masks`."""
-    return tuple(INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)] / 255)
-
-
 def show_prediction(
     ax, image, mask, gt=None, points=None, labels=None, box=None, title: str = ""
 ) -> None:
@@ -298,22 +289,19 @@ MASK_COLOUR = (0, 215, 255)
 def draw_mask_rgb(
     image: np.ndarray, mask: np.ndarray, colour=MASK_COLOUR, alpha: float = 0.4
 ) -> np.ndarray:
-    """A mask drawn so that its shape reads on any photo: a filled, half-transparent
-    overlay and a solid contour, the contour ``colour`` over a dark rim.
+    """A mask drawn so that its shape reads on any photo: a half-transparent fill and a
+    solid contour, the contour ``colour`` over a dark rim.
 
-    The contour is the band where the mask, dilated, differs from the mask, eroded
-    (OpenCV's ``dilate``/``erode`` with a round kernel): ``width`` pixels straddling the
-    mask's edge, about 1/200 of the image's longer side (at least 2), holes' edges
-    included; the rim is the same band 2 pixels wider. Its cost is that of a few passes
-    over the image whatever the mask's shape, so a ragged mask with thousands of islands
-    (an untrained decoder's) draws as fast as a smooth one.
+    The contour is the band where the mask, dilated, differs from the mask, eroded (OpenCV,
+    round kernel): about 1/200 of the image's longer side (at least 2 pixels), holes'
+    edges included; the rim is 2 pixels wider. A few passes over the image whatever the
+    mask's shape, so an untrained decoder's ragged mask draws as fast as a smooth one.
 
     Args:
         image: ``H x W x 3`` uint8 RGB; mask: ``H x W`` bool.
 
     Returns:
-        ``H x W x 3`` uint8 RGB (a new array).
-    """
+        ``H x W x 3`` uint8 RGB (a new array)."""
     mask = np.asarray(mask, dtype=bool)
     out = overlay_masks(image, mask[None], alpha=alpha, colours=[colour])
     if not mask.any():

@@ -1,16 +1,11 @@
-"""Click-to-prompt before/after widgets: SAM decoders and Mask R-CNN detectors.
+"""Click-to-prompt before/after widgets: SAM decoders and Mask R-CNN detectors (notebooks 03
+to 07). The controllers (what a click does) are :mod:`helpers.views.compare`; this is the
+browser side: a canvas that reports clicks (``click_canvas.js``) and the ipywidgets layout.
 
-Introduced in notebook 03 (SAM) and 04 (Mask R-CNN). The controllers (what a click does)
-are :mod:`helpers.views.compare`; this module is the browser side: a canvas that reports
-clicks, and the ipywidgets layout around it.
-
-Why anywidget for the pointer events: it is a small, well-kept library whose widgets
-are plain ES modules; it turns Colab's custom-widget manager on by itself, and its
-widgets run in JupyterLab, Notebook 7 and VS Code alike. ipympl needs
-``enable_custom_widget_manager()`` in Colab and a recent version to get mouse events
-with matplotlib 3.10+; ipyevents and ipycanvas have open reports of events not reaching
-Python in Colab. The canvas here is an ``<img>`` that reports mouse-down/up positions in
-original-image pixels; everything else is built-in ipywidgets.
+The canvas is an anywidget (a plain ES module): it turns Colab's custom-widget manager on
+by itself and runs in JupyterLab, Notebook 7 and VS Code alike, where ipympl needs
+``enable_custom_widget_manager()`` in Colab and ipyevents and ipycanvas have open reports of
+events not reaching Python there. It reports mouse-down/up positions in image pixels.
 """
 
 from __future__ import annotations
