@@ -172,6 +172,46 @@ plotting.draw_boxes(ax, target["boxes"])
 plt.show()
 
 # %% [markdown]
+# ## Two box conventions, side by side
+#
+# The course meets boxes twice. SAM's prompts (notebooks 01 and 03, as `SamPredictor`
+# takes them) are **inclusive pixel indices**: `(x0, y0, x1, y1)` are the first and last
+# column and row of the object, so a one-pixel object has `x0 = x1`. Mask R-CNN's targets
+# are **pixel edges**: the right edge is one past the last column. Both on a 6 x 5-pixel
+# object, each pixel a square centred on its index:
+
+# %%
+tiny = np.zeros((8, 10), bool)
+tiny[2:7, 3:9] = True  # rows 2..6, columns 3..8
+ys, xs = np.nonzero(tiny)
+sam_box = tuple(int(v) for v in (xs.min(), ys.min(), xs.max(), ys.max()))  # inclusive indices
+edges = detection_target({"masks": tiny[None], "labels": np.ones(1)}, 0)["boxes"][0].tolist()
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+for ax, title, (x0, y0, x1, y1), corners in (
+    (axes[0], f"SAM prompt, inclusive indices: {sam_box}", sam_box, "centres"),
+    (axes[1], f"Mask R-CNN target, pixel edges: {tuple(int(v) for v in edges)}", edges, "edges"),
+):
+    ax.imshow(tiny, cmap="Greys", vmin=0, vmax=1.6)
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(8))
+    ax.grid(False)
+    if corners == "centres":  # the first and last pixels' centres; SAM adds the half pixel
+        ax.plot([x0, x1], [y0, y1], "o", color="tab:orange", ms=8)
+        ax.add_patch(
+            plt.Rectangle(
+                (x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec="tab:orange", lw=2
+            )
+        )
+    else:  # the corners sit on pixel edges (imshow's edges are at -0.5)
+        ax.plot([x0 - 0.5, x1 - 0.5], [y0 - 0.5, y1 - 0.5], "s", color="tab:blue", ms=8)
+        ax.add_patch(
+            plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="tab:blue", lw=2)
+        )
+    ax.set_title(title, fontsize=9)
+plt.show()
+assert edges == [sam_box[0], sam_box[1], sam_box[2] + 1, sam_box[3] + 1]
+
+# %% [markdown]
 # ## Bad files fail loudly, naming the file
 #
 # A truncated photo (an interrupted copy, say) is not silently read as half an image:

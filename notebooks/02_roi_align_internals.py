@@ -65,6 +65,7 @@ if IN_COLAB:
     output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
+import json
 import math
 import time
 from collections import OrderedDict
@@ -73,7 +74,7 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 
-from helpers.course.runtime import describe, is_smoke
+from helpers.course.runtime import REPO_ROOT, describe, is_smoke
 from helpers.detection.roi_align import (
     fpn_levels,
     roi_align,
@@ -379,8 +380,19 @@ for name, fn in (
     print(f"{name:20s} {1e3 * (time.perf_counter() - t0):8.1f} ms for 8 RoIs, 8 channels, 14 x 14")
 
 # %% [markdown]
-# `benchmarks/roi_align.py` times both at Mask R-CNN mask-head sizes; the README lists
-# the ratios (close to torchvision's kernel on a coarse map, slower on finer ones).
+# `benchmarks/roi_align.py` times both at Mask R-CNN mask-head sizes, side by side; its
+# results file, as measured on this course's machine (the README's table comes from the
+# same file):
+
+# %%
+results_file = REPO_ROOT / "benchmarks" / "results" / "roi_align.json"
+for row in json.loads(results_file.read_text())["results"]["sizes"]:
+    side = row["feature_map"][-1]
+    print(
+        f"feature map {side:3d} x {side:3d}: torchvision {row['torchvision_s']:.3f} s, the package {row['ours_s']:.3f} s (ours / torchvision {row['ratio']:.2f})"
+    )
+
+# %% [markdown]
 #
 # ## What each part does: small objects through the mask head
 #
@@ -454,16 +466,25 @@ for r, row in table4.items():
     )
 
 # %% [markdown]
-# Both errors cost IoU, the box rounding more than the shift (the lines printed under
-# the stride-8 table), less at stride 4, and the smallest objects lose most: a few pixels
-# of misplacement are a large part of their masks. RoI Align as Mask R-CNN introduced it
-# removed the rounding; torchvision's `aligned=False` still has the half-cell shift.
+# Both errors cost IoU (the lines printed under the stride-8 table), less at stride 4,
+# and the smallest objects lose most: a few pixels of misplacement are a large part of
+# their masks. RoI Align as Mask R-CNN introduced it removed the rounding; torchvision's
+# `aligned=False` still has the half-cell shift.
 #
-# A trained network changes the numbers, not measured here. Detectron2's `ROIAlign`
+# The two are not alike for a trained mask head. torchvision cuts the mask head's
+# training targets with the same `roi_align(..., aligned=False)`
+# (`roi_heads.project_masks_on_boxes`), so the targets carry the same constant half-cell
+# shift as the features, and a trained head can learn it. RoI Pool's rounding differs
+# from box to box (it depends on where each box falls on the grid), and nothing learned
+# can undo it. What a trained network does with either is not measured here. Detectron2's `ROIAlign`
 # docstring, of its `aligned=True` fix: "The difference does not make a difference to the
 # model's performance if ROIAlign is used together with conv layers" (its authors'
 # empirical remark). The Mask R-CNN paper, comparing trained networks with RoIAlign as
 # implemented in Detectron (no half-pixel offset) against RoIPool, reports that RoIAlign
 # "improves mask accuracy by relative 10% to 50%".
 #
-# Next, 03: SAM's mask decoder, fine-tuned on VOC2007.
+# RoI Align comes back in notebook 04: torchvision's Mask R-CNN pools every proposal
+# through `MultiScaleRoIAlign` (the level mapper above, `aligned=False`, sampling ratio 2)
+# into the 7 x 7 features of its box head and the 14 x 14 ones of its mask head, whose 28 x
+# 28 masks are pasted back into each box as above. Fine-tuning it on LabPics trains the
+# heads that read these features. Next, 03: SAM's mask decoder, fine-tuned on VOC2007.

@@ -28,8 +28,8 @@
 #   PyTorch; then int8 quantisation: file size, time per click, and how far its masks
 #   move.
 #
-# In smoke mode the models are notebook 03's tiny random encoder with its briefly
-# trained decoder, on `data_example`: the numbers only show that the code runs.
+# In smoke mode the models are smoke mode's small SAM and notebook 03's decoder for it, on
+# `data_example`: the figures describe synthetic scenes, not VOC2007.
 
 # %% Setup on Colab: fetch the course, install its package (elsewhere: nothing)
 # Setup on Colab: fetches the course and installs its package; does nothing elsewhere.
@@ -60,19 +60,30 @@ if IN_COLAB:
     output.enable_custom_widget_manager()  # the click-to-prompt widgets are custom ones
 
 # %%
+import contextlib
+import inspect
+import io
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import onnxruntime as ort
 import torch
+import torch.nn.functional as F
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.utils.onnx import SamOnnxModel
+from segment_anything.utils.transforms import ResizeLongestSide
 from torch.utils.data import Subset
 
 from helpers.checkpoints import CheckpointError
 from helpers.course.runtime import DATA_EXAMPLE, cache_dir, default_device, describe, is_smoke
+from helpers.data.splits import hold_out
 from helpers.data.voc import VOCInstanceDataset, download_voc2007
+from helpers.metrics import mask_iou
 from helpers.sam.automatic_masks import automatic_table, measure_automatic_masks
 from helpers.sam.clicks import next_click
 from helpers.sam.embeddings import EmbeddingCache
@@ -86,10 +97,11 @@ from helpers.sam.model import (
 )
 from helpers.sam.onnx_comparison import click_latency, first_click_agreement
 from helpers.sam.onnx_decoder import (
+    INPUTS,
+    OUTPUTS,
     OnnxDecoder,
     export_decoder,
     export_example,
-    exportable_decoder,
     quantize_int8,
 )
 from helpers.sam.predict import embed_image, predict
@@ -143,11 +155,11 @@ if not Path(S.decoder_file).is_file():
         )
     # one epoch on 4 images: a decoder file of the real layout, not a trained decoder
     print("smoke mode: notebook 03 has not run in this cache; a short stand-in run:")
-    voc = DATA_EXAMPLE / "VOCdevkit"
     cache = EmbeddingCache(cache_dir() / "embeddings", original)
-    train_items, _ = prepare_items(Subset(VOCInstanceDataset(voc, "train"), range(4)), cache)
-    val_items, _ = prepare_items(Subset(VOCInstanceDataset(voc, "val"), range(2)), cache)
-    stand_in = SamTrainConfig(epochs=1, lr=1.5e-3, dice_weight=3.0, click_rounds=1, refine_rounds=0)
+    train_ds, val_ds = hold_out(VOCInstanceDataset(DATA_EXAMPLE / "VOCdevkit", "trainval"))
+    train_items, _ = prepare_items(Subset(train_ds, range(4)), cache)
+    val_items, _ = prepare_items(val_ds, cache)
+    stand_in = SamTrainConfig(epochs=1, click_rounds=1, refine_rounds=0)
     train_decoder(
         with_own_decoder(original), train_items, val_items, stand_in, Path(S.decoder_file).parent
     )
@@ -237,16 +249,34 @@ except CheckpointError as err:
 # three masks that pass two filters, and removes duplicates by non-maximum suppression
 # (`box_nms_thresh`):
 #
-# - `pred_iou_thresh` (default 0.88): the **IoU head's** score of the mask. Notebook 03's
-#   SAM recipe trains that head on the real IoU of every mask it scores, so fine-tuning
-#   changes which masks pass this filter; the seed's recipe leaves it untrained.
-# - `stability_score_thresh` (default 0.95): the IoU between the mask thresholded at
-#   logit +1 and at -1; a mask whose edge moves with the threshold is dropped.
-# - `crop_n_layers` (default 0): run again on overlapping crops for small objects, at
-#   several times the cost.
+# - `pred_iou_thresh`: the **IoU head's** score of the mask. Notebook 03's SAM recipe
+#   trains that head on the real IoU of every mask it scores, so fine-tuning changes which
+#   masks pass this filter; the seed's recipe leaves it untrained.
+# - `stability_score_thresh`: the IoU between the mask thresholded at logit +1 and at -1;
+#   a mask whose edge moves with the threshold is dropped.
+# - `crop_n_layers`: run again on overlapping crops for small objects, at several times
+#   the cost.
 #
 # Measured against VOC's instances: for each instance the best IoU of any generated mask
 # (void pixels left out), its mean, and the share found at IoU 0.5 and 0.75.
+
+# %%
+defaults = inspect.signature(SamAutomaticMaskGenerator).parameters
+knobs = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "box_nms_thresh",
+    "crop_n_layers",
+)
+print(
+    "SamAutomaticMaskGenerator's defaults:", ", ".join(f"{k}={defaults[k].default}" for k in knobs)
+)
+print(
+    "used here:",
+    f"points_per_side={S.points_per_side}, pred_iou_thresh={S.pred_iou_thresh}, stability_score_thresh={S.stability_score_thresh}",
+)
 
 # %%
 amg = {}
@@ -266,8 +296,6 @@ for name, model in {"before": original, "after": fine_tuned}.items():
         cache=cache_dir() / "evaluations",  # a rerun reads finished measurements back
     )
 print(automatic_table(amg))
-if SMOKE:
-    print("SMOKE MODE: tiny random encoder, thresholds at 0; these numbers mean nothing.")
 
 # %%
 index = amg["before"]["examples"][0][0]
@@ -285,54 +313,166 @@ plt.show()
 # %% [markdown]
 # ## 3. ONNX: the decoder without PyTorch
 #
-# The image encoder runs once per image (on a server, or once on load); every click
-# then needs only the prompt encoder and the decoder. The model to export is
-# segment-anything's `SamOnnxModel` (prompt encoder, decoder and SAM's post-processing
-# in one graph) with one change: its crop of the padding is rewritten, because the
-# TorchScript tracer records the crop's size, computed from an input, as a constant, so
-# a file traced on a landscape example would crop a portrait photo wrongly
-# (`helpers/sam/onnx_decoder.py`, `exportable_decoder`).
-#
-# Which exporter? PyTorch has two. The newer one (`dynamo=True`) starts with
-# `torch.export`, which must see every tensor size as a function of the inputs: the
-# stock model's crop stops it, the rewritten one passes (checked below). It then writes
-# ONNX with the `onnxscript` package, which this course does not install. The older,
-# TorchScript-based exporter (`dynamo=False`, which PyTorch marks as deprecated) needs
-# nothing more, is the one segment-anything's own export script uses, and its file is
-# checked equal to PyTorch below: the course uses it.
+# **ONNX** (Open Neural Network Exchange) is a file format for a computation graph: the
+# operators, their order and their weights, which runtimes other than PyTorch execute
+# (onnxruntime on CPUs and GPUs, onnxruntime-web in a browser, mobile runtimes). An app
+# runs the heavy image encoder once per image; every click then needs only the prompt
+# encoder and the decoder. segment-anything's own `SamOnnxModel` wraps those two and
+# SAM's post-processing into one module made for export; `torch.onnx.export` traces it on
+# example inputs and writes the file. The bare export, with the tracer's warnings about
+# the post-processing kept:
 
 # %%
-example = export_example(fine_tuned)
-fine_tuned.cpu()  # torch.export traces on the CPU here (the encoders are shared: back below)
+example = export_example(fine_tuned)  # an embedding, 5 points, a mask prompt, a 480 x 640 image
+stock = SamOnnxModel(fine_tuned.cpu(), return_single_mask=False).eval()
+stock_file = Path(S.out_dir) / "decoder_stock.onnx"
+stock_file.parent.mkdir(parents=True, exist_ok=True)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    torch.onnx.export(
+        stock,
+        example,
+        str(stock_file),
+        input_names=list(INPUTS),
+        output_names=list(OUTPUTS),
+        dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+        opset_version=17,
+        dynamo=False,
+    )
+fine_tuned.to(DEVICE)
+for w in caught:
+    if w.filename.endswith("onnx.py"):  # segment-anything's post-processing
+        print(
+            f"{type(w.message).__name__} at {Path(w.filename).name}:{w.lineno}: {str(w.message)[:150]}..."
+        )
+print(
+    inspect.getsource(SamOnnxModel.mask_postprocessing)
+    .split("prepadded_size =")[1]
+    .split("orig_im_size =")[0]
+    .strip()
+)
+
+# %% [markdown]
+# The warning points at the crop of the padding: `int(prepadded_size[0])` turns a tensor
+# computed from the input `orig_im_size` into a Python number, which the tracer records
+# as a constant. The file then crops every image as if it had the example's shape. On a
+# portrait photo, against PyTorch:
+
+# %%
+portrait = next(
+    test_ds[i]
+    for i in range(len(test_ds))
+    if test_ds[i]["image"].shape[0] > test_ds[i]["image"].shape[1]
+)
+p_emb = embed_image(fine_tuned, portrait["image"])
+point_p = np.array([[portrait["image"].shape[1] / 2, portrait["image"].shape[0] / 2]])
+with torch.no_grad():
+    ref = predict(fine_tuned, p_emb, points=point_p[None], labels=np.array([[1]]), multimask=False)
+feed = OnnxDecoder(export_decoder(fine_tuned, Path(S.out_dir) / "decoder.onnx"), fine_tuned).inputs(
+    p_emb, point_p, np.array([1])
+)
+stock_masks = ort.InferenceSession(str(stock_file)).run(None, feed)[0][:, :1] > 0
+agree = mask_iou(stock_masks[0, 0], ref["masks"][0, 0].cpu().numpy())
+print(
+    f"portrait {portrait['image'].shape[1]} x {portrait['image'].shape[0]}: the stock export's mask against PyTorch's, IoU {agree:.3f}"
+)
+
+# %% [markdown]
+# The fix is six lines: crop with `index_select` over `arange` of the computed size,
+# which the tracer keeps as a computation; the arithmetic is otherwise
+# segment-anything's. Written out, exported, and checked equal to the package's
+# `export_decoder` (which writes this model) through onnxruntime's `InferenceSession.run`
+# with the six inputs fed by hand:
+
+
+# %%
+class TraceableCrop(SamOnnxModel):
+    def mask_postprocessing(self, masks, orig_im_size):
+        masks = F.interpolate(
+            masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
+        )
+        size = self.resize_longest_image_size(orig_im_size, self.img_size)
+        masks = masks.index_select(2, torch.arange(size[0])).index_select(3, torch.arange(size[1]))
+        h, w = orig_im_size.to(torch.int64)[0], orig_im_size.to(torch.int64)[1]
+        return F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+
+
+fixed_file = Path(S.out_dir) / "decoder_by_hand.onnx"
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the exporter's deprecation note (see below)
+    torch.onnx.export(
+        TraceableCrop(fine_tuned.cpu(), return_single_mask=False).eval(),
+        example,
+        str(fixed_file),
+        input_names=list(INPUTS),
+        output_names=list(OUTPUTS),
+        dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+        opset_version=17,
+        dynamo=False,
+    )
+fine_tuned.to(DEVICE)
+move = ResizeLongestSide(fine_tuned.image_encoder.img_size)
+side = 4 * p_emb.embedding.shape[-1]
+by_hand_feed = {
+    "image_embeddings": p_emb.embedding.float().cpu().numpy(),
+    "point_coords": np.concatenate([move.apply_coords(point_p, p_emb.original_size), [[0.0, 0.0]]])[
+        None
+    ].astype(np.float32),
+    "point_labels": np.array([[1, -1]], np.float32),  # the click, and SamPredictor's padding point
+    "mask_input": np.zeros((1, 1, side, side), np.float32),
+    "has_mask_input": np.zeros(1, np.float32),
+    "orig_im_size": np.array(p_emb.original_size, np.float32),
+}
+for key, value in feed.items():
+    np.testing.assert_array_equal(by_hand_feed[key], value)
+masks_hand = ort.InferenceSession(str(fixed_file)).run(None, by_hand_feed)[0]
+masks_pkg = ort.InferenceSession(str(Path(S.out_dir) / "decoder.onnx")).run(None, feed)[0]
+np.testing.assert_allclose(masks_hand, masks_pkg, atol=1e-5)
+print(
+    f"the fixed export on the portrait: IoU with PyTorch {mask_iou(masks_hand[0, 0] > 0, ref['masks'][0, 0].cpu().numpy()):.3f}; by hand = export_decoder + OnnxDecoder.inputs"
+)
+
+# %% [markdown]
+# A note on exporters. PyTorch has two: the TorchScript-based one used above
+# (`dynamo=False`), which segment-anything's own export script uses, needs nothing beyond
+# `onnx`, and which PyTorch marks as deprecated; and the newer one (`dynamo=True`), which
+# starts with `torch.export`. That first step must see every tensor size as a function of
+# the inputs: the stock model's crop stops it, the rewrite passes (checked below). It then
+# writes ONNX with the `onnxscript` package, which this course does not install.
+
+# %%
+fine_tuned.cpu()
 try:
     for name, candidate in (
-        ("segment-anything's SamOnnxModel", SamOnnxModel(fine_tuned, return_single_mask=False)),
-        ("the course's rewrite", exportable_decoder(fine_tuned, return_single_mask=False)),
+        ("segment-anything's SamOnnxModel", stock),
+        ("the rewrite", TraceableCrop(fine_tuned, return_single_mask=False).eval()),
     ):
         try:
-            torch.export.export(candidate.eval(), example)
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                torch.export.export(candidate, example)  # (its diagnostics are long: kept out)
             print(f"torch.export of {name}: accepted")
         except Exception as err:  # what the dynamo exporter would stop at
             print(f"torch.export of {name}: stops with {type(err).__name__}")
 finally:
     fine_tuned.to(DEVICE)
 
-# %%
-onnx_file = export_decoder(fine_tuned, Path(S.out_dir) / "decoder.onnx")
-onnx_decoder = OnnxDecoder(onnx_file, fine_tuned)  # checks variant and encoder fingerprint
-print(
-    f"{onnx_file}: {onnx_file.stat().st_size / 1e6:.1f} MB, inputs {[i.name for i in onnx_decoder.session.get_inputs()]}"
-)
-
 # %% [markdown]
-# The same prompts through PyTorch and onnxruntime: point, points, box, points + box,
-# and a click with the previous answer as mask prompt. The decoder's own outputs (the
-# 256 x 256 logits and the IoU scores) agree to 1e-4 and 1e-5. The upsampling to the
-# photo agrees to about 1e-3: onnxruntime's resize computes its sample positions as
-# `(x + 0.5) / (out / in)`, PyTorch as `(x + 0.5) * (in / out)`, and float32 rounds the
-# two differently; a mask pixel can only differ where its logit is within that of 0.
+# The package's `OnnxDecoder` runs the file in an onnxruntime session and checks what it
+# is given (the file's model, the prompts). The same prompts through PyTorch and
+# onnxruntime: point, points, box, points + box, and a click with the previous answer as
+# mask prompt. The decoder's own outputs (the low-res logits and the IoU scores) agree to
+# 1e-4 and 1e-5. The upsampling to the photo agrees to about 1e-3: onnxruntime's resize
+# computes its sample positions as `(x + 0.5) / (out / in)`, PyTorch as
+# `(x + 0.5) * (in / out)`, and float32 rounds the two differently; a mask pixel can only
+# differ where its logit is within that of 0.
 
 # %%
+onnx_file = Path(S.out_dir) / "decoder.onnx"
+onnx_decoder = OnnxDecoder(onnx_file, fine_tuned)  # checks variant and encoder fingerprint
+print(f"{onnx_file}: {onnx_file.stat().st_size / 1e6:.1f} MB")
 emb = embed_image(fine_tuned, sample["image"])
 h, w = sample["image"].shape[:2]
 prompts = {
@@ -378,14 +518,22 @@ for name, p in prompts.items():
 # %% [markdown]
 # ### int8
 #
-# Dynamic quantisation (onnxruntime's `quantize_dynamic`) stores the weights as int8 and
-# quantises activations on the fly. Below: the file size, the time per click (median of
+# Dynamic quantisation stores the weights as int8 and quantises activations on the fly:
+# one call of onnxruntime's `quantize_dynamic`, checked against the package's
+# `quantize_int8` (the same call, with the file's metadata carried over). Below: the file
+# size, the time per click (median of
 # 50 in full mode, PyTorch, onnxruntime fp32 and int8 interleaved click by click, on this machine's
 # CPU) and how far the int8 masks move from fp32 over the test instances (the first
 # click's best mask; the course's clicker picks the point).
 
 # %%
+int8_by_hand = Path(S.out_dir) / "decoder_by_hand.int8.onnx"
+logging.getLogger().setLevel(logging.ERROR)  # its hint to pre-process first (see the package)
+quantize_dynamic(str(onnx_file), str(int8_by_hand), weight_type=QuantType.QInt8)
+logging.getLogger().setLevel(logging.WARNING)
 int8_file = quantize_int8(onnx_file, Path(S.out_dir) / "decoder.int8.onnx")
+run = lambda f: ort.InferenceSession(str(f)).run(None, feed)[1]  # noqa: E731  the IoU scores
+np.testing.assert_array_equal(run(int8_by_hand), run(int8_file))
 int8_decoder = OnnxDecoder(int8_file, fine_tuned)
 cases = []  # (embedding, first click) for every instance of the measured test images
 for i in range(min(S.amg_images, len(test_ds))):

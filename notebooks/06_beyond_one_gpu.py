@@ -62,11 +62,13 @@ import json
 import socket
 import subprocess
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.course.jobs import run_job
 from helpers.course.runtime import DATA_EXAMPLE, REPO_ROOT, cache_dir, describe, is_smoke
@@ -74,7 +76,7 @@ from helpers.data.voc import VOCInstanceDataset
 from helpers.distributed import Place, shard, sum_gradients
 from helpers.sam.embeddings import EmbeddingCache
 from helpers.sam.items import prepare_items
-from helpers.sam.model import load_sam, module_sizes, with_own_decoder
+from helpers.sam.model import build_sam, load_sam, module_sizes, with_own_decoder
 from helpers.sam.training import SamTrainConfig, sam_image_loss
 from helpers.views.widget import sam_compare_widget
 
@@ -86,27 +88,83 @@ RUNS = cache_dir() / "runs" / "distributed_demo"  # everything this notebook wri
 # ## Data parallelism for these two jobs
 #
 # Every process holds a whole copy of the model, takes its own share of the images of a
-# step (processes are numbered 0 to `world` - 1: that number is the process's **rank**), computes gradients on them, and then the gradients are **summed over the
-# processes** (an *all-reduce*) so that every copy takes the very same optimizer step.
-# Nothing else crosses between processes during training: no images, no activations.
+# step (processes are numbered 0 to `world` - 1: that number is the process's **rank**),
+# computes gradients on them, and then the gradients are **summed over the processes**
+# (an *all-reduce*) so that every copy takes the very same optimizer step. No images and
+# no activations cross between processes; what does: the gradients every step, a flag
+# every step (so that a non-finite loss on one process stops all of them), the
+# validation's sums every epoch, and under DDP (below) the model's buffers, which DDP
+# broadcasts from rank 0 at every forward pass by default.
 #
 # **SAM's decoder** (`helpers.sam.train`). The frozen image encoder is the expensive part
-# (~0.97 TFLOP per image for vit_b) and its output does not change, so it runs **once**
-# per image, in parallel: each process encodes its share of the images the embedding
-# cache lacks (entries are written to a temporary file and renamed, so no process reads
-# half of one), all wait, then each reads every embedding from the cache. Training
-# then moves only the decoder's 4,058,340 parameters: a step of `batch_images` images is
-# dealt out to the processes (each image's prompts and clicks drawn from a generator
-# seeded by its place in the step, so it is drawn the same wherever it is computed), and
-# the all-reduce carries the decoder's gradients once per step:
+# and its output does not change, so it runs **once** per image, in parallel: each
+# process encodes its share of the images the embedding cache lacks (entries are written
+# whole), all wait, then each reads every embedding from the cache. Training then moves
+# only the decoder's parameters: a step of `batch_images` images is dealt out to the
+# processes (each image's prompts and clicks drawn from a generator seeded by its place in
+# the step, so it is drawn the same wherever it is computed), and the all-reduce carries
+# the decoder's gradients once per step. The sizes, computed (the encoder's floating-point
+# operations counted by PyTorch's `FlopCounterMode` on the `meta` device, no weights):
 
 # %%
 decoder = module_sizes("vit_b")["mask_decoder"]
+with torch.device("meta"):
+    vit_b = build_sam("vit_b")
+    with FlopCounterMode(display=False) as flops:
+        vit_b.image_encoder(torch.empty(1, 3, 1024, 1024))
+print(
+    f"vit_b's image encoder: {flops.get_total_flops() / 1e12:.2f} TFLOP per 1024 x 1024 image, once per image"
+)
 print(
     f"vit_b's mask decoder: {decoder['parameters']:,} parameters, "
-    f"{decoder['parameters'] * 4 / 1e6:.1f} MB of fp32 gradients per all-reduce; "
-    f"a ring all-reduce sends and receives about 2 x that per process and step"
+    f"{decoder['parameters'] * 4 / 1e6:.1f} MB of fp32 gradients per all-reduce"
 )
+
+# %% [markdown]
+# A **ring all-reduce**, the way NCCL and gloo sum large tensors: the processes sit on a
+# ring and each tensor is cut into `world` chunks. In `world - 1` steps each process
+# passes one chunk to its neighbour, which adds its own (*reduce-scatter*: afterwards each
+# process holds one chunk fully summed); in `world - 1` more steps the summed chunks go
+# round (*all-gather*). Each process sends and receives about `2 (world - 1) / world`
+# times the tensor's size, whatever the number of processes. Drawn for 4 processes, the
+# first step of each phase (red: the chunk each process sends):
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+world = 4
+angles = np.pi / 2 - 2 * np.pi * np.arange(world) / world
+xy = np.stack([np.cos(angles), np.sin(angles)], 1) * 1.4
+for ax, (phase, shift, note) in zip(
+    axes,
+    (
+        ("reduce-scatter", 0, "the neighbour adds it to its own"),
+        ("all-gather", 1, "the neighbour keeps the summed chunk"),
+    ),
+):
+    for r, (x, y) in enumerate(xy):
+        nx, ny = xy[(r + 1) % world]
+        ax.add_patch(plt.Circle((x, y), 0.45, fc="#c7e9c0", ec="0.3"))
+        ax.text(x, y + 0.1, f"rank {r}", ha="center", fontsize=9)
+        ax.text(x, y - 0.17, " ".join(f"c{c}" for c in range(world)), ha="center", fontsize=7)
+        ax.annotate(
+            "",
+            xy=(x + 0.7 * (nx - x), y + 0.7 * (ny - y)),
+            xytext=(x + 0.3 * (nx - x), y + 0.3 * (ny - y)),
+            arrowprops=dict(arrowstyle="->", lw=1.5),
+        )
+        ax.text(
+            (x + nx) / 2 * 1.2,
+            (y + ny) / 2 * 1.2,
+            f"c{(r + shift) % world}",
+            fontsize=9,
+            color="tab:red",
+            ha="center",
+            va="center",
+        )
+    ax.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), aspect="equal")
+    ax.set_title(f"{phase}, step 1: each rank sends one chunk;\n{note}", fontsize=9)
+    ax.axis("off")
+plt.show()
 
 # %% [markdown]
 # ## One step of SAM's job on two processes, in code
@@ -143,7 +201,7 @@ def sum_gradients_by_hand(params):
     """Add up every process's gradients, in place, with one flat all-reduce."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     has = torch.tensor([float(p.grad is not None) for p in params])  # who has a gradient
-    flat = torch.cat([*(g.reshape(-1) for g in grads), has])  # one message, not 120
+    flat = torch.cat([*(g.reshape(-1) for g in grads), has])  # one message, not one per tensor
     dist.all_reduce(flat)  # the sum over processes, the same result on every process
     offset = 0
     for p, g, count in zip(params, grads, flat[-len(params) :].tolist()):
@@ -180,57 +238,36 @@ class SyncOnLastRound(torch.nn.Module):
         return self.ddp(**kwargs)  # the step's last round: all-reduce in its backward
 
 
-CFG = SamTrainConfig(click_rounds=1, refine_rounds=1, dice_weight=3.0)  # 3 rounds per image
+CFG = SamTrainConfig(click_rounds=1, refine_rounds=1)  # 3 rounds per image
 ROUNDS = 1 + CFG.click_rounds + CFG.refine_rounds
 
 
-def one_step(rank, world, port, out, how, n_images):
-    """Run in each process: one optimizer step's gradients of n_images images, summed by
-    DDP (how="ddp") or explicitly (how="explicit": the same local gradients summed once
-    by hand and once by the package); rank 0 saves them to the file `out`."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        sam = with_own_decoder(base)  # the same starting decoder in every process
-        names, params = zip(*sam.mask_decoder.named_parameters())
-        for p in params:
-            p.requires_grad_(True)
-        mine = shard(n_images, Place(rank=rank, world=world))
-        if how == "ddp":
-            sam.mask_decoder = SyncOnLastRound(DistributedDataParallel(sam.mask_decoder))
-            sam.mask_decoder.rounds_left = len(mine) * ROUNDS
-        share = len(mine) if how == "ddp" else n_images  # DDP averages; the others sum
-        for slot in mine:  # each image drawn as train_decoder draws it: (seed, epoch, step, slot)
-            rng = np.random.default_rng([CFG.seed, 1, 0, slot])
-            sam_image_loss(sam, items[slot], CFG, rng, share)
-        grads = lambda: {n: p.grad for n, p in zip(names, params)}  # noqa: E731
-        if how == "explicit":
-            local = [p.grad for p in params]  # this process's own gradients
-            sum_gradients_by_hand(params)
-            summed = {"by hand": grads()}
-            for p, g in zip(params, local):  # the same local gradients, summed again
-                p.grad = g
-            sum_gradients(params)
-            summed["package"] = grads()
-        else:
-            summed = {"ddp": grads()}
-        if rank == 0:
-            torch.save(summed, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def on_two_processes(how, n_images):
-    with socket.socket() as s:  # a free port for the processes to meet at
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = RUNS / f"step_{how}_{n_images}.pt"
-    mp.start_processes(  # fork: the processes see this notebook's functions and items
-        one_step, args=(2, port, out, how, n_images), nprocs=2, start_method="fork"
-    )
-    return torch.load(out, weights_only=True)
+def one_step(rank, world, how, n_images):
+    """In each process: one optimizer step's gradients of n_images images, summed by DDP
+    (how="ddp") or explicitly (how="explicit": the same local gradients summed once by
+    hand and once by the package)."""
+    sam = with_own_decoder(base)  # the same starting decoder in every process
+    names, params = zip(*sam.mask_decoder.named_parameters())
+    for p in params:
+        p.requires_grad_(True)
+    mine = shard(n_images, Place(rank=rank, world=world))
+    if how == "ddp":
+        sam.mask_decoder = SyncOnLastRound(DistributedDataParallel(sam.mask_decoder))
+        sam.mask_decoder.rounds_left = len(mine) * ROUNDS
+    share = len(mine) if how == "ddp" else n_images  # DDP averages; the others sum
+    for slot in mine:  # each image drawn as train_decoder draws it: (seed, epoch, step, slot)
+        rng = np.random.default_rng([CFG.seed, 1, 0, slot])
+        sam_image_loss(sam, items[slot], CFG, rng, share)
+    grads = lambda: {n: p.grad for n, p in zip(names, params)}  # noqa: E731
+    if how == "ddp":
+        return {"ddp": grads()}
+    local = [p.grad for p in params]  # this process's own gradients
+    sum_gradients_by_hand(params)
+    summed = {"by hand": grads()}
+    for p, g in zip(params, local):  # the same local gradients, summed again
+        p.grad = g
+    sum_gradients(params)
+    return {**summed, "package": grads()}
 
 
 def on_one_process(n_images):
@@ -245,6 +282,37 @@ def on_one_process(n_images):
 
 def largest_difference(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# %% [markdown]
+# The plumbing that starts two processes and lets them meet (a free port, the `fork` start
+# method so that both see this notebook's functions, a file for rank 0's answer) is in
+# the next cell, collapsed: it is not the lesson.
+
+
+# %% jupyter={"source_hidden": true}
+def on_two_processes(how, n_images):
+    """one_step(rank, 2, how, n_images) in two processes that meet through gloo; rank 0's
+    result."""
+    with socket.socket() as s:  # a free port for the processes to meet at
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = RUNS / f"step_{how}_{n_images}.pt"
+
+    def process(rank):
+        torch.set_num_threads(1)
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+        )
+        try:
+            result = one_step(rank, 2, how, n_images)
+            if rank == 0:
+                torch.save(result, out)
+        finally:
+            dist.destroy_process_group()
+
+    mp.start_processes(process, nprocs=2, start_method="fork")
+    return torch.load(out, weights_only=True)
 
 
 # %% [markdown]
@@ -318,8 +386,10 @@ assert largest_difference(package3, one3) < 1e-6 < largest_difference(ddp3, one3
 #
 # With `--batch-images 8` each step sees 8 images, 1 per GPU; one process with
 # `--batch-images 8` takes the same steps. Several machines: the same command on each,
-# with torchrun's rendezvous instead of `--standalone`
-# (`--nnodes 2 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id JOB`). On a
+# with torchrun's **rendezvous** instead of `--standalone`: the meeting point where the
+# processes of all machines find each other and agree on their ranks before training
+# starts (`--nnodes 2 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id JOB`: one
+# machine's address and a port, and a name for the job). On a
 # SLURM cluster, `srun` starts one torchrun per node; the course's example batch script:
 
 # %%
@@ -328,15 +398,17 @@ print((REPO_ROOT / "scripts" / "slurm_train_sam_decoder.sbatch").read_text())
 # %% [markdown]
 # ## Run here: 2 processes on the CPU against 1
 #
-# Whatever the mode, this runs the smoke configuration (data_example, the tiny model,
-# 4 training and 2 validation images, 2 images per step, 2 epochs) on the CPU with the
-# gloo backend: once in one process, once with `torchrun --nproc_per_node 2`, stopped
-# after epoch 1 and resumed, as a preempted cluster job would be. Then the two decoders
-# are compared weight by weight.
+# Whatever the mode, this runs the smoke configuration (data_example, the small model,
+# 2 training images and 1 validation image, 2 images per step, 2 epochs: the least that
+# shows a step split over two processes and a resume) on the CPU with the gloo backend:
+# once in one process, once with `torchrun --nproc_per_node 2`, stopped after epoch 1 and
+# resumed, as a preempted cluster job would be. Then the two decoders are compared weight
+# by weight.
 
 # %%
+TRAIN, VAL = 2, 1
 common = ["--epochs", "2", "--batch-images", "2", "--click-rounds", "1", "--refine-rounds", "0"]
-common += ["--train-images", "4", "--val-images", "2", "--device", "cpu"]
+common += ["--train-images", str(TRAIN), "--val-images", str(VAL), "--device", "cpu"]
 ENV = dict(os.environ, SEGCOURSE_SMOKE="1", TQDM_DISABLE="1", OMP_NUM_THREADS="1")
 
 
@@ -376,7 +448,9 @@ print(
 )
 # the cache was filled in parallel, each image once, and read back on the resume
 assert part["world"] == 2 and part["epochs"] == 1 and two["epochs"] == 2
-assert cached == 4 + 2 and part["encoded_here"] == 3 and two["encoded_here"] == 0
+rank_0 = Place(rank=0, world=2)
+assert cached == TRAIN + VAL and two["encoded_here"] == 0
+assert part["encoded_here"] == len(shard(TRAIN, rank_0)) + len(shard(VAL, rank_0))
 
 # %%
 a = torch.load(RUNS / "one" / "last.pt", weights_only=True)["model"]
@@ -403,7 +477,7 @@ assert abs(one["last"]["val_miou@1"] - two["last"]["val_miou@1"]) < 1e-6
 
 # %%
 mask_rcnn, mask_rcnn_s = run(
-    [*torchrun, "-m", "helpers.detection.train", "--epochs", "1", "--train-images", "4"]
+    [*torchrun, "-m", "helpers.detection.train", "--epochs", "1", "--train-images", "2"]
     + ["--num-workers", "0", "--no-resume", "--out", f"{RUNS}/maskrcnn", "--device", "cpu"],
     "Mask R-CNN, 2 processes",
 )
@@ -418,12 +492,12 @@ assert (RUNS / "maskrcnn" / "last.pt").is_file()
 # ## How far it scales
 #
 # The README gives an estimate for VOC2007 and for a set 100 times larger on 1, 8 and 64
-# GPUs, from the per-image costs and the all-reduce volume above. In short: the
-# decoder's step (an estimated 50-150 ms per image of the interactive recipe on a T4)
-# dwarfs moving 16 MB of gradients (well under a millisecond over NVLink, a few
-# milliseconds between nodes), so the SAM job scales almost linearly until a step has
-# fewer images than there are GPUs; for VOC2007's ~380 training images 64 GPUs are more
-# than the data can use.
+# GPUs, from the per-image costs and the all-reduce volume above. In short (expected, not
+# measured here): the decoder's step (an estimated 50-150 ms per image of the
+# interactive recipe on a T4) dwarfs moving 16 MB of gradients (milliseconds between the
+# PCIe cards of one machine, T4s having no NVLink, and a few more between machines), so
+# the SAM job scales almost linearly until a step has fewer images than there are GPUs;
+# for VOC2007's ~380 training images 64 GPUs are more than the data can use.
 #
 # Mind what scaling changes. With `--batch-images` equal to the number of GPUs, 8 GPUs
 # take steps of 8 images where 1 GPU takes steps of 1: 8 times fewer optimizer steps per
