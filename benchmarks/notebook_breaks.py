@@ -60,7 +60,7 @@ NOTEBOOKS = {
     "03": Notebook(  # the seed's loop, the fixes and the full loop by hand
         "notebooks/03_finetune_sam_decoder_voc.py",
         stop="# %% [markdown]\n# `train_decoder` is that loop plus what a long run needs",
-        drop=("image = test_ds[0][\"image\"]\nt0 = time.perf_counter()",),
+        drop=('image = test_ds[0]["image"]\nt0 = time.perf_counter()',),
     ),
     "03e": Notebook(  # one instance's evaluation by hand (after the training it measures)
         "notebooks/03_finetune_sam_decoder_voc.py",
@@ -95,14 +95,14 @@ BREAKS: list[Break] = [
     ),
     B(
         "01",
-        "logits = F.interpolate(cropped, (h, w), mode=\"bilinear\", align_corners=False)",
-        "logits = F.interpolate(cropped, (h, w), mode=\"bilinear\", align_corners=True)",
+        'logits = F.interpolate(cropped, (h, w), mode="bilinear", align_corners=False)',
+        'logits = F.interpolate(cropped, (h, w), mode="bilinear", align_corners=True)',
         "upsampled with align_corners=True",
     ),
     B(
         "01",
-        "        multimask_output=True,\n    )\nprint(\"low-res masks\"",
-        "        multimask_output=False,\n    )\nprint(\"low-res masks\"",
+        '        multimask_output=True,\n    )\nprint("low-res masks"',
+        '        multimask_output=False,\n    )\nprint("low-res masks"',
         "the single-mask token read for the three-mask answer",
     ),
     # --- 02: RoI Align from scratch against torchvision.ops.roi_align

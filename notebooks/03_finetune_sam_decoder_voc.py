@@ -556,7 +556,9 @@ plt.show()
 # %% [markdown]
 # Which parameters moved: the relative change `||after - before|| / ||before||` of each
 # part of the decoder, from the weights; the dashed line is what AdamW's weight decay
-# alone does to a parameter whose gradient is zero at every step.
+# alone does to a parameter whose gradient is zero at every step. Under the SAM recipe a
+# multimask output trains only in the rounds where its loss is the lowest of the three,
+# so one that never wins moves by weight decay alone too.
 
 # %%
 steps = S.train.epochs * len(train_items)
@@ -574,8 +576,10 @@ iou_rows = [g for g in seed_changes if g.startswith("IoU head row")]
 multimask = [g for g in seed_changes if g.startswith("mask MLP") and "multimask" in g]
 assert all(seed_changes[g] <= 2 * decay_alone for g in multimask + iou_rows)  # decay alone
 assert all(sam_changes[g] > 100 * decay_alone for g in iou_rows)  # trained
+# the lowest of three losses trains the multimask outputs that win it (not each of them)
+assert any(sam_changes[g] > 100 * decay_alone for g in multimask)
 print(
-    "seed recipe: multimask MLPs and IoU rows moved by weight decay alone; SAM recipe: all IoU rows trained"
+    "seed recipe: multimask MLPs and IoU rows moved by weight decay alone; SAM recipe: every IoU row and the multimask MLPs that won a round trained"
 )
 
 # %% [markdown]
@@ -695,12 +699,16 @@ widget
 #
 # **Smoke mode** (`SEGCOURSE_SMOKE=1`, what the tests run) trains smoke mode's own small
 # SAM, pretrained on the course's synthetic scenes (`scripts/pretrain_small_sam.py`), on
-# `data_example`. Its pretraining saw potted plants and monitors only as their parts, so
-# the released model answers a click on a plant's leaves with the leaves, where VOC's
-# instance is the whole plant: fine-tuning has something real to learn, and the figures
-# above measure it on held-out synthetic images. They say nothing about SAM on VOC2007.
-# `benchmarks/recipe_margins.py` trains both recipes with these settings over several
-# seeds; the assert below is calibrated on its results.
+# `data_example`: ten training images, two for validation, four held out. Its pretraining
+# saw people, potted plants and monitors only as their parts, where VOC's instance is the
+# whole object. The figures above are measured on the held-out synthetic images and say
+# nothing about SAM on VOC2007. The cell below prints the change on the test split and on
+# the training images. `benchmarks/recipe_margins.py` repeats the training over four
+# seeds (the README quotes it): with ten images the decoder fits what it is shown, while
+# the held-out first click and box got worse, not better, in every seed it measured. Ten
+# images are too few for the IoU head's choice among the three masks to generalise, and
+# two validation images too few to stop at the right epoch: the reason full mode holds
+# out a tenth of VOC2007's trainval, at a size you can see here.
 #
 # **Full mode** on a CPU works but is slow: vit_b's encoder takes seconds per image
 # (`benchmarks/sam_epoch.py`), once thanks to the cache, and each decoder round a fraction
@@ -712,9 +720,12 @@ widget
 for name, cfg in recipes.items():
     print(f"{name}: run folder {run_folder(S.variant, cfg.recipe)}")
 print(f"embedding cache: {cache.misses} computed, {cache.hits} read back")
-rise = {k: results["SAM recipe"][k] - results["before"][k] for k in ("miou@1", "box_miou")}
-print(
-    f"SAM recipe on the test split: mIoU@1 {rise['miou@1']:+.3f}, box mIoU {rise['box_miou']:+.3f}"
-)
-if SMOKE:  # held-out learning, with the margin benchmarks/recipe_margins.py measured
-    assert rise["miou@1"] > 0.03 and rise["box_miou"] > 0.03, rise
+fit = {
+    name: evaluate(m, train_items, max_clicks=1, cache=EVALUATIONS)
+    for name, m in [("before", original), ("SAM recipe", sam_model)]
+}
+for split, r in (("the test split", results), ("the training images", fit)):
+    rise = {k: r["SAM recipe"][k] - r["before"][k] for k in ("miou@1", "box_miou")}
+    print(f"SAM recipe on {split}: mIoU@1 {rise['miou@1']:+.3f}, box mIoU {rise['box_miou']:+.3f}")
+if SMOKE:  # it fits what it is shown (benchmarks/recipe_margins.py: the held-out change)
+    assert rise["box_miou"] > 0.02, rise

@@ -287,7 +287,8 @@ def test_logits_on_void_or_padding_pixels_do_not_change_the_loss(items, monkeypa
     clean = (sam_image_loss if recipe == "sam" else seed_image_loss)(
         sam, item, cfg, np.random.default_rng(5)
     )[0]
-    noise = torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) * 50 * (~item.valid)
+    noise = torch.randn(*item.valid.shape, generator=torch.Generator().manual_seed(0))
+    noise = noise * 50 * (~item.valid)
 
     def noisy(real, scored):
         def call(*args, **kwargs):
